@@ -1,0 +1,35 @@
+# snapsync developer commands. `make test` works on a fresh machine: it builds the virtual
+# env, installs the package with its test extras and the storage servers the tests start.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install test lint demo bench bench-full clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install-test-deps.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,bench]'
+	bash scripts/install-test-deps.sh $(VENV)
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check snapsync tests benchmarks scripts
+
+demo: install
+	$(PY) scripts/demo.py
+
+bench: install
+	$(PY) -m benchmarks --quick
+
+bench-full: install
+	$(PY) -m benchmarks --full
+
+clean:
+	rm -rf .demo .pytest_cache build *.egg-info

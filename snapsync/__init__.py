@@ -1,0 +1,50 @@
+"""snapsync: content-addressed code snapshots in bucket storage.
+
+Push a project folder to any fsspec store (S3, GCS, Azure, ``file://``), sending only the
+chunks the store lacks; pull it back verified, touching only what changed.
+
+    >>> import snapsync
+    >>> r = snapsync.push("project", "s3://bucket/code")       # doctest: +SKIP
+    >>> snapsync.pull("s3://bucket/code", "/tmp/run", snapshot=r.snapshot_id)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import (  # noqa: E402
+    ConflictError,
+    FormatError,
+    IgnoreFileError,
+    IntegrityError,
+    LocalFileError,
+    NotAStoreError,
+    NotFoundError,
+    SnapsyncError,
+    StoreAccessError,
+    StoreError,
+    UnsafePathError,
+    UsageError,
+)
+from .pull import PullResult, pull  # noqa: E402
+from .push import PushResult, push  # noqa: E402
+
+__all__ = [
+    "ConflictError",
+    "FormatError",
+    "IgnoreFileError",
+    "IntegrityError",
+    "LocalFileError",
+    "NotAStoreError",
+    "NotFoundError",
+    "PullResult",
+    "PushResult",
+    "SnapsyncError",
+    "StoreAccessError",
+    "StoreError",
+    "UnsafePathError",
+    "UsageError",
+    "__version__",
+    "pull",
+    "push",
+]

@@ -1,0 +1,326 @@
+"""The ``snapsync`` command: parse arguments, call the library, render the result.
+
+Exit codes: 0 success; 1 unexpected error; 2 usage; 3 local file error; 4 store error;
+5 not found (store, bucket, ref, snapshot); 6 access denied; 7 corrupt or unsupported data;
+8 conflict; 10 ``check`` found problems; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import __version__
+from .errors import SnapsyncError, UsageError
+
+EXIT_INTERRUPTED = 130
+
+
+class TqdmProgress:
+    """Progress bars on stderr, only when it is a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bar: Any = None
+        self._lock = threading.Lock()
+
+    def phase(self, name: str, total: int | None, unit: str = "B") -> None:
+        self.close()
+        if not self.enabled or not total:
+            return
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total, desc=name, unit=unit, unit_scale=True, unit_divisor=1024,
+                         file=sys.stderr, leave=False, dynamic_ncols=True)
+
+    def advance(self, n: int) -> None:
+        if self._bar is not None:
+            with self._lock:
+                self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _storage_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``-o KEY=VALUE``; values that parse as JSON (numbers, true, {...}) are decoded."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"-o {pair!r}: expected KEY=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _requests(req: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(req.items())) or "none"
+
+
+def _emit(args: argparse.Namespace, data: dict[str, Any], human: Callable[[], str]) -> None:
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True, default=str))
+    elif not args.quiet:
+        print(human())
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from .push import push
+
+    if len(args.paths) > 2:
+        raise UsageError(f"push takes [DIR] URL, got {len(args.paths)} arguments")
+    root, url = (".", args.paths[0]) if len(args.paths) == 1 else args.paths
+    r = push(root, url, storage_options=_storage_options(args.option), ref=args.ref,
+             message=args.message or "", ignore_file=args.ignore_file,
+             use_default_ignore=not args.no_default_ignore, dry_run=args.dry_run,
+             jobs=args.jobs, level=args.level, cache_dir=args.cache_dir,
+             use_stat_cache=not args.no_stat_cache, skip_unreadable=args.skip_unreadable,
+             progress=args.progress, on_warning=args.warn)
+
+    def human() -> str:
+        state = ("unchanged, nothing written" if r.unchanged else
+                 "dry run, nothing written" if r.dry_run else f"ref {r.ref} updated")
+        return "\n".join([
+            f"snapshot {r.snapshot_id} ({state})",
+            f"  store     {r.url}",
+            f"  tree      {r.files} files ({_size(r.bytes_scanned)}), {r.dirs} empty dirs, "
+            f"{r.symlinks} symlinks",
+            f"  read      {r.files_read} files ({_size(r.bytes_read)}); the rest unchanged "
+            "since the last push",
+            f"  chunks    {r.chunks}: {r.chunks_new} new ({_size(r.bytes_new)}), "
+            f"{r.chunks_reused} already stored",
+            f"  uploaded  {_size(r.bytes_uploaded)} in {r.packs_uploaded} packs",
+            f"  requests  {_requests(r.requests)}",
+            f"  time      {r.seconds:.2f} s",
+        ])
+
+    for note in r.notes:
+        args.note(note)
+    _emit(args, r.as_dict(), human)
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from .pull import pull
+
+    url = args.url
+    r = pull(url, args.dir, storage_options=_storage_options(args.option), ref=args.ref,
+             snapshot=args.snapshot, delete=args.delete, delete_ignored=args.delete_ignored,
+             jobs=args.jobs, cache_dir=args.cache_dir, use_cache=not args.no_cache,
+             progress=args.progress, on_warning=args.warn)
+
+    def human() -> str:
+        return "\n".join([
+            f"snapshot {r.snapshot_id} -> {r.directory}",
+            f"  tree        {r.files} files ({_size(r.bytes)}); {r.unchanged} entries already "
+            "up to date",
+            f"  written     {r.files_written} files ({_size(r.bytes_written)}), "
+            f"{r.symlinks_written} symlinks, {r.dirs_created} dirs, {r.modes_changed} modes; "
+            f"{r.deleted} deleted",
+            f"  chunks      {r.chunks_needed} needed: {r.chunks_cached} from the local cache, "
+            f"{r.chunks_downloaded} downloaded ({_size(r.bytes_downloaded)})",
+            f"  requests    {_requests(r.requests)}",
+            f"  time        {r.seconds:.2f} s",
+        ])
+
+    _emit(args, r.as_dict(), human)
+    return 0
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    from .inspect import log
+
+    entries = log(args.url, ref=args.ref, storage_options=_storage_options(args.option))
+
+    def human() -> str:
+        if not entries:
+            return f"ref {args.ref} has no history"
+        lines = []
+        for e in entries:
+            t = e.totals
+            git = f" git {e.git.get('commit', '')[:10]}{'+dirty' if e.git.get('dirty') else ''}" \
+                if e.git else ""
+            lines.append(f"{e.snapshot}  {e.time}  {t.get('files', 0):>6} files  "
+                         f"{_size(t.get('bytes', 0)):>10}  {e.host}{git}  {e.message}")
+        return "\n".join(lines)
+
+    _emit(args, {"ref": args.ref, "entries": [e.__dict__ for e in entries]}, human)
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from .inspect import list_entries
+
+    rows = list_entries(args.url, ref=args.ref, snapshot=args.snapshot,
+                        storage_options=_storage_options(args.option))
+
+    def human() -> str:
+        out = []
+        for r in rows:
+            extra = f" -> {r['target']}" if r["kind"] == "symlink" else ""
+            out.append(f"{r['kind']:<7} {r['mode']:04o} {r['size']:>12}  {r['path']}{extra}")
+        return "\n".join(out)
+
+    _emit(args, {"entries": rows}, human)
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from .inspect import diff
+
+    d = diff(args.url, args.a, args.b, storage_options=_storage_options(args.option))
+
+    def human() -> str:
+        lines = [f"+ {p}" for p in d.added] + [f"- {p}" for p in d.removed] + \
+                [f"M {p}" for p in d.modified]
+        return "\n".join(lines) if lines else "no differences"
+
+    _emit(args, d.as_dict(), human)
+    return 0
+
+
+def _common(p: argparse.ArgumentParser, jobs: bool = True) -> None:
+    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="storage option passed to fsspec (repeatable), e.g. "
+                        "-o endpoint_url=http://127.0.0.1:8333")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary, no progress bars")
+    p.add_argument("--cache-dir", help="local cache folder (default: the user cache dir, or "
+                                       "$SNAPSYNC_CACHE_DIR)")
+    if jobs:
+        p.add_argument("-j", "--jobs", type=int, help="requests in flight (default 16)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="snapsync",
+        description="Content-addressed code snapshots in bucket storage (S3, GCS, Azure, "
+                    "file://). Push sends only the chunks the store lacks; pull verifies "
+                    "every byte and touches only what changed.")
+    parser.add_argument("--version", action="version", version=f"snapsync {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("push", help="snapshot a folder into a store",
+                       description="Snapshot DIR (default: the current folder) into the store "
+                                   "at URL and point a ref at it.")
+    p.add_argument("paths", nargs="+", metavar="[DIR] URL")
+    p.add_argument("--ref", default="latest", help="ref to update (default: latest)")
+    p.add_argument("-m", "--message", help="message stored with the snapshot")
+    p.add_argument("--ignore-file", help="gitignore-style rules (default: DIR/.prefectignore, "
+                                         "else Prefect's default template)")
+    p.add_argument("--no-default-ignore", action="store_true",
+                   help="with no ignore file, ship everything (Prefect's own behaviour)")
+    p.add_argument("--dry-run", action="store_true", help="do everything but write the store")
+    p.add_argument("--level", type=int, default=3, help="zstd level for new chunks (default 3)")
+    p.add_argument("--no-stat-cache", action="store_true", help="re-read every file")
+    p.add_argument("--skip-unreadable", action="store_true",
+                   help="warn about unreadable files and leave them out instead of failing")
+    _common(p)
+    p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("pull", help="make a folder equal to a snapshot",
+                       description="Make DIR (default: the current folder) hold the snapshot "
+                                   "that --ref (default latest) or --snapshot names.")
+    p.add_argument("url", metavar="URL")
+    p.add_argument("dir", nargs="?", default=".", metavar="DIR")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--ref", help="ref to pull (default: latest)")
+    g.add_argument("--snapshot", help="snapshot id (or a unique prefix) to pull")
+    p.add_argument("--delete", action="store_true",
+                   help="remove files in DIR that the snapshot does not hold (never paths the "
+                        "snapshot's ignore rules match)")
+    p.add_argument("--delete-ignored", action="store_true",
+                   help="with --delete, also remove ignored paths")
+    p.add_argument("--no-cache", action="store_true", help="do not use the local chunk cache")
+    _common(p)
+    p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("log", help="list the snapshots of a ref, newest first")
+    p.add_argument("url", metavar="URL")
+    p.add_argument("--ref", default="latest")
+    _common(p, jobs=False)
+    p.set_defaults(func=cmd_log)
+
+    p = sub.add_parser("ls", help="list the entries of a snapshot")
+    p.add_argument("url", metavar="URL")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--ref")
+    g.add_argument("--snapshot")
+    _common(p, jobs=False)
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("diff", help="compare two snapshots, or a snapshot and a folder",
+                       description="A and B are snapshot ids, ref names (ref:NAME, or a plain "
+                                   "name) or local folders (a path that exists). B defaults "
+                                   "to the current folder.")
+    p.add_argument("url", metavar="URL")
+    p.add_argument("a", metavar="A")
+    p.add_argument("b", metavar="B", nargs="?", default=".")
+    _common(p, jobs=False)
+    p.set_defaults(func=cmd_diff)
+
+    _extend(sub)
+    return parser
+
+
+def _extend(sub: Any) -> None:
+    """Commands that live in their own modules register here."""
+    for modname in ("snapsync.maintenance", "benchmarks.cli"):
+        try:
+            mod = __import__(modname, fromlist=["register"])
+        except ImportError:
+            continue
+        mod.register(sub, _common)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    quiet = getattr(args, "quiet", False)
+    as_json = getattr(args, "json", False)
+    args.progress = TqdmProgress(enabled=not quiet and not as_json and sys.stderr.isatty())
+
+    def warn(msg: str) -> None:
+        if not quiet:
+            print(f"snapsync: warning: {msg}", file=sys.stderr)
+
+    def note(msg: str) -> None:
+        if not quiet:
+            print(f"snapsync: {msg}", file=sys.stderr)
+
+    args.warn, args.note = warn, note
+    try:
+        return int(args.func(args) or 0)
+    except SnapsyncError as exc:
+        args.progress.close()
+        print(f"snapsync: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        args.progress.close()
+        print("snapsync: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

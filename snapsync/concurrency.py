@@ -1,0 +1,83 @@
+"""Every bound on concurrency lives here: CPU threads, requests in flight, windows.
+
+CPU work (hashing, zstd, file writes) runs in threads: zstd and xxh3 release the GIL, and the
+reading stays on one thread because threads lose on many small files (limits.md §4).
+Network requests go through fsspec's bulk verbs, bounded by ``io`` (its ``batch_size``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Concurrency:
+    """``cpu``: worker threads for CPU-bound work; ``io``: requests in flight at once."""
+
+    cpu: int
+    io: int
+
+    @classmethod
+    def from_jobs(cls, jobs: int | None) -> Concurrency:
+        """``--jobs N`` sets the requests in flight; CPU threads follow the core count."""
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+        if jobs is not None and jobs < 1:
+            from .errors import UsageError
+
+            raise UsageError(f"--jobs must be at least 1, got {jobs}")
+        io = jobs if jobs is not None else 16
+        return cls(cpu=max(1, min(cores, io)), io=io)
+
+
+class Window(Generic[T]):
+    """An executor with at most ``depth`` tasks in flight; results come back in order.
+
+    ``submit`` blocks (by collecting the oldest result) when the window is full, which bounds
+    memory no matter how fast the producer is. The first failure cancels the rest.
+    """
+
+    def __init__(self, executor: ThreadPoolExecutor, depth: int,
+                 sink: Callable[[T], None]) -> None:
+        self._ex = executor
+        self._depth = max(1, depth)
+        self._sink = sink
+        self._q: deque[Future[T]] = deque()
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> None:
+        while len(self._q) >= self._depth:
+            self._collect_one()
+        self._q.append(self._ex.submit(fn, *args))
+
+    def _collect_one(self) -> None:
+        fut = self._q.popleft()
+        try:
+            self._sink(fut.result())
+        except BaseException:
+            self.cancel()
+            raise
+
+    def drain(self) -> None:
+        while self._q:
+            self._collect_one()
+
+    def cancel(self) -> None:
+        for f in self._q:
+            f.cancel()
+        for f in self._q:
+            if not f.cancelled():
+                try:
+                    f.result()
+                except BaseException:
+                    pass
+        self._q.clear()
+
+    def __iter__(self) -> Iterator[Future[T]]:
+        return iter(self._q)

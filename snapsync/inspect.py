@@ -1,0 +1,75 @@
+"""Read-only views of a store: a ref's log, a snapshot's entries, diffs.
+
+Thin engines over the repository; they never print.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .chunking import Chunker
+from .ignore import resolve_rules
+from .localtree import default_cache_dir, read_chunks, scan
+from .manifest import FILE, SYMLINK, Entry
+from .plan import TreeDiff, diff_trees
+from .repo import Repository, SnapshotInfo
+from .store import Store
+
+_KIND_NAMES = {"f": "file", "l": "symlink", "d": "dir"}
+
+
+def _repo(url: str, storage_options: dict[str, Any] | None) -> Repository:
+    repo = Repository(Store(url, storage_options), default_cache_dir())
+    repo.open(create=False)
+    return repo
+
+
+def log(url: str, ref: str = "latest",
+        storage_options: dict[str, Any] | None = None) -> list[SnapshotInfo]:
+    """The snapshots a ref has pointed to, newest first."""
+    return _repo(url, storage_options).log(ref)
+
+
+def list_entries(url: str, ref: str | None = None, snapshot: str | None = None,
+                 storage_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The entries of a snapshot as plain dicts (path, kind, mode, size, chunks, target)."""
+    repo = _repo(url, storage_options)
+    m = repo.load_manifest(repo.resolve(ref, snapshot))
+    return [{"path": e.name, "kind": _KIND_NAMES[e.kind], "mode": e.mode, "size": e.size,
+             "chunks": len(e.chunks),
+             "target": os.fsdecode(e.target) if e.kind == SYMLINK else None}
+            for e in m.entries]
+
+
+def diff(url: str, a: str, b: str = ".",
+         storage_options: dict[str, Any] | None = None) -> TreeDiff:
+    """Compare two trees; each side is a local folder, ``ref:NAME``, a ref or a snapshot id."""
+    repo = _repo(url, storage_options)
+    return diff_trees(_side(repo, a), _side(repo, b))
+
+
+def _side(repo: Repository, spec: str) -> list[Entry]:
+    if spec.startswith("ref:"):
+        return repo.load_manifest(repo.resolve(spec[4:], None)).entries
+    if os.path.isdir(spec):
+        return local_entries(Path(spec), Chunker(repo.config.chunker))  # type: ignore[union-attr]
+    hexish = all(c in "0123456789abcdef" for c in spec.lower()) and len(spec) >= 4
+    info = None if hexish else repo.read_ref(spec)
+    sid = info.snapshot if info else repo.resolve(None, spec)
+    return repo.load_manifest(sid).entries
+
+
+def local_entries(root: Path, chunker: Chunker) -> list[Entry]:
+    """A local folder as manifest entries (reads every file), with the push's ignore rules."""
+    rules, _ = resolve_rules(root.resolve(), None, True)
+    out = []
+    for e in scan(root.resolve(), rules, lambda _m: None):
+        path = os.fsencode(e.path)
+        if e.kind == FILE:
+            ids = tuple(c for c, _ in read_chunks(os.path.join(root, e.path), e.size, chunker))
+            out.append(Entry(path, FILE, e.mode, e.size, ids))
+        else:
+            out.append(Entry(path, e.kind, e.mode, 0, (), e.target))
+    return out

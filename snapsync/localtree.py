@@ -1,0 +1,276 @@
+"""The local tree edge: walk a project, read files into chunks, the stat cache, atomic writes.
+
+Walks with ``os.scandir`` and prunes ignored directories (git's rule). Regular files keep their
+executable bit (modes are normalised to 0644/0755 as git does, so a umask does not change the
+snapshot id), symlinks are kept as links and never followed, empty directories are recorded,
+and fifos, sockets and devices are skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import stat
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+
+from .chunking import Chunker
+from .errors import LocalFileError
+from .hashing import ID_SIZE, chunk_id
+from .ignore import IgnoreRules
+from .manifest import DIR, FILE, SYMLINK
+
+Warn = Callable[[str], None]
+
+# Windows cannot create these names; warned about at push time so users learn before a pull.
+_WIN_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)),
+                 *(f"lpt{i}" for i in range(1, 10))}
+_WIN_BAD_CHARS = set('<>:"\\|?*') | {chr(i) for i in range(32)}
+
+
+def default_cache_dir() -> Path:
+    """``$SNAPSYNC_CACHE_DIR``, else the platform's user cache directory."""
+    env = os.environ.get("SNAPSYNC_CACHE_DIR")
+    if env:
+        return Path(env)
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+        return base / "snapsync" / "Cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "snapsync"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "snapsync"
+
+
+def normal_mode(st_mode: int) -> int:
+    """Git-like file mode: 0755 when the owner may execute, else 0644."""
+    return 0o755 if st_mode & stat.S_IXUSR else 0o644
+
+
+@dataclass(slots=True)
+class LocalEntry:
+    """One entry found by the walk. ``path`` is relative posix text."""
+
+    path: str
+    kind: str
+    mode: int
+    size: int
+    sig: tuple[int, int, int, int, int]  # size, mtime_ns, ctime_ns, inode, st_mode
+    target: bytes = b""
+
+
+def scan(root: Path, rules: IgnoreRules, warn: Warn) -> list[LocalEntry]:
+    """Walk ``root`` and return its entries sorted by path bytes."""
+    out: list[LocalEntry] = []
+    lower_seen: dict[str, str] = {}
+    root_real = os.path.realpath(root)
+
+    def visit(abs_dir: str, rel_dir: str) -> bool:
+        """Add the entries under one directory; return whether any was added."""
+        try:
+            it = os.scandir(abs_dir)
+        except OSError as exc:
+            raise LocalFileError(f"cannot list directory {abs_dir}: {exc.strerror}") from None
+        added = False
+        with it:
+            for de in it:
+                rel = f"{rel_dir}{de.name}"
+                try:
+                    st = de.stat(follow_symlinks=False)
+                except OSError as exc:
+                    raise LocalFileError(f"cannot stat {de.path}: {exc.strerror}") from None
+                mode = st.st_mode
+                if stat.S_ISDIR(mode):
+                    if rules.ignored(rel, True):
+                        continue
+                    _lint_name(rel, lower_seen, warn)
+                    if not visit(de.path, rel + "/"):
+                        out.append(LocalEntry(rel, DIR, 0o755, 0, _sig(st)))
+                    added = True
+                    continue
+                if rules.ignored(rel, False):
+                    continue
+                _lint_name(rel, lower_seen, warn)
+                if stat.S_ISREG(mode):
+                    out.append(LocalEntry(rel, FILE, normal_mode(mode), st.st_size, _sig(st)))
+                elif stat.S_ISLNK(mode):
+                    target = os.readlink(os.fsencode(de.path))
+                    _check_link(root_real, de.path, rel, target, warn)
+                    out.append(LocalEntry(rel, SYMLINK, 0o777, 0, _sig(st), target))
+                else:
+                    warn(f"skipping {rel}: not a regular file, directory or symlink")
+                    continue
+                added = True
+        return added
+
+    visit(str(root), "")
+    out.sort(key=lambda e: os.fsencode(e.path))
+    return out
+
+
+def _sig(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode)
+
+
+def _check_link(root_real: str, abs_path: str, rel: str, target: bytes, warn: Warn) -> None:
+    text = os.fsdecode(target)
+    if os.path.isabs(text):
+        warn(f"symlink {rel} points outside the project (absolute target {text}); kept as a link")
+        return
+    resolved = os.path.normpath(os.path.join(os.path.dirname(os.path.join(root_real, rel)), text))
+    if resolved != root_real and not resolved.startswith(root_real + os.sep):
+        warn(f"symlink {rel} points outside the project ({text}); kept as a link")
+
+
+def _lint_name(rel: str, lower_seen: dict[str, str], warn: Warn) -> None:
+    """Warn about names that will not survive a pull on Windows or macOS."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        warn(f"{rel!r}: file name is not valid UTF-8; it is kept as bytes but other systems "
+             "may not be able to create it")
+    low = rel.lower()
+    other = lower_seen.get(low)
+    if other is not None and other != rel:
+        warn(f"{rel} and {other} differ only in case; they collide on Windows and macOS")
+    lower_seen[low] = rel
+    name = rel.rsplit("/", 1)[-1]
+    if (name.split(".", 1)[0].lower() in _WIN_RESERVED or name.endswith((" ", "."))
+            or _WIN_BAD_CHARS.intersection(name)):
+        warn(f"{rel}: name is not valid on Windows")
+
+
+def read_chunks(abs_path: str, size_hint: int, chunker: Chunker
+                ) -> Iterator[tuple[bytes, memoryview]]:
+    """Yield ``(chunk id, bytes)`` for a file, streaming large files through mmap.
+
+    Raises ``LocalFileError`` naming the file when it cannot be read or changes while read.
+    """
+    try:
+        fd = os.open(abs_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        raise LocalFileError(f"cannot read {abs_path}: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if st.st_size <= chunker.params.threshold:
+            data = os.read(fd, st.st_size + 1)
+            if len(data) != st.st_size:
+                raise LocalFileError(f"{abs_path} changed while it was read")
+            if data:
+                yield chunk_id(data), memoryview(data)
+            return
+        # Large files stream through mmap (zero-copy cutting); each chunk is copied out so
+        # no view into the map outlives it.
+        with mmap.mmap(fd, st.st_size, access=mmap.ACCESS_READ) as mm:
+            view = memoryview(mm)
+            try:
+                for piece in chunker.cut(view):
+                    data = bytes(piece)
+                    piece.release()
+                    yield chunk_id(data), memoryview(data)
+            finally:
+                view.release()
+    except OSError as exc:
+        raise LocalFileError(f"cannot read {abs_path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def file_chunk_ids(abs_path: str, chunker: Chunker) -> tuple[bytes, ...]:
+    """The chunk ids of a local file (used to compare a pull target with a snapshot)."""
+    return tuple(cid for cid, _ in read_chunks(abs_path, 0, chunker))
+
+
+class StatCache:
+    """Path -> (stat signature, chunk ids), like git's index, for one (root, store) pair.
+
+    A file whose mtime is not older than the last cache write (minus a margin for coarse
+    timestamps) is "racy": it may have changed within the same tick, so it is re-read.
+    """
+
+    RACY_NS = 2_000_000_000
+    VERSION = 1
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.entries: dict[str, tuple[tuple[int, ...], tuple[bytes, ...]]] = {}
+        self._written_ns = 0
+        if path is not None:
+            self._load()
+
+    def _load(self) -> None:
+        assert self.path is not None
+        try:
+            raw = self.path.read_bytes()
+            ver, written, rows = msgpack.unpackb(raw, raw=False, use_list=False)
+        except (OSError, ValueError, TypeError, msgpack.UnpackException):
+            return  # a missing or broken cache only costs a re-read
+        if ver != self.VERSION:
+            return
+        self._written_ns = written
+        for path, sig, ids in rows:
+            self.entries[path] = (
+                tuple(sig), tuple(ids[i:i + ID_SIZE] for i in range(0, len(ids), ID_SIZE)))
+
+    def lookup(self, path: str, sig: tuple[int, ...]) -> tuple[bytes, ...] | None:
+        hit = self.entries.get(path)
+        if hit is None or hit[0] != sig:
+            return None
+        if sig[1] + self.RACY_NS >= self._written_ns:
+            return None
+        return hit[1]
+
+    def replace(self, rows: dict[str, tuple[tuple[int, ...], tuple[bytes, ...]]]) -> None:
+        self.entries = rows
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        import time
+
+        rows = [(p, list(sig), b"".join(ids)) for p, (sig, ids) in self.entries.items()]
+        data = msgpack.packb([self.VERSION, time.time_ns(), rows], use_bin_type=True)
+        try:
+            atomic_write(self.path, data)
+        except OSError:
+            pass  # the cache is an optimisation; failing to save it must not fail the push
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def git_info(root: Path) -> dict[str, object]:
+    """Commit, branch and dirtiness when ``root`` is inside a git checkout, else ``{}``."""
+    import subprocess
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(root), *args], capture_output=True,
+                                 text=True, timeout=10, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return {}
+    status = git("status", "--porcelain", "--untracked-files=normal", "--", ".")
+    return {"commit": commit, "branch": git("rev-parse", "--abbrev-ref", "HEAD") or "",
+            "dirty": bool(status)}

@@ -1,0 +1,266 @@
+"""The manifest: a snapshot's tree plus where each of its chunks lives. Sole msgpack user.
+
+Pure: no I/O. Layout (docs/format.md §4):
+
+    manifest = zstd(msgpack([b"snapsync-manifest", 1, tree: bin, index: bin, info: map]))
+    tree     = msgpack([b"snapsync-tree", 1, paths, kinds, modes, sizes, nchunks, ids, targets])
+    index    = msgpack([packs, ids, pack_idx, offsets, lengths, raw_sizes])
+
+The snapshot id is xxh3-128 of the ``tree`` bytes only. The tree holds nothing volatile (no
+times, hosts or locations), entries are sorted by path bytes and paths are posix, so the same
+tree always gives the same id. Columns instead of rows load ~8x faster (limits.md §5).
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from .errors import FormatError, IntegrityError
+from .hashing import ID_SIZE, chunk_id
+
+MANIFEST_MAGIC = b"snapsync-manifest"
+TREE_MAGIC = b"snapsync-tree"
+MANIFEST_VERSION = 1
+
+FILE = "f"
+SYMLINK = "l"
+DIR = "d"
+_KINDS = {FILE: ord("f"), SYMLINK: ord("l"), DIR: ord("d")}
+_KIND_BY_BYTE = {v: k for k, v in _KINDS.items()}
+
+# Bounds applied when decoding untrusted manifests: nothing may ask for unbounded memory.
+MAX_CHUNK_SIZE = 64 << 20
+MAX_ENTRIES = 50_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One tree entry. ``path`` is relative, posix, as the file system's bytes."""
+
+    path: bytes
+    kind: str
+    mode: int = 0o644
+    size: int = 0
+    chunks: tuple[bytes, ...] = ()
+    target: bytes = b""
+
+    @property
+    def name(self) -> str:
+        """The path as text (undecodable bytes kept as surrogate escapes)."""
+        return self.path.decode("utf-8", "surrogateescape")
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where a stored chunk lives: ``length`` stored bytes at ``offset`` in ``pack``."""
+
+    pack: bytes
+    offset: int
+    length: int
+    raw_size: int
+
+
+@dataclass
+class Manifest:
+    """A decoded manifest. ``entries`` are sorted by path; ``id`` is the snapshot id (hex)."""
+
+    entries: list[Entry]
+    locations: dict[bytes, Location]
+    info: dict[str, Any] = field(default_factory=dict)
+    id: str = ""
+
+    def files(self) -> Iterable[Entry]:
+        return (e for e in self.entries if e.kind == FILE)
+
+    def chunk_ids(self) -> set[bytes]:
+        return {c for e in self.entries for c in e.chunks}
+
+
+def _pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def _unpack(data: bytes, what: str) -> Any:
+    # The cyclic GC dominates unpacking of big nested lists (limits.md §5).
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True,
+                               max_bin_len=1 << 31, max_str_len=1 << 24)
+    except Exception as exc:
+        raise FormatError(f"{what}: not valid msgpack ({exc})") from None
+    finally:
+        if was:
+            gc.enable()
+
+
+def encode_tree(entries: Sequence[Entry]) -> bytes:
+    """Canonical tree bytes. Raises ``ValueError`` when entries are unsorted or duplicated."""
+    last = None
+    for e in entries:
+        if last is not None and e.path <= last:
+            raise ValueError(f"tree entries not sorted or duplicated at {e.path!r}")
+        last = e.path
+    return _pack([
+        TREE_MAGIC,
+        MANIFEST_VERSION,
+        [e.path for e in entries],
+        bytes(_KINDS[e.kind] for e in entries),
+        [e.mode for e in entries],
+        [e.size for e in entries],
+        [len(e.chunks) for e in entries],
+        b"".join(c for e in entries for c in e.chunks),
+        [e.target for e in entries],
+    ])
+
+
+def tree_id(tree_bytes: bytes) -> str:
+    return chunk_id(tree_bytes).hex()
+
+
+def encode_index(entries: Sequence[Entry], locations: dict[bytes, Location]) -> bytes:
+    """Index of every chunk the tree uses, in first-use order (deterministic for a tree)."""
+    ids: list[bytes] = []
+    seen: set[bytes] = set()
+    for e in entries:
+        for c in e.chunks:
+            if c not in seen:
+                seen.add(c)
+                ids.append(c)
+    packs: list[bytes] = []
+    pack_no: dict[bytes, int] = {}
+    pack_idx, offsets, lengths, raws = [], [], [], []
+    for c in ids:
+        loc = locations[c]
+        n = pack_no.get(loc.pack)
+        if n is None:
+            n = pack_no[loc.pack] = len(packs)
+            packs.append(loc.pack)
+        pack_idx.append(n)
+        offsets.append(loc.offset)
+        lengths.append(loc.length)
+        raws.append(loc.raw_size)
+    return _pack([packs, b"".join(ids), pack_idx, offsets, lengths, raws])
+
+
+def encode_manifest(entries: Sequence[Entry], locations: dict[bytes, Location],
+                    info: dict[str, Any] | None = None) -> tuple[str, bytes]:
+    """Return ``(snapshot id, uncompressed manifest bytes)``."""
+    tree = encode_tree(entries)
+    index = encode_index(entries, locations)
+    return tree_id(tree), _pack([MANIFEST_MAGIC, MANIFEST_VERSION, tree, index, info or {}])
+
+
+def _check(cond: bool, what: str, msg: str) -> None:
+    if not cond:
+        raise FormatError(f"{what}: {msg}")
+
+
+def _ints(values: Any, n: int, what: str, name: str, upper: int) -> list[int]:
+    _check(isinstance(values, list) and len(values) == n, what, f"column {name} is malformed")
+    for v in values:
+        if type(v) is not int or v < 0 or v > upper:
+            raise FormatError(f"{what}: column {name} holds an invalid value {v!r}")
+    return values
+
+
+def decode_tree(tree: bytes, what: str) -> list[Entry]:
+    """Decode and validate tree bytes (structure, sizes, sort order; paths are checked later)."""
+    parts = _unpack(tree, what)
+    _check(isinstance(parts, list) and len(parts) == 9 and parts[0] == TREE_MAGIC, what,
+           "not a snapsync tree")
+    _check(parts[1] == MANIFEST_VERSION, what,
+           f"tree version {parts[1]!r} is not supported (this snapsync reads {MANIFEST_VERSION})")
+    paths, kinds, modes, sizes, nchunks, ids, targets = parts[2:]
+    _check(isinstance(paths, list) and len(paths) <= MAX_ENTRIES, what, "bad path column")
+    n = len(paths)
+    _check(isinstance(kinds, bytes) and len(kinds) == n, what, "bad kind column")
+    _check(isinstance(targets, list) and len(targets) == n, what, "bad target column")
+    _check(isinstance(ids, bytes) and len(ids) % ID_SIZE == 0, what, "bad chunk id column")
+    _ints(modes, n, what, "modes", 0o7777)
+    _ints(sizes, n, what, "sizes", 1 << 50)
+    _ints(nchunks, n, what, "nchunks", len(ids) // ID_SIZE)
+    _check(sum(nchunks) * ID_SIZE == len(ids), what, "chunk counts do not add up")
+    entries: list[Entry] = []
+    pos = 0
+    last = b""
+    for i in range(n):
+        path = paths[i]
+        _check(isinstance(path, bytes) and path > last, what,
+               f"paths unsorted, duplicated or not bytes at entry {i}")
+        last = path
+        kind = _KIND_BY_BYTE.get(kinds[i])
+        _check(kind is not None, what, f"unknown entry kind at {path!r}")
+        k = nchunks[i]
+        chunks = tuple(ids[j:j + ID_SIZE] for j in range(pos, pos + k * ID_SIZE, ID_SIZE))
+        pos += k * ID_SIZE
+        target = targets[i]
+        _check(isinstance(target, bytes), what, f"bad symlink target at {path!r}")
+        if kind != FILE:
+            _check(k == 0 and sizes[i] == 0, what, f"non-file entry with data at {path!r}")
+        if kind != SYMLINK:
+            _check(target == b"", what, f"non-link entry with a target at {path!r}")
+        else:
+            _check(target != b"", what, f"symlink without a target at {path!r}")
+        entries.append(Entry(path, kind, modes[i], sizes[i], chunks, target))
+    return entries
+
+
+def decode_manifest(data: bytes, expect_id: str | None = None, what: str = "manifest") -> Manifest:
+    """Decode uncompressed manifest bytes; check the id and that sizes and locations add up."""
+    parts = _unpack(data, what)
+    _check(isinstance(parts, list) and len(parts) == 5 and parts[0] == MANIFEST_MAGIC, what,
+           "not a snapsync manifest")
+    _check(parts[1] == MANIFEST_VERSION, what,
+           f"manifest version {parts[1]!r} is not supported (this snapsync reads "
+           f"{MANIFEST_VERSION}); upgrade snapsync")
+    tree, index, info = parts[2], parts[3], parts[4]
+    _check(isinstance(tree, bytes) and isinstance(index, bytes) and isinstance(info, dict),
+           what, "malformed sections")
+    sid = tree_id(tree)
+    if expect_id is not None and sid != expect_id:
+        raise IntegrityError(f"{what}: content hashes to {sid}, not to its id {expect_id}")
+    entries = decode_tree(tree, what)
+    locations = decode_index(index, what)
+    for e in entries:
+        total = 0
+        for c in e.chunks:
+            loc = locations.get(c)
+            _check(loc is not None, what, f"chunk {c.hex()} of {e.path!r} has no location")
+            total += loc.raw_size  # type: ignore[union-attr]
+        _check(total == e.size, what,
+               f"{e.path!r}: chunk sizes add up to {total}, the entry says {e.size}")
+    return Manifest(entries, locations, info, sid)
+
+
+def decode_index(index: bytes, what: str) -> dict[bytes, Location]:
+    parts = _unpack(index, what)
+    _check(isinstance(parts, list) and len(parts) == 6, what, "malformed index")
+    packs, ids, pack_idx, offsets, lengths, raws = parts
+    _check(isinstance(packs, list) and all(isinstance(p, bytes) and len(p) == ID_SIZE
+                                           for p in packs), what, "bad pack column")
+    _check(isinstance(ids, bytes) and len(ids) % ID_SIZE == 0, what, "bad index id column")
+    n = len(ids) // ID_SIZE
+    _ints(pack_idx, n, what, "pack_idx", max(len(packs) - 1, 0))
+    _ints(offsets, n, what, "offsets", 1 << 40)
+    _ints(lengths, n, what, "lengths", MAX_CHUNK_SIZE + 1)
+    _ints(raws, n, what, "raw_sizes", MAX_CHUNK_SIZE)
+    out: dict[bytes, Location] = {}
+    for i in range(n):
+        out[ids[i * ID_SIZE:(i + 1) * ID_SIZE]] = Location(
+            packs[pack_idx[i]], offsets[i], lengths[i], raws[i])
+    return out
+
+
+def encode_json_like(obj: Any) -> bytes:
+    """msgpack for small metadata objects that are not JSON (pack trailers)."""
+    return _pack(obj)
+
+
+def decode_json_like(data: bytes, what: str) -> Any:
+    return _unpack(data, what)

@@ -1,0 +1,100 @@
+"""Pack objects: many stored chunks in one object, with a trailer that lists them.
+
+Pure: no I/O. Layout (docs/format.md §3):
+
+    blob_0 blob_1 ... blob_n-1  trailer  u32le(len(trailer))  b"SNAPPACK"
+    trailer = msgpack([1, ids: bin, offsets, lengths, raw_sizes])
+
+Every pack describes itself, so the store can be checked and rebuilt from packs alone. The pack
+id is xxh3-128 of all its bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from .errors import FormatError
+from .hashing import ID_SIZE, chunk_id
+from .manifest import MAX_CHUNK_SIZE, Location, decode_json_like, encode_json_like
+
+PACK_MAGIC = b"SNAPPACK"
+PACK_VERSION = 1
+_TAIL = struct.Struct("<I8s")
+
+
+class PackBuilder:
+    """Accumulates stored chunk blobs until the pack is big enough to upload."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._ids: list[bytes] = []
+        self._offsets: list[int] = []
+        self._lengths: list[int] = []
+        self._raws: list[int] = []
+        self.size = 0
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, cid: bytes, blob: bytes, raw_size: int) -> None:
+        self._ids.append(cid)
+        self._offsets.append(self.size)
+        self._lengths.append(len(blob))
+        self._raws.append(raw_size)
+        self._parts.append(blob)
+        self.size += len(blob)
+
+    def finish(self) -> tuple[bytes, bytes, dict[bytes, Location]]:
+        """Return ``(pack id, pack bytes, locations of its chunks)``."""
+        trailer = encode_json_like(
+            [PACK_VERSION, b"".join(self._ids), self._offsets, self._lengths, self._raws])
+        data = b"".join([*self._parts, trailer, _TAIL.pack(len(trailer), PACK_MAGIC)])
+        pid = chunk_id(data)
+        locs = {
+            cid: Location(pid, off, ln, raw)
+            for cid, off, ln, raw in zip(self._ids, self._offsets, self._lengths, self._raws)
+        }
+        return pid, data, locs
+
+
+def trailer_span(tail: bytes, what: str) -> int:
+    """Given the last 12 bytes of a pack, return the trailer's length."""
+    if len(tail) != _TAIL.size:
+        raise FormatError(f"{what}: truncated pack")
+    length, magic = _TAIL.unpack(tail)
+    if magic != PACK_MAGIC:
+        raise FormatError(f"{what}: not a snapsync pack (bad magic)")
+    return length
+
+
+def parse_pack(data: bytes, what: str = "pack") -> dict[bytes, Location]:
+    """List a whole pack's chunks from its trailer, checking that the layout is consistent."""
+    if len(data) < _TAIL.size:
+        raise FormatError(f"{what}: truncated pack ({len(data)} bytes)")
+    tlen = trailer_span(data[-_TAIL.size:], what)
+    body_end = len(data) - _TAIL.size - tlen
+    if body_end < 0:
+        raise FormatError(f"{what}: trailer length {tlen} exceeds the pack")
+    return parse_trailer(data[body_end:len(data) - _TAIL.size], body_end, chunk_id(data), what)
+
+
+def parse_trailer(trailer: bytes, body_end: int, pack_id: bytes,
+                  what: str) -> dict[bytes, Location]:
+    parts = decode_json_like(trailer, what)
+    if not (isinstance(parts, list) and len(parts) == 5 and parts[0] == PACK_VERSION):
+        raise FormatError(f"{what}: unsupported or malformed pack trailer")
+    _, ids, offsets, lengths, raws = parts
+    if not isinstance(ids, bytes) or len(ids) % ID_SIZE:
+        raise FormatError(f"{what}: bad id column in trailer")
+    n = len(ids) // ID_SIZE
+    cols = (offsets, lengths, raws)
+    if not all(isinstance(c, list) and len(c) == n for c in cols):
+        raise FormatError(f"{what}: trailer columns do not line up")
+    out: dict[bytes, Location] = {}
+    for i in range(n):
+        off, ln, raw = offsets[i], lengths[i], raws[i]
+        if not all(type(v) is int and v >= 0 for v in (off, ln, raw)) or \
+                off + ln > body_end or raw > MAX_CHUNK_SIZE:
+            raise FormatError(f"{what}: chunk {i} lies outside the pack or is too large")
+        out[ids[i * ID_SIZE:(i + 1) * ID_SIZE]] = Location(pack_id, off, ln, raw)
+    return out

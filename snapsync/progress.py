@@ -1,0 +1,31 @@
+"""Progress reporting hooks. Engines call these; they never print.
+
+The CLI passes a tqdm-backed implementation on stderr; the Prefect steps and the library
+default pass ``NullProgress``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Progress(Protocol):
+    def phase(self, name: str, total: int | None, unit: str = "B") -> None:
+        """Start a phase (``scan``, ``read``, ``upload``, ``download``, ``write``...)."""
+
+    def advance(self, n: int) -> None:
+        """Add ``n`` units of work done in the current phase (thread-safe)."""
+
+    def close(self) -> None:
+        """End the current phase."""
+
+
+class NullProgress:
+    def phase(self, name: str, total: int | None, unit: str = "B") -> None:
+        pass
+
+    def advance(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,366 @@
+"""Push engine: snapshot a local tree into a store, sending only the chunks it lacks.
+
+Algorithm:
+ 1. Read the store config (create it on the first push) and every ref with its manifest
+    (manifests come from the local cache by id). Their chunk locations are the existence
+    oracle: no per-chunk HEAD and no listing of packs, a constant number of requests.
+ 2. Walk the tree with the ignore rules. Files whose stat signature matches the stat cache
+    reuse their chunk ids without being read (when those chunks are known to the store).
+ 3. Read the other files (one thread: reading small files does not scale with threads), cut
+    and hash them; new chunks go to a window of compression threads, then into packs, and
+    full packs go to a window of uploads.
+ 4. Write order: packs, then manifest, then log entry and ref. A crash anywhere leaves the
+    refs naming complete snapshots; orphan packs are collected by ``gc``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .chunking import Chunker
+from .codec import Codec
+from .concurrency import Concurrency, Window
+from .errors import LocalFileError, UsageError
+from .ignore import resolve_rules
+from .localtree import (
+    LocalEntry,
+    StatCache,
+    default_cache_dir,
+    git_info,
+    read_chunks,
+    scan,
+)
+from .manifest import DIR, FILE, SYMLINK, Entry, Location, Manifest, encode_manifest
+from .pack import PackBuilder
+from .progress import NullProgress, Progress
+from .repo import Repository, SnapshotInfo, StoreConfig
+from .store import Layout, Store, check_ref_name
+
+
+@dataclass
+class PushResult:
+    """What a push did. ``unchanged`` means the ref already named this exact tree."""
+
+    snapshot_id: str
+    ref: str
+    url: str
+    parent_id: str | None
+    unchanged: bool
+    dry_run: bool
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    bytes_scanned: int = 0
+    files_read: int = 0
+    bytes_read: int = 0
+    chunks: int = 0
+    chunks_new: int = 0
+    chunks_reused: int = 0
+    bytes_new: int = 0
+    bytes_uploaded: int = 0
+    packs_uploaded: int = 0
+    requests: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def push(root: str | os.PathLike[str], url: str, *,
+         storage_options: dict[str, Any] | None = None,
+         ref: str = "latest",
+         message: str = "",
+         ignore_file: str | os.PathLike[str] | None = None,
+         use_default_ignore: bool = True,
+         dry_run: bool = False,
+         jobs: int | None = None,
+         level: int = 3,
+         pack_size: int | None = None,
+         cache_dir: str | os.PathLike[str] | None = None,
+         use_stat_cache: bool = True,
+         skip_unreadable: bool = False,
+         config: StoreConfig | None = None,
+         progress: Progress | None = None,
+         on_warning: Callable[[str], None] | None = None) -> PushResult:
+    """Snapshot ``root`` into the store at ``url`` and point ``ref`` at it.
+
+    Args:
+        root: the project folder.
+        url: an fsspec URL (``s3://bucket/prefix``, ``gs://``, ``az://``, ``file://``...).
+        storage_options: passed to fsspec as they are (e.g. ``{"endpoint_url": ...}``).
+        ref: the ref to update.
+        message: free text stored with the snapshot.
+        ignore_file: gitignore-style rules; default ``root/.prefectignore``, else Prefect's
+            default template (unless ``use_default_ignore`` is off).
+        dry_run: do everything but write to the store.
+        jobs: requests in flight; CPU threads follow the core count.
+        level: zstd level for new chunks.
+        pack_size: target pack size in bytes (default: the store's config).
+        cache_dir: where the stat and manifest caches live (default: user cache dir).
+        use_stat_cache: trust unchanged stat signatures instead of re-reading files.
+        skip_unreadable: warn about unreadable files and leave them out instead of failing.
+        config: chunker and pack parameters for a store this push creates (benchmarks).
+        progress: progress hooks; ``on_warning``: called with each warning as it happens.
+
+    Returns:
+        A :class:`PushResult`.
+
+    Raises:
+        SnapsyncError: a subclass naming the file, URL or option at fault.
+    """
+    t0 = time.perf_counter()
+    prog = progress or NullProgress()
+    warnings: list[str] = []
+
+    def warn(msg: str) -> None:
+        warnings.append(msg)
+        if on_warning:
+            on_warning(msg)
+
+    check_ref_name(ref)
+    rootp = Path(root).resolve()
+    if not rootp.is_dir():
+        raise LocalFileError(f"{rootp} is not a directory")
+    conc = Concurrency.from_jobs(jobs)
+    codec = Codec(level)
+    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+
+    store = Store(url, storage_options)
+    repo = Repository(store, cache_root)
+    cfg = _open_config(repo, dry_run, config)
+    target_pack = pack_size or cfg.pack_size
+    if target_pack < 1 << 16:
+        raise UsageError(f"pack size must be at least 64 KiB, got {target_pack}")
+
+    # 1. What the store already has, from the refs' manifests.
+    refs = repo.list_refs()
+    parent = refs.get(ref)
+    manifests: dict[str, Manifest] = {}
+    for info in refs.values():
+        if info.snapshot not in manifests:
+            try:
+                manifests[info.snapshot] = repo.load_manifest(info.snapshot)
+            except Exception as exc:  # a broken ref must not block publishing a good tree
+                warn(f"ref {info.ref}: cannot use snapshot {info.snapshot} as a dedup source "
+                     f"({exc})")
+    known: dict[bytes, Location] = repo.known_locations(list(manifests.values()))
+
+    # 2. Walk.
+    rules, note = resolve_rules(rootp, ignore_file, use_default_ignore)
+    notes = [note] if note else []
+    prog.phase("scan", None, "files")
+    local = scan(rootp, rules, warn)
+    prog.close()
+
+    stat_cache = StatCache(_stat_cache_path(cache_root, rootp, store.url)
+                           if use_stat_cache else None)
+    chunks_of: dict[str, tuple[bytes, ...]] = {}
+    to_read: list[LocalEntry] = []
+    for e in local:
+        if e.kind != FILE:
+            continue
+        cached = stat_cache.lookup(e.path, e.sig)
+        if cached is not None and all(c in known for c in cached):
+            chunks_of[e.path] = cached
+        else:
+            to_read.append(e)
+
+    # 3. Read, cut, hash; compress and pack new chunks; upload full packs.
+    new_locs: dict[bytes, Location] = {}
+    pending: set[bytes] = set()
+    stats = {"files_read": 0, "bytes_read": 0, "bytes_new": 0, "packs": 0, "uploaded": 0}
+    builder = PackBuilder()
+    chunker = Chunker(cfg.chunker)
+    new_sigs: dict[str, tuple[int, ...]] = {}
+
+    def upload(pid: bytes, data: bytes) -> int:
+        if not dry_run:
+            store.put(Layout.pack(pid), data)
+        return len(data)
+
+    def uploaded(n: int) -> None:
+        stats["packs"] += 1
+        stats["uploaded"] += n
+
+    def seal() -> None:
+        nonlocal builder
+        pid, data, locs = builder.finish()
+        new_locs.update(locs)
+        builder = PackBuilder()
+        uploads.submit(upload, pid, data)
+
+    def packed(batch: list[tuple[bytes, bytes, int]]) -> None:
+        for cid, blob, raw in batch:
+            builder.add(cid, blob, raw)
+            if builder.size >= target_pack:
+                seal()
+
+    def compress(batch: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes, int]]:
+        return [(cid, codec.encode(data), len(data)) for cid, data in batch]
+
+    total_read = sum(e.size for e in to_read)
+    prog.phase("read", total_read, "B")
+    with ThreadPoolExecutor(conc.cpu, thread_name_prefix="snapsync-cpu") as cpu_ex, \
+            ThreadPoolExecutor(min(conc.io, 8), thread_name_prefix="snapsync-up") as up_ex:
+        uploads: Window[int] = Window(up_ex, min(conc.io, 8), uploaded)
+        compressing: Window[list[tuple[bytes, bytes, int]]] = Window(
+            cpu_ex, conc.cpu * 2, packed)
+        batch: list[tuple[bytes, bytes]] = []
+        batch_bytes = 0
+        try:
+            for e in to_read:
+                abs_path = os.path.join(rootp, e.path)
+                try:
+                    ids, sig, fresh = _read_file(abs_path, e, chunker, known, pending)
+                except LocalFileError as exc:
+                    if skip_unreadable:
+                        warn(f"skipped unreadable file: {exc}")
+                        e.kind = ""
+                        continue
+                    raise
+                chunks_of[e.path] = ids
+                new_sigs[e.path] = sig
+                e.size = sig[0]
+                stats["files_read"] += 1
+                stats["bytes_read"] += sig[0]
+                prog.advance(sig[0])
+                for cid, data in fresh:
+                    pending.add(cid)
+                    stats["bytes_new"] += len(data)
+                    batch.append((cid, data))
+                    batch_bytes += len(data)
+                    if batch_bytes >= 1 << 20 or len(batch) >= 256:
+                        compressing.submit(compress, batch)
+                        batch, batch_bytes = [], 0
+            if batch:
+                compressing.submit(compress, batch)
+            compressing.drain()
+            if len(builder):
+                seal()
+            uploads.drain()
+        except BaseException:
+            compressing.cancel()
+            uploads.cancel()
+            raise
+    prog.close()
+
+    # 4. Manifest, then ref.
+    entries = _entries(local, chunks_of)
+    locations = {**known, **new_locs}
+    info_section = {"ignore": rules.patterns, "ignore_source": rules.source,
+                    "chunker": cfg.chunker.to_dict()}
+    sid, raw_manifest = encode_manifest(entries, locations, info_section)
+    unchanged = parent is not None and parent.snapshot == sid
+    totals = {
+        "files": sum(1 for e in entries if e.kind == FILE),
+        "dirs": sum(1 for e in entries if e.kind == DIR),
+        "symlinks": sum(1 for e in entries if e.kind == SYMLINK),
+        "bytes": sum(e.size for e in entries),
+    }
+    if not dry_run and not unchanged:
+        if sid not in manifests:
+            stats["uploaded"] += repo.save_manifest(sid, raw_manifest)
+        when, ns = _now()
+        repo.write_ref(SnapshotInfo(
+            snapshot=sid, ref=ref, time=when, time_ns=ns,
+            parent=parent.snapshot if parent else None, host=socket.gethostname(),
+            version=__version__, message=message, totals=totals, git=git_info(rootp)))
+    if not dry_run:
+        rows = {e.path: (e.sig, chunks_of[e.path]) for e in local
+                if e.kind == FILE and e.path in chunks_of}
+        rows.update({p: (sig, chunks_of[p]) for p, sig in new_sigs.items()})
+        stat_cache.replace(rows)
+        stat_cache.save()
+
+    all_chunks = {c for e in entries for c in e.chunks}
+    req = store.stats.as_dict()
+    return PushResult(
+        snapshot_id=sid, ref=ref, url=store.display_url,
+        parent_id=parent.snapshot if parent else None, unchanged=unchanged, dry_run=dry_run,
+        files=totals["files"], dirs=totals["dirs"], symlinks=totals["symlinks"],
+        bytes_scanned=totals["bytes"], files_read=stats["files_read"],
+        bytes_read=stats["bytes_read"], chunks=len(all_chunks), chunks_new=len(new_locs),
+        chunks_reused=len(all_chunks) - len(new_locs), bytes_new=stats["bytes_new"],
+        bytes_uploaded=req["bytes_sent"] if not dry_run else stats["uploaded"],
+        packs_uploaded=stats["packs"], requests=req["requests"],
+        seconds=round(time.perf_counter() - t0, 3), warnings=warnings, notes=notes)
+
+
+def _open_config(repo: Repository, dry_run: bool, want: StoreConfig | None) -> StoreConfig:
+    if dry_run:
+        from .errors import NotAStoreError
+
+        try:
+            return repo.open(create=False)
+        except NotAStoreError:
+            return want or StoreConfig()
+    return repo.open(create=True, want=want)
+
+
+def _read_file(abs_path: str, e: LocalEntry, chunker: Chunker, known: dict[bytes, Location],
+               pending: set[bytes]) -> tuple[tuple[bytes, ...], tuple[int, ...],
+                                             list[tuple[bytes, bytes]]]:
+    """Read one file into chunk ids; return ids, its stat signature and the unseen chunks.
+
+    The file is re-stat'ed after reading: if it changed meanwhile it is read again (three
+    tries), so a manifest never records content that differs from what was read.
+    """
+    for _ in range(3):
+        before = _sig_of(abs_path)
+        ids: list[bytes] = []
+        fresh: list[tuple[bytes, bytes]] = []
+        seen_here: set[bytes] = set()
+        total = 0
+        for cid, data in read_chunks(abs_path, e.size, chunker):
+            ids.append(cid)
+            total += len(data)
+            if cid not in known and cid not in pending and cid not in seen_here:
+                seen_here.add(cid)
+                fresh.append((cid, bytes(data)))
+        after = _sig_of(abs_path)
+        if before == after and total == after[0]:
+            return tuple(ids), after, fresh
+    raise LocalFileError(f"{abs_path} keeps changing while it is read; try again when it is "
+                         "quiet")
+
+
+def _sig_of(path: str) -> tuple[int, int, int, int, int]:
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        raise LocalFileError(f"cannot stat {path}: {exc.strerror}") from None
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode)
+
+
+def _entries(local: list[LocalEntry], chunks_of: dict[str, tuple[bytes, ...]]) -> list[Entry]:
+    out: list[Entry] = []
+    for e in local:
+        path = os.fsencode(e.path)
+        if e.kind == FILE:
+            out.append(Entry(path, FILE, e.mode, e.size, chunks_of[e.path]))
+        elif e.kind == SYMLINK:
+            out.append(Entry(path, SYMLINK, 0o777, 0, (), e.target))
+        elif e.kind == DIR:
+            out.append(Entry(path, DIR, 0o755))
+    return out
+
+
+def _stat_cache_path(cache_root: Path, root: Path, url: str) -> Path:
+    key = hashlib.sha256(f"{root}\0{url}".encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return cache_root / "stat" / f"{key}.msgpack"
+
+
+def _now() -> tuple[str, int]:
+    ns = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ns / 1e9)), ns

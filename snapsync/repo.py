@@ -1,0 +1,217 @@
+"""The repository layer: store config, manifests, refs and their logs, over a ``Store``.
+
+Write order for a snapshot is packs, then manifest, then log entry, then ref: a crash at any
+point leaves every ref naming a complete snapshot. Refs follow "last writer wins, with
+history": each update first writes an immutable log entry, then overwrites the ref object.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .cache import ManifestCache
+from .chunking import ChunkerParams
+from .codec import CODEC_NAME, Codec
+from .errors import (
+    FormatError,
+    NotAStoreError,
+    NotFoundError,
+    UsageError,
+)
+from .hashing import HASH_NAME
+from .manifest import Location, Manifest, decode_manifest
+from .store import Layout, Store, check_ref_name
+
+STORE_FORMAT = "snapsync"
+STORE_VERSION = 1
+DEFAULT_PACK_SIZE = 16 << 20
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """The store config object: format version and every algorithm parameter."""
+
+    version: int = STORE_VERSION
+    hash: str = HASH_NAME
+    chunker: ChunkerParams = field(default_factory=ChunkerParams)
+    codec: str = CODEC_NAME
+    pack_size: int = DEFAULT_PACK_SIZE
+
+    def to_json(self) -> bytes:
+        doc = {"format": STORE_FORMAT, "version": self.version, "hash": self.hash,
+               "chunker": self.chunker.to_dict(), "codec": self.codec,
+               "pack_size": self.pack_size, "created_by": f"snapsync {__version__}"}
+        return json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str) -> StoreConfig:
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            raise FormatError(f"{where}: store config is not valid JSON") from None
+        if not isinstance(doc, dict) or doc.get("format") != STORE_FORMAT:
+            raise NotAStoreError(f"{where}: not a snapsync store config")
+        version = doc.get("version")
+        if version != STORE_VERSION:
+            raise FormatError(f"{where}: store format version {version} is not supported by "
+                              f"snapsync {__version__} (it reads version {STORE_VERSION}); "
+                              "upgrade snapsync")
+        if doc.get("hash") != HASH_NAME or doc.get("codec") != CODEC_NAME:
+            raise FormatError(f"{where}: unknown hash {doc.get('hash')!r} or codec "
+                              f"{doc.get('codec')!r}")
+        return cls(version, doc["hash"], ChunkerParams.from_dict(doc.get("chunker") or {}),
+                   doc["codec"], int(doc.get("pack_size") or DEFAULT_PACK_SIZE))
+
+
+@dataclass
+class SnapshotInfo:
+    """What a ref (or one of its log entries) says about a snapshot."""
+
+    snapshot: str
+    ref: str
+    time: str
+    time_ns: int
+    parent: str | None = None
+    host: str = ""
+    version: str = __version__
+    message: str = ""
+    totals: dict[str, int] = field(default_factory=dict)
+    git: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str) -> SnapshotInfo:
+        try:
+            doc = json.loads(data)
+            info = cls(**{k: doc[k] for k in doc if k in cls.__dataclass_fields__})
+        except (ValueError, TypeError, KeyError) as exc:
+            raise FormatError(f"{where}: malformed ref ({exc})") from None
+        if not (isinstance(info.snapshot, str) and len(info.snapshot) == 32
+                and all(c in "0123456789abcdef" for c in info.snapshot)):
+            raise FormatError(f"{where}: ref names an invalid snapshot id")
+        return info
+
+
+class Repository:
+    """Content-addressed view of a store. ``cache_dir=None`` disables the manifest cache."""
+
+    def __init__(self, store: Store, cache_dir: Path | None) -> None:
+        self.store = store
+        self.codec = Codec(3)
+        self.manifests = ManifestCache(cache_dir) if cache_dir is not None else None
+        self.config: StoreConfig | None = None
+
+    # ---- config ---------------------------------------------------------------------------
+    def open(self, create: bool = False, want: StoreConfig | None = None) -> StoreConfig:
+        """Read the store config; create it when ``create`` and the store is new."""
+        raw = self.store.get_optional(Layout.CONFIG)
+        if raw is None:
+            if not create:
+                if not self.store.local and not self.store.bucket_exists():
+                    raise NotFoundError(f"{self.store.display_url}: bucket or container does "
+                                        "not exist")
+                raise NotAStoreError(f"{self.store.display_url}: no snapsync store here "
+                                     f"(no {Layout.CONFIG}); push to it first")
+            cfg = want or StoreConfig()
+            self.store.put(Layout.CONFIG, cfg.to_json())
+            raw = self.store.get(Layout.CONFIG)  # a concurrent first push may have won
+        self.config = StoreConfig.from_json(raw, self.store.where(Layout.CONFIG))
+        return self.config
+
+    # ---- manifests ------------------------------------------------------------------------
+    def load_manifest(self, sid: str) -> Manifest:
+        """Fetch (or take from the local cache), decompress, verify and decode a manifest."""
+        where = self.store.where(Layout.manifest(sid))
+        blob = self.manifests.get(sid) if self.manifests else None
+        cached = blob is not None
+        if blob is None:
+            try:
+                blob = self.store.get(Layout.manifest(sid))
+            except NotFoundError:
+                raise NotFoundError(f"snapshot {sid} not found in {self.store.display_url}")\
+                    from None
+        try:
+            m = decode_manifest(self.codec.decompress_blob(blob, where), sid, where)
+        except FormatError:
+            if cached and self.manifests:
+                self.manifests.drop(sid)  # a corrupt cache entry: fetch it fresh
+                return self.load_manifest(sid)
+            raise
+        if not cached and self.manifests:
+            self.manifests.put(sid, blob)
+        return m
+
+    def save_manifest(self, sid: str, raw: bytes) -> int:
+        blob = self.codec.compress_blob(raw)
+        self.store.put(Layout.manifest(sid), blob)
+        if self.manifests:
+            self.manifests.put(sid, blob)
+        return len(blob)
+
+    # ---- refs -----------------------------------------------------------------------------
+    def read_ref(self, name: str) -> SnapshotInfo | None:
+        check_ref_name(name)
+        raw = self.store.get_optional(Layout.ref(name))
+        return None if raw is None else SnapshotInfo.from_json(
+            raw, self.store.where(Layout.ref(name)))
+
+    def list_refs(self) -> dict[str, SnapshotInfo]:
+        """All refs with what they point to: one LIST plus one concurrent batch of GETs."""
+        keys = [k for k in self.store.list(Layout.REFS + "/") if k.endswith(".json")]
+        out: dict[str, SnapshotInfo] = {}
+        for key, raw in self.store.get_many(keys).items():
+            if raw is not None:
+                name = key[len(Layout.REFS) + 1:-len(".json")]
+                out[name] = SnapshotInfo.from_json(raw, self.store.where(key))
+        return out
+
+    def write_ref(self, info: SnapshotInfo) -> None:
+        """Publish ``info``: an immutable log entry first, then the mutable ref."""
+        data = info.to_json()
+        self.store.put(Layout.log(info.ref, info.time_ns, info.snapshot), data)
+        self.store.put(Layout.ref(info.ref), data)
+
+    def log(self, name: str) -> list[SnapshotInfo]:
+        """A ref's history, newest first."""
+        check_ref_name(name)
+        keys = sorted(self.store.list(f"{Layout.LOGS}/{name}/"), reverse=True)
+        got = self.store.get_many(keys)
+        return [SnapshotInfo.from_json(got[k], self.store.where(k))  # type: ignore[arg-type]
+                for k in keys if got.get(k) is not None]
+
+    def resolve(self, ref: str | None, snapshot: str | None) -> str:
+        """The snapshot id named by ``--snapshot`` (full id or unique prefix) or ``--ref``."""
+        if snapshot:
+            snap = snapshot.lower()
+            if len(snap) == 32 and all(c in "0123456789abcdef" for c in snap):
+                return snap
+            if len(snap) < 4 or not all(c in "0123456789abcdef" for c in snap):
+                raise UsageError(f"--snapshot {snapshot!r}: give a hex id or a prefix of at "
+                                 "least 4 characters")
+            keys = self.store.list(f"{Layout.MANIFESTS}/{snap[:2]}/")
+            hits = sorted({k.rsplit("/", 1)[-1][:-3] for k in keys
+                           if k.rsplit("/", 1)[-1].startswith(snap)})
+            if not hits:
+                raise NotFoundError(f"no snapshot {snapshot} in {self.store.display_url}")
+            if len(hits) > 1:
+                raise UsageError(f"--snapshot {snapshot} is ambiguous: {', '.join(hits[:5])}")
+            return hits[0]
+        name = ref or "latest"
+        info = self.read_ref(name)
+        if info is None:
+            raise NotFoundError(f"ref {name!r} does not exist in {self.store.display_url}")
+        return info.snapshot
+
+    def known_locations(self, manifests: list[Manifest]) -> dict[bytes, Location]:
+        """Chunk locations that the given manifests prove to exist in the store."""
+        out: dict[bytes, Location] = {}
+        for m in manifests:
+            out.update(m.locations)
+        return out
+

@@ -1,0 +1,92 @@
+"""Shared fixtures: real storage servers (tests/servers.py) and per-test isolation.
+
+Server fixtures never skip: a missing binary fails with a message naming what installs it,
+because CI must run every backend.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import suppress
+from pathlib import Path
+
+import pytest
+from servers import Azurite, FakeGCS, SeaweedS3, StorageServer
+
+# NOTE: gcsfs chooses its filesystem class when it is first imported; with the default
+# ("true") it uses ExtendedGcsFileSystem, which stalls 60 s per call against fake-gcs-server.
+# Nothing above imports gcsfs; keep imports of gcsfs (or of snapsync, which may pull it in)
+# below this line. Subprocess clients inherit the setting. FakeGCS checks it again.
+os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+
+
+@pytest.fixture(autouse=True)
+def _snapsync_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Give every test its own snapsync cache so no state leaks between tests (or from ~)."""
+    cache = tmp_path / "snapsync-cache"
+    monkeypatch.setenv("SNAPSYNC_CACHE_DIR", str(cache))
+    return cache
+
+
+# ---------------------------------------------------------------- servers (one per session)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """SeaweedFS ``weed mini`` S3 endpoint on a free 127.0.0.1 port."""
+    with SeaweedS3(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def azurite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """Azurite blob endpoint on a free 127.0.0.1 port."""
+    with Azurite(tmp_path_factory.mktemp("azurite")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGCS]:
+    """fake-gcs-server endpoint on a free 127.0.0.1 port."""
+    with FakeGCS(tmp_path_factory.mktemp("fake-gcs")) as server:
+        yield server
+
+
+# ---------------------------------------------------------------- a fresh bucket per test
+
+
+def _bucket_name(request: pytest.FixtureRequest) -> str:
+    """Unique, valid for S3, Azure and GCS (3-63 chars of [a-z0-9-], no '--'), and readable."""
+    stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    return f"{stem or 't'}-{uuid.uuid4().hex[:10]}"
+
+
+def _fresh_bucket(server: StorageServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    name = _bucket_name(request)
+    server.make_bucket(name)
+    yield server.url(name)
+    # Best effort: the test may have removed it itself. Dropping buckets keeps the
+    # session-long servers small (SeaweedFS gives every bucket its own volumes).
+    with suppress(Exception):
+        server.remove_bucket(name)
+
+
+@pytest.fixture
+def s3_bucket(s3_server: SeaweedS3, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A new empty S3 bucket; yields its URL, e.g. ``s3://test-push-1a2b3c4d5e``."""
+    yield from _fresh_bucket(s3_server, request)
+
+
+@pytest.fixture
+def az_container(azurite_server: Azurite, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A new empty Azure container; yields its URL, e.g. ``az://test-push-1a2b3c4d5e``."""
+    yield from _fresh_bucket(azurite_server, request)
+
+
+@pytest.fixture
+def gcs_bucket(gcs_server: FakeGCS, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A new empty GCS bucket; yields its URL, e.g. ``gs://test-push-1a2b3c4d5e``."""
+    yield from _fresh_bucket(gcs_server, request)
