@@ -213,7 +213,8 @@ class StatCache:
             return
         self._written_ns = written
         for path, sig, ids in rows:
-            self.entries[path] = (
+            # Paths are stored as bytes: non-UTF-8 names must round-trip too.
+            self.entries[path.decode("utf-8", "surrogateescape")] = (
                 tuple(sig), tuple(ids[i:i + ID_SIZE] for i in range(0, len(ids), ID_SIZE)))
 
     def lookup(self, path: str, sig: tuple[int, ...]) -> tuple[bytes, ...] | None:
@@ -232,7 +233,8 @@ class StatCache:
             return
         import time
 
-        rows = [(p, list(sig), b"".join(ids)) for p, (sig, ids) in self.entries.items()]
+        rows = [(p.encode("utf-8", "surrogateescape"), list(sig), b"".join(ids))
+                for p, (sig, ids) in self.entries.items()]
         data = msgpack.packb([self.VERSION, time.time_ns(), rows], use_bin_type=True)
         try:
             atomic_write(self.path, data)
