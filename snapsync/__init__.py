@@ -12,7 +12,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .errors import (  # noqa: E402
+from .errors import (
     ConflictError,
     FormatError,
     IgnoreFileError,
@@ -26,8 +26,8 @@ from .errors import (  # noqa: E402
     UnsafePathError,
     UsageError,
 )
-from .pull import PullResult, pull  # noqa: E402
-from .push import PushResult, push  # noqa: E402
+from .pull import PullResult, pull
+from .push import PushResult, push
 
 __all__ = [
     "ConflictError",

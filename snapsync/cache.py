@@ -49,7 +49,7 @@ class ChunkCache:
         db = self._conn()
         for i in range(0, len(ids), 500):
             part = ids[i:i + 500]
-            q = "SELECT id FROM chunks WHERE id IN (%s)" % ",".join("?" * len(part))
+            q = f"SELECT id FROM chunks WHERE id IN ({','.join('?' * len(part))})"
             found.update(row[0] for row in db.execute(q, part))
         return found
 

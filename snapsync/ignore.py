@@ -52,6 +52,7 @@ class IgnoreRules:
                          if p and not p.startswith("#")]
         self.source = source
         self._spec = pathspec.GitIgnoreSpec.from_lines(self.patterns)
+        self._dir_patterns = [p for p in reversed(self._spec.patterns) if p.include is not None]
 
     @classmethod
     def none(cls) -> IgnoreRules:
@@ -71,10 +72,22 @@ class IgnoreRules:
         return cls(text.splitlines(), str(p))
 
     def ignored(self, rel: str, is_dir: bool) -> bool:
-        """Whether the posix relative path ``rel`` is excluded (directories end in ``/``)."""
+        """Whether the posix relative path ``rel`` (a file, or a directory) is excluded.
+
+        Files use ``GitIgnoreSpec`` exactly as Prefect does. A directory is decided as git
+        decides it: the last pattern matching ``rel/`` wins. (``GitIgnoreSpec`` ranks a
+        directory-only match below a wildcard one, so ``["*", "!flows/"]`` would prune
+        ``flows/`` although Prefect ships ``flows/hello.py`` under those rules.)
+        """
         if not self.patterns:
             return False
-        return self._spec.match_file(rel + "/" if is_dir else rel)
+        if not is_dir:
+            return self._spec.match_file(rel)
+        path = rel + "/"
+        for pat in self._dir_patterns:
+            if pat.match_file(path):
+                return bool(pat.include)
+        return False
 
 
 def resolve_rules(root: Path, ignore_file: str | Path | None,

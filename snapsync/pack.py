@@ -52,7 +52,8 @@ class PackBuilder:
         pid = chunk_id(data)
         locs = {
             cid: Location(pid, off, ln, raw)
-            for cid, off, ln, raw in zip(self._ids, self._offsets, self._lengths, self._raws)
+            for cid, off, ln, raw in zip(self._ids, self._offsets, self._lengths, self._raws,
+                                         strict=True)
         }
         return pid, data, locs
 

@@ -323,7 +323,7 @@ def _download(store: Store, manifest: Manifest, ids: set[bytes], codec: Codec,
             raise NotFoundError(f"{exc}: a pack that snapshot {manifest.id} needs is missing "
                                 "from the store (run `snapsync check`)") from None
         work: list[list[tuple[bytes, Location, bytes]]] = [[]]
-        for (pack, start, _end, chunks), data in zip(batch, datas):
+        for (_pack, start, _end, chunks), data in zip(batch, datas, strict=True):
             n_bytes += len(data)
             prog.advance(len(data))
             for cid, loc in chunks:

@@ -31,6 +31,9 @@ from .errors import (
 
 T = TypeVar("T")
 
+# Test hook (tests/faults.py): applied to every file system a Store opens itself.
+fs_wrapper: Callable[[Any], Any] | None = None
+
 _REF_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -133,6 +136,8 @@ class Store:
             self.fs, self.root = fs, url.split("://", 1)[-1].rstrip("/")
         else:
             self.fs, self.root = self._connect(self.url, opts)
+            if fs_wrapper is not None:
+                self.fs = fs_wrapper(self.fs)
         self.local = "file" in _protocols(self.fs)
 
     def _connect(self, url: str, opts: dict[str, Any]) -> tuple[Any, str]:
@@ -183,8 +188,8 @@ class Store:
         """Map a provider exception to a snapsync error that names ``what``."""
         desc = _describe(exc)
         low = desc.lower()
-        if isinstance(exc, FileNotFoundError) or "nosuchbucket" in low or "not found" in low \
-                and "bucket" in low:
+        if isinstance(exc, FileNotFoundError) or "nosuchbucket" in low or (
+                "not found" in low and "bucket" in low):
             if "bucket" in low or "container" in low:
                 return NotFoundError(f"{what}: bucket or container does not exist ({desc})")
             return NotFoundError(f"{what}: not found")
@@ -216,11 +221,26 @@ class Store:
         if not keys:
             return {}
         paths = [self.path(k) for k in keys]
-        out = self._call(self.where(keys[0]),
-                         lambda: self.fs.cat(paths, on_error="return", batch_size=batch_size))
+        out: Any = {}
+        todo = paths
+        delay = 0.1
+        for attempt in range(self.retries + 1):
+            got = self._call(self.where(keys[0]), lambda todo=todo: self.fs.cat(
+                todo, on_error="return", batch_size=batch_size))
+            if not isinstance(got, dict):  # fsspec returns bare bytes for a single path
+                got = {todo[0]: got}
+            out.update(got)
+            # Per-item transient failures come back as values: retry just those.
+            todo = [p for p in todo if isinstance(got.get(p), BaseException)
+                    and not isinstance(got.get(p), FileNotFoundError) and _is_transient(got[p])]
+            if not todo or attempt == self.retries:
+                break
+            self.stats.add("RETRY", len(todo))
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 5.0)
         result: dict[str, bytes | None] = {}
-        for key, p in zip(keys, paths):
-            val = out.get(p) if isinstance(out, dict) else out
+        for key, p in zip(keys, paths, strict=True):
+            val = out.get(p)
             if isinstance(val, FileNotFoundError) or val is None:
                 result[key] = None
                 self.stats.add("GET")
@@ -246,18 +266,38 @@ class Store:
         """Read ranges of many objects in one concurrent batch: ``(key, start, end)``."""
         if not reqs:
             return []
-        paths = [self.path(k) for k, _, _ in reqs]
-        out = self._call(self.where(reqs[0][0]), lambda: self.fs.cat_ranges(
-            paths, [r[1] for r in reqs], [r[2] for r in reqs], batch_size=batch_size))
+        # Bulk verbs report per-item failures in their result instead of raising: retry the
+        # items that failed transiently or came back short (a dropped connection).
+        out: list[Any] = [None] * len(reqs)
+        todo = list(range(len(reqs)))
+        delay = 0.1
+        for attempt in range(self.retries + 1):
+            sub = [reqs[i] for i in todo]
+            got = self._call(self.where(sub[0][0]), lambda sub=sub: self.fs.cat_ranges(
+                [self.path(k) for k, _, _ in sub], [r[1] for r in sub], [r[2] for r in sub],
+                batch_size=batch_size))
+            again = []
+            for i, val in zip(todo, got, strict=True):
+                bad = _is_transient(val) if isinstance(val, BaseException) else \
+                    len(val) != reqs[i][2] - reqs[i][1]
+                if bad and attempt < self.retries:
+                    again.append(i)
+                out[i] = val
+            if not again:
+                break
+            self.stats.add("RETRY", len(again))
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 5.0)
+            todo = again
         result = []
-        for (key, start, end), val in zip(reqs, out):
+        for (key, start, end), val in zip(reqs, out, strict=True):
             result.extend(self._check_ranges(key, [(start, end)], [val]))
         return result
 
     def _check_ranges(self, key: str, ranges: Sequence[tuple[int, int]],
                       out: Sequence[Any]) -> list[bytes]:
         result: list[bytes] = []
-        for (start, end), val in zip(ranges, out):
+        for (start, end), val in zip(ranges, out, strict=True):
             if isinstance(val, BaseException):
                 raise self.translate(val, self.where(key))
             if len(val) != end - start:

@@ -1,0 +1,191 @@
+"""Unit tests of the pure layer: chunking, codec, packs, manifests, tree diff, path checks."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from snapsync.chunking import Chunker, ChunkerParams
+from snapsync.codec import Codec
+from snapsync.errors import FormatError, IntegrityError, UnsafePathError
+from snapsync.hashing import chunk_id
+from snapsync.manifest import (
+    DIR,
+    FILE,
+    SYMLINK,
+    Entry,
+    Location,
+    decode_manifest,
+    encode_manifest,
+    encode_tree,
+)
+from snapsync.pack import PackBuilder, parse_pack
+from snapsync.plan import Seen, check_paths, diff_trees, plan_pull
+
+SMALL = ChunkerParams(threshold=64 << 10, min_size=16 << 10, avg_size=32 << 10,
+                      max_size=128 << 10)
+
+
+def _ids(data: bytes, params: ChunkerParams = SMALL) -> list[bytes]:
+    return [chunk_id(c) for c in Chunker(params).cut(data)]
+
+
+def test_small_files_are_one_chunk_and_empty_files_none():
+    ch = Chunker(SMALL)
+    assert [bytes(c) for c in ch.cut(b"abc")] == [b"abc"]
+    assert list(ch.cut(b"")) == []
+
+
+def test_chunks_cover_the_input_exactly():
+    data = random.Random(1).randbytes(3 << 20)
+    pieces = [bytes(c) for c in Chunker(SMALL).cut(data)]
+    assert b"".join(pieces) == data
+    assert all(len(p) <= SMALL.max_size for p in pieces)
+    assert all(len(p) >= SMALL.min_size for p in pieces[:-1])
+
+
+@pytest.mark.parametrize("where", ["start", "middle"])
+def test_boundaries_stay_put_after_an_insertion(where):
+    data = random.Random(2).randbytes(4 << 20)
+    at = 0 if where == "start" else len(data) // 2
+    edited = data[:at] + os.urandom(100) + data[at:]
+    before, after = _ids(data), _ids(edited)
+    changed = set(after) - set(before)
+    assert len(changed) <= 2, f"{len(changed)} of {len(after)} chunks changed"
+
+
+def test_default_params_give_about_one_mib_chunks():
+    data = random.Random(3).randbytes(32 << 20)
+    n = len(_ids(data, ChunkerParams()))
+    assert 16 <= n <= 48
+
+
+def test_chunker_params_roundtrip_and_reject_unknown():
+    p = ChunkerParams()
+    assert ChunkerParams.from_dict(p.to_dict()) == p
+    with pytest.raises(FormatError):
+        ChunkerParams.from_dict({**p.to_dict(), "name": "rabin"})
+
+
+def test_codec_roundtrip_compressible_and_raw():
+    c = Codec(3)
+    text = b"hello world " * 1000
+    blob = c.encode(text)
+    assert blob[0] == 1 and len(blob) < len(text)
+    assert c.decode(blob, len(text), chunk_id(text)) == text
+    noise = os.urandom(5000)
+    raw = c.encode(noise)
+    assert raw[0] == 0 and raw[1:] == noise
+    assert c.decode(raw, len(noise), chunk_id(noise)) == noise
+
+
+def test_codec_refuses_wrong_bytes_sizes_and_tags():
+    c = Codec(3)
+    text = b"abc" * 100
+    blob = c.encode(text)
+    with pytest.raises(IntegrityError, match="does not match its id"):
+        c.decode(blob, len(text), chunk_id(b"other"))
+    with pytest.raises(IntegrityError):
+        c.decode(blob, len(text) - 1, chunk_id(text))
+    with pytest.raises(IntegrityError, match="codec tag"):
+        c.decode(b"\x07" + blob[1:], len(text), chunk_id(text))
+    with pytest.raises(IntegrityError):
+        c.decode(blob[:-3], len(text), chunk_id(text))
+
+
+def test_pack_roundtrip_lists_its_chunks():
+    c = Codec(3)
+    b = PackBuilder()
+    items = [os.urandom(100), b"x" * 5000, b""]
+    for data in items:
+        b.add(chunk_id(data), c.encode(data) if data else b"\x00", len(data))
+    pid, data, locs = b.finish()
+    assert pid == chunk_id(data)
+    assert parse_pack(data) == locs
+    for d in items:
+        loc = locs[chunk_id(d)]
+        assert c.decode(data[loc.offset:loc.offset + loc.length], loc.raw_size, chunk_id(d)) == d
+    with pytest.raises(FormatError):
+        parse_pack(data[:-1])
+    with pytest.raises(FormatError):
+        parse_pack(data[:10] + b"\xff" * 20 + data[30:-12] + b"\x00" * 12)
+
+
+def _entries() -> tuple[list[Entry], dict[bytes, Location]]:
+    a, b = chunk_id(b"a"), chunk_id(b"bb")
+    pack = chunk_id(b"pack")
+    entries = [
+        Entry(b"dir/a.txt", FILE, 0o644, 1, (a,)),
+        Entry(b"dir/b.sh", FILE, 0o755, 3, (b, a)),
+        Entry(b"empty", DIR, 0o755),
+        Entry(b"link", SYMLINK, 0o777, 0, (), b"dir/a.txt"),
+    ]
+    locs = {a: Location(pack, 0, 2, 1), b: Location(pack, 2, 3, 2)}
+    return entries, locs
+
+
+def test_manifest_roundtrip_and_canonical_id():
+    entries, locs = _entries()
+    sid, raw = encode_manifest(entries, locs, {"ignore": ["x"]})
+    m = decode_manifest(raw, sid)
+    assert m.entries == entries and m.locations == locs and m.info == {"ignore": ["x"]}
+    # Metadata and chunk locations are not part of the id.
+    moved = {k: Location(chunk_id(b"other"), v.offset, v.length, v.raw_size)
+             for k, v in locs.items()}
+    sid2, _ = encode_manifest(entries, moved, {"ignore": []})
+    assert sid2 == sid
+    # Anything in the tree is.
+    changed = [entries[0], Entry(b"dir/b.sh", FILE, 0o644, 3, entries[1].chunks), *entries[2:]]
+    assert encode_manifest(changed, locs)[0] != sid
+
+
+def test_manifest_refuses_unsorted_wrong_id_and_bad_sizes():
+    entries, locs = _entries()
+    with pytest.raises(ValueError):
+        encode_tree(list(reversed(entries)))
+    _sid, raw = encode_manifest(entries, locs)
+    with pytest.raises(IntegrityError):
+        decode_manifest(raw, "0" * 32)
+    bad = [Entry(b"dir/a.txt", FILE, 0o644, 99, entries[0].chunks)]
+    _, raw = encode_manifest(bad, locs)
+    with pytest.raises(FormatError, match="add up"):
+        decode_manifest(raw)
+    with pytest.raises(FormatError):
+        decode_manifest(b"\x93garbage")
+
+
+@pytest.mark.parametrize("path", [b"/etc/passwd", b"../x", b"a/../../x", b"a//b", b"./a",
+                                  b"", b"a/\x00"])
+def test_check_paths_refuses_escapes(path):
+    with pytest.raises(UnsafePathError):
+        check_paths([Entry(path, FILE)], case_insensitive=False)
+
+
+def test_check_paths_refuses_paths_through_links_files_and_case_twins():
+    link = Entry(b"a", SYMLINK, 0o777, 0, (), b"/etc")
+    with pytest.raises(UnsafePathError, match="symlink"):
+        check_paths([link, Entry(b"a/passwd", FILE)], case_insensitive=False)
+    with pytest.raises(UnsafePathError, match="a file"):
+        check_paths([Entry(b"a", FILE), Entry(b"a/b", FILE)], case_insensitive=False)
+    twins = [Entry(b"A.txt", FILE), Entry(b"a.txt", FILE)]
+    check_paths(twins, case_insensitive=False)
+    with pytest.raises(UnsafePathError, match="case"):
+        check_paths(twins, case_insensitive=True)
+
+
+def test_plan_pull_and_diff():
+    entries, _ = _entries()
+    seen = {
+        b"dir/a.txt": Seen(FILE, 0o644, 1, entries[0].chunks),
+        b"dir/b.sh": Seen(FILE, 0o644, 3, entries[1].chunks),
+        b"link": Seen(SYMLINK, target=b"elsewhere"),
+    }
+    plan = plan_pull(entries, seen)
+    assert [e.path for e in plan.write] == [b"link"]
+    assert [e.path for e in plan.chmod] == [b"dir/b.sh"]
+    assert [e.path for e in plan.mkdir] == [b"empty"]
+    assert plan.unchanged == 1
+    d = diff_trees(entries[:2], [entries[0], entries[2]])
+    assert d.added == ["empty"] and d.removed == ["dir/b.sh"] and d.modified == []
