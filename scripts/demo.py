@@ -38,6 +38,18 @@ def make_project(root: Path) -> None:
     (root / "__pycache__" / "junk.pyc").write_bytes(b"ignored by the default template")
 
 
+def settle(root: Path) -> None:
+    """Date the files a minute back, as in a real checkout (not edited this very second)."""
+    import time
+
+    past = time.time() - 60
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            p = os.path.join(dirpath, name)
+            if not os.path.islink(p):
+                os.utime(p, (past, past))
+
+
 def snapsync(*args: str) -> None:
     cmd = [sys.executable, "-m", "snapsync", *args]
     print("\n$ snapsync " + " ".join(args), flush=True)
@@ -49,6 +61,7 @@ def main() -> None:
     project, store = DEMO / "project", DEMO / "store"
     project.mkdir(parents=True)
     make_project(project)
+    settle(project)
     url = store.as_uri()
     snapsync("push", str(project), url, "-m", "first deploy")
     snapsync("pull", url, str(DEMO / "pulled"))

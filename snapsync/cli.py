@@ -103,8 +103,8 @@ def cmd_push(args: argparse.Namespace) -> int:
             f"  store     {r.url}",
             f"  tree      {r.files} files ({_size(r.bytes_scanned)}), {r.dirs} empty dirs, "
             f"{r.symlinks} symlinks",
-            f"  read      {r.files_read} files ({_size(r.bytes_read)}); the rest unchanged "
-            "since the last push",
+            f"  read      {r.files_read} files ({_size(r.bytes_read)}); "
+            f"{r.files - r.files_read} unchanged since the last push, not read",
             f"  chunks    {r.chunks}: {r.chunks_new} new ({_size(r.bytes_new)}), "
             f"{r.chunks_reused} already stored",
             f"  uploaded  {_size(r.bytes_uploaded)} in {r.packs_uploaded} packs",

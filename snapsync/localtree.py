@@ -188,17 +188,20 @@ def file_chunk_ids(abs_path: str, chunker: Chunker) -> tuple[bytes, ...]:
 class StatCache:
     """Path -> (stat signature, chunk ids), like git's index, for one (root, store) pair.
 
-    A file whose mtime is not older than the last cache write (minus a margin for coarse
-    timestamps) is "racy": it may have changed within the same tick, so it is re-read.
+    A file whose mtime is not older than the last cache write, less the timestamp granularity,
+    is "racy": it may have changed again within the same tick, so it is re-read next time.
+    The granularity is guessed from the mtimes themselves: 20 ms when any has a sub-second
+    part (ext4, APFS, NTFS), else 2 s (FAT, HFS+, some network file systems).
     """
 
-    RACY_NS = 2_000_000_000
-    VERSION = 1
+    FINE_NS = 20_000_000
+    COARSE_NS = 2_000_000_000
+    VERSION = 2
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.entries: dict[str, tuple[tuple[int, ...], tuple[bytes, ...]]] = {}
-        self._written_ns = 0
+        self._cutoff_ns = 0
         if path is not None:
             self._load()
 
@@ -211,7 +214,7 @@ class StatCache:
             return  # a missing or broken cache only costs a re-read
         if ver != self.VERSION:
             return
-        self._written_ns = written
+        self._cutoff_ns = written
         for path, sig, ids in rows:
             # Paths are stored as bytes: non-UTF-8 names must round-trip too.
             self.entries[path.decode("utf-8", "surrogateescape")] = (
@@ -221,7 +224,7 @@ class StatCache:
         hit = self.entries.get(path)
         if hit is None or hit[0] != sig:
             return None
-        if sig[1] + self.RACY_NS >= self._written_ns:
+        if sig[1] >= self._cutoff_ns:
             return None
         return hit[1]
 
@@ -235,7 +238,9 @@ class StatCache:
 
         rows = [(p.encode("utf-8", "surrogateescape"), list(sig), b"".join(ids))
                 for p, (sig, ids) in self.entries.items()]
-        data = msgpack.packb([self.VERSION, time.time_ns(), rows], use_bin_type=True)
+        fine = any(sig[1] % 1_000_000_000 for sig, _ in self.entries.values())
+        cutoff = time.time_ns() - (self.FINE_NS if fine else self.COARSE_NS)
+        data = msgpack.packb([self.VERSION, cutoff, rows], use_bin_type=True)
         try:
             atomic_write(self.path, data)
         except OSError:

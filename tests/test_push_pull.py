@@ -236,3 +236,16 @@ def test_dry_run_writes_nothing(tmp_path):
     src = make_project(tmp_path / "src")
     r = snapsync.push(src, store.as_uri(), dry_run=True)
     assert r.dry_run and r.chunks_new > 0 and not store.exists()
+
+
+def test_same_size_edit_with_restored_mtime_is_still_seen(tmp_path):
+    url = (tmp_path / "store").as_uri()
+    src = make_project(tmp_path / "src")
+    backdate(src)
+    snapsync.push(src, url)
+    f = src / "README.md"
+    st = f.stat()
+    f.write_text("HELLO\n")  # same size
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the same mtime: ctime still moves
+    r = snapsync.push(src, url)
+    assert r.files_read == 1 and not r.unchanged

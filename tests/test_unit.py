@@ -189,3 +189,24 @@ def test_plan_pull_and_diff():
     assert plan.unchanged == 1
     d = diff_trees(entries[:2], [entries[0], entries[2]])
     assert d.added == ["empty"] and d.removed == ["dir/b.sh"] and d.modified == []
+
+
+def test_stat_cache_distrusts_racy_entries(tmp_path):
+    import time
+
+    from snapsync.localtree import StatCache
+
+    path = tmp_path / "stat.msgpack"
+    now = time.time_ns()
+    old_sig = (10, now - 5_000_000_000 + 123, now, 1, 0o100644)
+    racy_sig = (10, now + 1_000_000, now, 2, 0o100644)  # modified "after" the cache write
+    ids = (b"\x01" * 16,)
+    c = StatCache(path)
+    c.replace({"old": (old_sig, ids), "racy": (racy_sig, ids)})
+    c.save()
+    c2 = StatCache(path)
+    assert c2.lookup("old", old_sig) == ids
+    assert c2.lookup("old", (11, *old_sig[1:])) is None  # any signature change misses
+    assert c2.lookup("racy", racy_sig) is None
+    path.write_bytes(b"garbage")
+    assert StatCache(path).lookup("old", old_sig) is None  # a broken cache is just empty
