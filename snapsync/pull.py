@@ -35,6 +35,7 @@ from .codec import Codec
 from .concurrency import Concurrency
 from .errors import IntegrityError, LocalFileError, NotFoundError, StoreError
 from .ignore import IgnoreRules
+from .keyed import Keyring
 from .localtree import StatCache, default_cache_dir, file_chunk_ids, normal_mode
 from .manifest import DIR, FILE, SYMLINK, Entry, Location, Manifest
 from .plan import PullPlan, Seen, check_paths, plan_pull
@@ -45,7 +46,8 @@ from .store import Layout, Store
 STAGING_PREFIX = ".snapsync-staging-"
 MAX_GAP = 256 << 10  # merge ranges closer than this: one request beats two
 MAX_RANGE = 16 << 20  # but keep each request reasonably sized
-MEMORY_BUDGET = 512 << 20  # decoded chunks kept in memory; beyond this they go via the cache
+MEMORY_BUDGET = 128 << 20  # decoded chunks kept in memory; beyond this they go via the cache
+BATCH_BYTES = 32 << 20  # bytes of ranges fetched in one concurrent batch
 
 
 @dataclass
@@ -119,7 +121,12 @@ def pull(url: str, dest: str | os.PathLike[str] = ".", *,
     repo = Repository(store, cache_root if use_cache else None)
     cfg = repo.open(create=False)
     sid = repo.resolve(ref, snapshot)
-    manifest = repo.load_manifest(sid)
+    # Tamper-evident mode: the signature is checked before anything is written.
+    keyring = Keyring.from_env()
+    if keyring is None:
+        manifest, macs = repo.load_manifest(sid), None
+    else:
+        manifest, macs = keyring.load_verified(repo, sid)
     check_paths(manifest.entries)
 
     try:
@@ -138,7 +145,7 @@ def pull(url: str, dest: str | os.PathLike[str] = ".", *,
 
     files = [e for e in plan.write if e.kind == FILE]
     need = {c for e in files for c in e.chunks}
-    codec = Codec()
+    codec = Codec() if keyring is None or macs is None else keyring.wrap_codec(Codec(), macs)
     result = PullResult(snapshot_id=sid, url=store.display_url, directory=str(destp),
                         files=sum(1 for _ in manifest.files()),
                         bytes=sum(e.size for e in manifest.files()),
@@ -298,50 +305,84 @@ def _ranges(manifest: Manifest, ids: set[bytes]) -> list[tuple[bytes, int, int,
     return out
 
 
+def _batches(reqs: list[Any], max_bytes: int, max_count: int) -> list[list[Any]]:
+    """Split range requests into batches bounded in count and bytes (bounds memory)."""
+    out: list[list[Any]] = []
+    cur: list[Any] = []
+    size = 0
+    for r in reqs:
+        n = r[2] - r[1]
+        if cur and (len(cur) >= max_count or size + n > max_bytes):
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(r)
+        size += n
+    if cur:
+        out.append(cur)
+    return out
+
+
 def _download(store: Store, manifest: Manifest, ids: set[bytes], codec: Codec,
               cache: ChunkCache, ready: dict[bytes, bytes] | None, conc: Concurrency,
               cpu_ex: ThreadPoolExecutor, prog: Progress) -> tuple[int, int]:
-    """Fetch, verify and cache ``ids``; return (chunks, bytes) downloaded."""
+    """Fetch, verify and cache ``ids``; return (chunks, bytes) downloaded.
+
+    Batch *i+1* downloads while batch *i* is verified and batch *i-1* is written to the
+    cache, each on its own thread; at most two batches of ``BATCH_BYTES`` are in memory.
+    """
     if not ids:
         return 0, 0
     reqs = _ranges(manifest, ids)
     reqs.sort(key=lambda r: (r[0], r[1]))
+    batches = _batches(reqs, BATCH_BYTES, max(conc.io * 2, 8))
     n_chunks = n_bytes = 0
-    per_batch = max(conc.io * 2, 8)
+
+    def fetch(batch: list[Any]) -> list[bytes]:
+        try:
+            return store.get_ranges_multi(
+                [(Layout.pack(p), s, e) for p, s, e, _ in batch], batch_size=conc.io)
+        except NotFoundError as exc:
+            raise NotFoundError(f"{exc}: a pack that snapshot {manifest.id} needs is missing "
+                                "from the store (run `snapsync check`)") from None
 
     def verify(items: list[tuple[bytes, Location, bytes]]) -> list[tuple[bytes, bytes, bytes,
                                                                          int]]:
         return [(cid, blob, codec.decode(blob, loc.raw_size, cid), loc.raw_size)
                 for cid, loc, blob in items]
 
-    for i in range(0, len(reqs), per_batch):
-        batch = reqs[i:i + per_batch]
-        try:
-            datas = store.get_ranges_multi(
-                [(Layout.pack(p), s, e) for p, s, e, _ in batch], batch_size=conc.io)
-        except NotFoundError as exc:
-            raise NotFoundError(f"{exc}: a pack that snapshot {manifest.id} needs is missing "
-                                "from the store (run `snapsync check`)") from None
-        work: list[list[tuple[bytes, Location, bytes]]] = [[]]
-        for (_pack, start, _end, chunks), data in zip(batch, datas, strict=True):
-            n_bytes += len(data)
-            prog.advance(len(data))
-            for cid, loc in chunks:
-                blob = data[loc.offset - start:loc.offset - start + loc.length]
-                work[-1].append((cid, loc, blob))
-                if len(work[-1]) >= 64:
-                    work.append([])
-        rows = []
-        try:
-            for verified in cpu_ex.map(verify, work):
-                for cid, blob, data, raw in verified:
-                    rows.append((cid, blob, raw))
-                    if ready is not None:
-                        ready[cid] = data
-        except IntegrityError as exc:
-            raise IntegrityError(f"{store.display_url}: {exc}") from None
-        cache.put_many(rows)
-        n_chunks += len(rows)
+    with ThreadPoolExecutor(1, thread_name_prefix="snapsync-fetch") as fetch_ex, \
+            ThreadPoolExecutor(1, thread_name_prefix="snapsync-cache") as cache_ex:
+        pending = fetch_ex.submit(fetch, batches[0])
+        cached: Any = None
+        for i, batch in enumerate(batches):
+            datas = pending.result()
+            if i + 1 < len(batches):
+                pending = fetch_ex.submit(fetch, batches[i + 1])
+            work: list[list[tuple[bytes, Location, bytes]]] = [[]]
+            for (_pack, start, _end, chunks), data in zip(batch, datas, strict=True):
+                n_bytes += len(data)
+                prog.advance(len(data))
+                for cid, loc in chunks:
+                    blob = data[loc.offset - start:loc.offset - start + loc.length]
+                    work[-1].append((cid, loc, blob))
+                    if len(work[-1]) >= 64:
+                        work.append([])
+            del datas
+            rows = []
+            try:
+                for verified in cpu_ex.map(verify, work):
+                    for cid, blob, data, raw in verified:
+                        rows.append((cid, blob, raw))
+                        if ready is not None:
+                            ready[cid] = data
+            except IntegrityError as exc:
+                raise IntegrityError(f"{store.display_url}: {exc}") from None
+            if cached is not None:
+                cached.result()
+            cached = cache_ex.submit(cache.put_many, rows)
+            n_chunks += len(rows)
+        if cached is not None:
+            cached.result()
     return n_chunks, n_bytes
 
 

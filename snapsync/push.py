@@ -31,6 +31,8 @@ from .codec import Codec
 from .concurrency import Concurrency, Window
 from .errors import LocalFileError, UsageError
 from .ignore import resolve_rules
+from .journal import UploadJournal
+from .keyed import Keyring
 from .localtree import (
     LocalEntry,
     StatCache,
@@ -155,6 +157,14 @@ def push(root: str | os.PathLike[str], url: str, *,
                 warn(f"ref {info.ref}: cannot use snapshot {info.snapshot} as a dedup source "
                      f"({exc})")
     known: dict[bytes, Location] = repo.known_locations(list(manifests.values()))
+    # Tamper-evident mode: chunk MACs come from verified manifests or from reading the file.
+    keyring = Keyring.from_env()
+    macs = keyring.macs_of(manifests.values(), warn) if keyring else {}
+    # Packs a crashed push uploaded (this machine's journal) count as present.
+    journal = None if dry_run else UploadJournal(cache_root, store.url)
+    if journal is not None:
+        for cid, loc in journal.resume(store).items():
+            known.setdefault(cid, loc)
 
     # 2. Walk.
     rules, note = resolve_rules(rootp, ignore_file, use_default_ignore)
@@ -171,7 +181,8 @@ def push(root: str | os.PathLike[str], url: str, *,
         if e.kind != FILE:
             continue
         cached = stat_cache.lookup(e.path, e.sig)
-        if cached is not None and all(c in known for c in cached):
+        if cached is not None and all(c in known for c in cached) and (
+                keyring is None or all(c in macs for c in cached)):
             chunks_of[e.path] = cached
         else:
             to_read.append(e)
@@ -184,9 +195,11 @@ def push(root: str | os.PathLike[str], url: str, *,
     chunker = Chunker(cfg.chunker)
     new_sigs: dict[str, tuple[int, ...]] = {}
 
-    def upload(pid: bytes, data: bytes) -> int:
+    def upload(pid: bytes, data: bytes, locs: dict[bytes, Location]) -> int:
         if not dry_run:
             store.put(Layout.pack(pid), data)
+            if journal is not None:
+                journal.record(pid, len(data), locs)
         return len(data)
 
     def uploaded(n: int) -> None:
@@ -198,7 +211,7 @@ def push(root: str | os.PathLike[str], url: str, *,
         pid, data, locs = builder.finish()
         new_locs.update(locs)
         builder = PackBuilder()
-        uploads.submit(upload, pid, data)
+        uploads.submit(upload, pid, data, locs)
 
     def packed(batch: list[tuple[bytes, bytes, int]]) -> None:
         for cid, blob, raw in batch:
@@ -209,11 +222,16 @@ def push(root: str | os.PathLike[str], url: str, *,
     def compress(batch: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes, int]]:
         return [(cid, codec.encode(data), len(data)) for cid, data in batch]
 
+    def on_chunk(cid: bytes, data: memoryview) -> None:
+        if keyring is not None:
+            macs[cid] = keyring.chunk_mac(data)
+
     total_read = sum(e.size for e in to_read)
     prog.phase("read", total_read, "B")
     with ThreadPoolExecutor(conc.cpu, thread_name_prefix="snapsync-cpu") as cpu_ex, \
-            ThreadPoolExecutor(min(conc.io, 8), thread_name_prefix="snapsync-up") as up_ex:
-        uploads: Window[int] = Window(up_ex, min(conc.io, 8), uploaded)
+            ThreadPoolExecutor(min(conc.io, 4), thread_name_prefix="snapsync-up") as up_ex:
+        # At most four packs in flight: enough to keep the link busy, bounded in memory.
+        uploads: Window[int] = Window(up_ex, min(conc.io, 4), uploaded)
         compressing: Window[list[tuple[bytes, bytes, int]]] = Window(
             cpu_ex, conc.cpu * 2, packed)
         batch: list[tuple[bytes, bytes]] = []
@@ -222,7 +240,8 @@ def push(root: str | os.PathLike[str], url: str, *,
             for e in to_read:
                 abs_path = os.path.join(rootp, e.path)
                 try:
-                    ids, sig, fresh = _read_file(abs_path, e, chunker, known, pending)
+                    ids, sig, fresh = _read_file(abs_path, e, chunker, known, pending,
+                                                 on_chunk)
                 except LocalFileError as exc:
                     if skip_unreadable:
                         warn(f"skipped unreadable file: {exc}")
@@ -260,8 +279,12 @@ def push(root: str | os.PathLike[str], url: str, *,
     locations = {**known, **new_locs}
     info_section = {"ignore": rules.patterns, "ignore_source": rules.source,
                     "chunker": cfg.chunker.to_dict()}
+    if keyring is not None:
+        info_section["auth"] = keyring.sign(entries, locations, info_section, macs)
     sid, raw_manifest = encode_manifest(entries, locations, info_section)
-    unchanged = parent is not None and parent.snapshot == sid
+    # With a key, an unsigned manifest of the same tree is replaced by a signed one.
+    resign = keyring is not None and not keyring.signed(manifests.get(sid))
+    unchanged = parent is not None and parent.snapshot == sid and not resign
     totals = {
         "files": sum(1 for e in entries if e.kind == FILE),
         "dirs": sum(1 for e in entries if e.kind == DIR),
@@ -269,13 +292,15 @@ def push(root: str | os.PathLike[str], url: str, *,
         "bytes": sum(e.size for e in entries),
     }
     if not dry_run and not unchanged:
-        if sid not in manifests:
+        if sid not in manifests or resign:
             stats["uploaded"] += repo.save_manifest(sid, raw_manifest)
         when, ns = _now()
         repo.write_ref(SnapshotInfo(
             snapshot=sid, ref=ref, time=when, time_ns=ns,
             parent=parent.snapshot if parent else None, host=socket.gethostname(),
             version=__version__, message=message, totals=totals, git=git_info(rootp)))
+    if journal is not None:
+        journal.forget()  # the ref now names what the journal kept alive
     if not dry_run:
         rows = {e.path: (e.sig, chunks_of[e.path]) for e in local
                 if e.kind == FILE and e.path in chunks_of}
@@ -309,15 +334,16 @@ def _open_config(repo: Repository, dry_run: bool, want: StoreConfig | None) -> S
 
 
 def _read_file(abs_path: str, e: LocalEntry, chunker: Chunker, known: dict[bytes, Location],
-               pending: set[bytes]) -> tuple[tuple[bytes, ...], tuple[int, ...],
-                                             list[tuple[bytes, bytes]]]:
+               pending: set[bytes],
+               on_chunk: Callable[[bytes, memoryview], None] | None = None,
+               ) -> tuple[tuple[bytes, ...], tuple[int, ...], list[tuple[bytes, bytes]]]:
     """Read one file into chunk ids; return ids, its stat signature and the unseen chunks.
 
     The file is re-stat'ed after reading: if it changed meanwhile it is read again (three
     tries), so a manifest never records content that differs from what was read.
     """
+    before: tuple[int, ...] = e.sig  # from the walk; a change since shows up in `after`
     for _ in range(3):
-        before = _sig_of(abs_path)
         ids: list[bytes] = []
         fresh: list[tuple[bytes, bytes]] = []
         seen_here: set[bytes] = set()
@@ -325,12 +351,15 @@ def _read_file(abs_path: str, e: LocalEntry, chunker: Chunker, known: dict[bytes
         for cid, data in read_chunks(abs_path, e.size, chunker):
             ids.append(cid)
             total += len(data)
+            if on_chunk is not None:
+                on_chunk(cid, data)
             if cid not in known and cid not in pending and cid not in seen_here:
                 seen_here.add(cid)
                 fresh.append((cid, bytes(data)))
         after = _sig_of(abs_path)
         if before == after and total == after[0]:
             return tuple(ids), after, fresh
+        before = after
     raise LocalFileError(f"{abs_path} keeps changing while it is read; try again when it is "
                          "quiet")
 
