@@ -1,0 +1,171 @@
+"""Tamper-evident mode: manifests signed and chunks MACed with a key from ``SNAPSYNC_KEY``.
+
+xxh3-128 ids detect accidents, not attackers: anyone who can write to the store can plant a
+chunk with a colliding id, or rewrite a manifest and its ref. With a key set, push records a
+keyed BLAKE2b MAC (128 bits) of every chunk's raw bytes in the manifest, and signs tree, index,
+MACs and ignore rules with another keyed BLAKE2b (256 bits); both keys are derived from the
+secret. Pull verifies the signature before anything is written and every chunk's MAC as it is
+decoded; an unsigned or wrongly signed manifest is refused. The signature lives under the
+optional ``auth`` key of the manifest's info map, outside the snapshot id (docs/format.md,
+"Tamper-evident mode"), so stores stay readable by snapsync without a key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from .codec import Codec
+from .errors import FormatError, IntegrityError, UsageError
+from .manifest import Entry, Location, Manifest, encode_index, encode_json_like, encode_tree
+
+ENV = "SNAPSYNC_KEY"
+AUTH_VERSION = 1
+AUTH_ALG = "blake2b-256/blake2b-128"
+MAC_SIZE = 16
+MIN_SECRET = 16
+
+
+def _derive(secret: bytes, purpose: bytes) -> bytes:
+    return hashlib.blake2b(secret, digest_size=32, person=b"snapsync-kdf-v1",
+                           salt=purpose.ljust(16, b"\0")[:16]).digest()
+
+
+def index_order(entries: Iterable[Entry]) -> list[bytes]:
+    """Chunk ids in first-use order: the order of the index section and of the MAC column."""
+    seen: set[bytes] = set()
+    out: list[bytes] = []
+    for e in entries:
+        for c in e.chunks:
+            if c not in seen:
+                seen.add(c)
+                out.append(c)
+    return out
+
+
+class Keyring:
+    """Keys derived from one secret; signs and verifies manifests, MACs chunks."""
+
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) < MIN_SECRET:
+            raise UsageError(f"{ENV} must be at least {MIN_SECRET} characters long")
+        self._chunk_key = _derive(secret, b"chunk")
+        self._sign_key = _derive(secret, b"manifest")
+        # Names the key in signatures without revealing it (for "wrong key" messages).
+        self.key_id = hashlib.blake2b(b"key-id", key=_derive(secret, b"key-id"),
+                                      digest_size=8).hexdigest()
+
+    @classmethod
+    def from_env(cls) -> Keyring | None:
+        """The keyring for ``$SNAPSYNC_KEY``, or ``None`` when it is unset or empty."""
+        secret = os.environ.get(ENV)
+        return cls(secret.encode("utf-8", "surrogateescape")) if secret else None
+
+    # ---- chunks ---------------------------------------------------------------------------
+    def chunk_mac(self, data: bytes | memoryview) -> bytes:
+        return hashlib.blake2b(data, key=self._chunk_key, digest_size=MAC_SIZE).digest()
+
+    def check_chunk(self, cid: bytes, data: bytes | memoryview, mac: bytes) -> None:
+        if not hmac.compare_digest(self.chunk_mac(data), mac):
+            raise IntegrityError(f"chunk {cid.hex()}: keyed MAC does not match; the chunk was "
+                                 "tampered with or written without this key")
+
+    # ---- manifests ------------------------------------------------------------------------
+    def _signature(self, entries: list[Entry], locations: Mapping[bytes, Location],
+                   info: Mapping[str, Any], macs: bytes) -> bytes:
+        body = encode_json_like([b"snapsync-auth", AUTH_VERSION, encode_tree(entries),
+                                 encode_index(entries, dict(locations)), macs,
+                                 list(info.get("ignore") or []),
+                                 str(info.get("ignore_source") or "")])
+        return hashlib.blake2b(body, key=self._sign_key, digest_size=32).digest()
+
+    def sign(self, entries: list[Entry], locations: Mapping[bytes, Location],
+             info: Mapping[str, Any], macs: Mapping[bytes, bytes]) -> dict[str, Any]:
+        """The ``auth`` value for a manifest's info map. ``macs`` must cover every chunk."""
+        order = index_order(entries)
+        missing = [c for c in order if c not in macs]
+        if missing:
+            raise AssertionError(f"no MAC for chunk {missing[0].hex()}")
+        col = b"".join(macs[c] for c in order)
+        return {"v": AUTH_VERSION, "alg": AUTH_ALG, "key_id": self.key_id, "macs": col,
+                "sig": self._signature(entries, locations, info, col)}
+
+    def verify_manifest(self, m: Manifest) -> dict[bytes, bytes]:
+        """Check ``m``'s signature; return its chunk MACs. Raises ``IntegrityError``."""
+        auth = m.info.get("auth")
+        where = f"snapshot {m.id}"
+        if not isinstance(auth, dict):
+            raise IntegrityError(f"{where} is not signed, and {ENV} is set: refusing it "
+                                 "(push it again with the key)")
+        if auth.get("v") != AUTH_VERSION or auth.get("alg") != AUTH_ALG:
+            raise IntegrityError(f"{where}: unknown signature scheme {auth.get('alg')!r}")
+        col, sig = auth.get("macs"), auth.get("sig")
+        order = index_order(m.entries)
+        if not (isinstance(col, bytes) and isinstance(sig, bytes)
+                and len(col) == MAC_SIZE * len(order)):
+            raise IntegrityError(f"{where}: malformed signature")
+        good = self._signature(m.entries, m.locations, m.info, col)
+        if not hmac.compare_digest(good, sig):
+            other = auth.get("key_id")
+            hint = f" (signed with key {other}, this key is {self.key_id})" \
+                if other != self.key_id else ""
+            raise IntegrityError(f"{where}: signature does not verify; the manifest was "
+                                 f"tampered with or signed with another key{hint}")
+        return {c: col[i * MAC_SIZE:(i + 1) * MAC_SIZE] for i, c in enumerate(order)}
+
+    def signed(self, m: Manifest | None) -> bool:
+        """Whether ``m`` carries a valid signature by this key."""
+        if m is None:
+            return False
+        try:
+            self.verify_manifest(m)
+        except IntegrityError:
+            return False
+        return True
+
+    def macs_of(self, manifests: Iterable[Manifest],
+                warn: Callable[[str], None] | None = None) -> dict[bytes, bytes]:
+        """Chunk MACs from those manifests whose signature verifies (others are skipped)."""
+        out: dict[bytes, bytes] = {}
+        for m in manifests:
+            try:
+                out.update(self.verify_manifest(m))
+            except IntegrityError as exc:
+                if warn and "not signed" not in str(exc):
+                    warn(str(exc))
+        return out
+
+    def load_verified(self, repo: Any, sid: str) -> tuple[Manifest, dict[bytes, bytes]]:
+        """Load a manifest and verify it; a cached copy that fails is re-fetched once."""
+        m = repo.load_manifest(sid)
+        try:
+            return m, self.verify_manifest(m)
+        except IntegrityError:
+            if repo.manifests is None:
+                raise
+        # The local cache may hold another (e.g. unsigned) manifest of the same tree.
+        repo.manifests.drop(sid)
+        m = repo.load_manifest(sid)
+        return m, self.verify_manifest(m)
+
+    def wrap_codec(self, codec: Codec, macs: Mapping[bytes, bytes]) -> Codec:
+        """A codec whose ``decode`` also checks each chunk's MAC."""
+        return _MacCodec(codec.level, self, macs)
+
+
+class _MacCodec(Codec):
+    def __init__(self, level: int, keyring: Keyring, macs: Mapping[bytes, bytes]) -> None:
+        super().__init__(level)
+        self._keyring = keyring
+        self._macs = macs
+
+    def decode(self, blob: bytes | memoryview, raw_size: int, expect_id: bytes) -> bytes:
+        data = super().decode(blob, raw_size, expect_id)
+        mac = self._macs.get(expect_id)
+        if mac is None:
+            raise FormatError(f"chunk {expect_id.hex()} has no MAC in the signed manifest")
+        self._keyring.check_chunk(expect_id, data, mac)
+        return data
