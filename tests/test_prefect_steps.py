@@ -615,3 +615,42 @@ def test_same_yaml_as_prefect_aws_same_tree_plus_what_it_loses(
     assert snap["linkdir"] == ("link", "flows/sub")
     assert aws.get("linkdir", ("absent",))[0] != "link"
     assert snap["empty"] == ("dir",) and "empty" not in aws
+
+
+def test_refs_unset_templates_and_unknown_snapshot(prefect: dict[str, Any], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ref` keeps lines of snapshots apart; an empty `{{ $UNSET }}` means "not given"; an
+    unknown snapshot fails and leaves the folder as it was."""
+    from snapsync.errors import NotFoundError
+
+    store = (tmp_path / "store").as_uri()
+    monkeypatch.delenv("SNAP_UNSET", raising=False)
+    def quiet(*_: Any, **__: Any) -> None:
+        pass
+
+    def run(steps: list[dict[str, Any]], cwd: Path) -> dict[str, Any]:
+        cwd.mkdir(parents=True, exist_ok=True)
+        monkeypatch.chdir(cwd)
+        return asyncio.run(prefect["run_steps"](steps, print_function=quiet))
+
+    src = tmp_path / "src"
+    src.mkdir()
+    ids = {}
+    for ref in ("latest", "staging"):
+        (src / "which.txt").write_text(ref)
+        out = run([{"snapsync.steps.push": {"url": store, "ref": ref,
+                                             "message": f"{ref} build"}}], src)
+        ids[ref] = out["snapshot"]
+    assert ids["latest"] != ids["staging"]
+
+    work = tmp_path / "work"
+    got = run([{"snapsync.steps.pull": {"url": store, "ref": "staging"}}], work)
+    assert got["snapshot"] == ids["staging"] and (work / "which.txt").read_text() == "staging"
+    got = run([{"snapsync.steps.pull": {"url": store, "ref": "{{ $SNAP_UNSET }}",
+                                        "snapshot": "{{ $SNAP_UNSET }}"}}], work)
+    assert got["snapshot"] == ids["latest"] and (work / "which.txt").read_text() == "latest"
+
+    with pytest.raises(prefect["StepExecutionError"]) as info:
+        run([{"snapsync.steps.pull": {"url": store, "snapshot": "f" * 32}}], work)
+    assert isinstance(_cause(info), NotFoundError)
+    assert (work / "which.txt").read_text() == "latest"
