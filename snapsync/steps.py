@@ -195,6 +195,9 @@ def _do_push(url: str, storage_options: Mapping[str, Any] | None, ignore_file: s
                           ref=_opt(ref) or "latest", message=_opt(message) or "",
                           ignore_file=_opt(ignore_file), on_warning=_warn)
     for note in result.notes:
+        # The engine's notes mention CLI flags; a step user's lever is the ignore file.
+        if note.startswith("no ") and "default ignore template" in note:
+            note = note.split(";")[0] + "; add one to choose what ships"
         log.info("snapsync: %s", note)
     state = "unchanged" if result.unchanged else f"{_size(result.bytes_uploaded)} uploaded"
     log.info("snapsync: pushed %s (%d files) to %s as snapshot %s, ref %s: %s in %.1f s",

@@ -507,8 +507,10 @@ def test_azure_missing_credentials_error_names_keys(prefect: dict[str, Any], tmp
 
 
 def test_generic_url_steps_default_ignore(prefect: dict[str, Any], tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+                                          monkeypatch: pytest.MonkeyPatch,
+                                          caplog: pytest.LogCaptureFixture) -> None:
     """push/pull for any URL; with no .prefectignore, .git/ and __pycache__ still stay home."""
+    caplog.set_level(logging.INFO, logger="snapsync")
     monkeypatch.setenv("SNAP_STORE", (tmp_path / "store").as_uri())
     yaml_text = """
 push:
@@ -525,6 +527,7 @@ pull:
     dep = Deployment(prefect, monkeypatch, yaml_text)
     out = dep.deploy(project)
     assert set(out["push_code"]) == {"url", "snapshot"}
+    assert "using Prefect's default ignore template; add one to choose what ships" in caplog.text
     work = tmp_path / "worker"
     got = dep.run(work)
     assert got["directory"] == str(work.resolve())
