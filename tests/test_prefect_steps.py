@@ -527,7 +527,8 @@ pull:
     dep = Deployment(prefect, monkeypatch, yaml_text)
     out = dep.deploy(project)
     assert set(out["push_code"]) == {"url", "snapshot"}
-    assert "using Prefect's default ignore template; add one to choose what ships" in caplog.text
+    assert "using Prefect's default ignore template" in caplog.text
+    assert "add one to choose what ships" in caplog.text
     work = tmp_path / "worker"
     got = dep.run(work)
     assert got["directory"] == str(work.resolve())
