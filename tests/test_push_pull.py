@@ -249,3 +249,15 @@ def test_same_size_edit_with_restored_mtime_is_still_seen(tmp_path):
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the same mtime: ctime still moves
     r = snapsync.push(src, url)
     assert r.files_read == 1 and not r.unchanged
+
+
+def test_unknown_store_version_is_refused_by_name(tmp_path):
+    store = tmp_path / "store"
+    src = make_project(tmp_path / "src")
+    snapsync.push(src, store.as_uri())
+    cfg = store / "snapsync.json"
+    cfg.write_text(cfg.read_text().replace('"version": 1', '"version": 99'))
+    with pytest.raises(snapsync.FormatError, match=r"version 99 .*upgrade snapsync"):
+        snapsync.pull(store.as_uri(), tmp_path / "dst")
+    with pytest.raises(snapsync.FormatError, match="snapsync.json"):
+        snapsync.push(src, store.as_uri())
