@@ -256,6 +256,8 @@ def test_s3_prefect_yaml_deploy_and_run(prefect: dict[str, Any], s3_server: Any,
     assert out["bucket"] == bucket and out["snapshot"] == snap_a  # merged at top level too
     assert dep.pull_steps[0]["snapsync.steps.pull_from_s3"]["snapshot"] == snap_a  # pinned
     assert any("Running push_to_s3 step" in line for line in dep.printed)
+    # `requires: snapsync` is satisfied by the import: the runner installs nothing.
+    assert not any("install" in line.lower() for line in dep.printed)
     assert any(r.name == "snapsync" and "pushed" in r.getMessage() for r in caplog.records)
     # The store lives under the folder, as posix keys, nothing beside it.
     keys = [o["Key"] for o in s3_server.boto3_client().list_objects_v2(
