@@ -52,6 +52,7 @@ class IgnoreRules:
                          if p and not p.startswith("#")]
         self.source = source
         self._spec = pathspec.GitIgnoreSpec.from_lines(self.patterns)
+        self._simple: pathspec.GitIgnoreSpec | None = None
         self._dir_patterns = [p for p in reversed(self._spec.patterns) if p.include is not None]
 
     @classmethod
@@ -82,7 +83,14 @@ class IgnoreRules:
         if not self.patterns:
             return False
         if not is_dir:
-            return self._spec.match_file(rel)
+            try:
+                return self._spec.match_file(rel)
+            except UnicodeEncodeError:
+                # RE2 takes UTF-8 only; a non-UTF-8 name (surrogate escapes) uses Python's re.
+                if self._simple is None:
+                    self._simple = pathspec.GitIgnoreSpec.from_lines(self.patterns,
+                                                                     backend="simple")
+                return self._simple.match_file(rel)
         path = rel + "/"
         for pat in self._dir_patterns:
             if pat.match_file(path):
