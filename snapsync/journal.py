@@ -2,7 +2,7 @@
 
 A push learns what the store holds only from the ref heads' manifests, so packs that a killed
 push uploaded are invisible to the next one. Each pack is therefore recorded in a local
-journal (under the cache directory, per store) once its upload returned. The next push to the
+journal (under the cache directory, per store) just before its upload starts. The next push to the
 same store reads the journal, confirms with one listing per pack prefix that those packs still
 exist with the recorded size, and treats their chunks as present. Entries are forgotten once a
 push has published a manifest that names them.
@@ -40,7 +40,7 @@ class UploadJournal:
         self.resumed: set[bytes] = set()
 
     def record(self, pid: bytes, size: int, locs: dict[bytes, Location]) -> None:
-        """Note one uploaded pack (called after its PUT returned)."""
+        """Note one pack about to be uploaded (the resume checks that it landed)."""
         rows = [[cid, loc.offset, loc.length, loc.raw_size] for cid, loc in locs.items()]
         data = msgpack.packb([VERSION, time.time(), pid, size, rows], use_bin_type=True)
         with contextlib.suppress(OSError):  # the journal only saves work

@@ -197,9 +197,9 @@ def push(root: str | os.PathLike[str], url: str, *,
 
     def upload(pid: bytes, data: bytes, locs: dict[bytes, Location]) -> int:
         if not dry_run:
-            store.put(Layout.pack(pid), data)
-            if journal is not None:
+            if journal is not None:  # before the PUT: a resume checks the pack landed
                 journal.record(pid, len(data), locs)
+            store.put(Layout.pack(pid), data)
         return len(data)
 
     def uploaded(n: int) -> None:

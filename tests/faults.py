@@ -144,7 +144,8 @@ class FaultyFS:
     # ---- single-object verbs ----------------------------------------------------------------
     def cat_file(self, path: str, start: int | None = None, end: int | None = None,
                  **kw: Any) -> bytes:
-        return self._run("cat_file", path, lambda: self.fs.cat_file(path, start, end, **kw))
+        return self._run("cat_file", path,
+                         lambda: self.fs.cat_file(path, start=start, end=end, **kw))
 
     def pipe_file(self, path: str, value: bytes, *args: Any, **kw: Any) -> Any:
         return self._run("pipe_file", path, lambda: self.fs.pipe_file(path, value, *args, **kw))
@@ -193,7 +194,7 @@ class FaultyFS:
         kw.pop("batch_size", None)
 
         def one(i: int) -> Any:
-            return self.fs.cat_file(paths[i], starts[i], ends[i])
+            return self.fs.cat_file(paths[i], start=starts[i], end=ends[i])
 
         return self._items("cat_ranges", paths, one)
 
