@@ -11,11 +11,11 @@ import errno
 import os
 import random
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import fsspec
@@ -28,6 +28,7 @@ from .errors import (
     StoreError,
     UsageError,
 )
+from .localtree import atomic_write
 
 T = TypeVar("T")
 
@@ -310,7 +311,7 @@ class Store:
     def put(self, key: str, data: bytes) -> None:
         """Write one object (atomically on local file systems)."""
         if self.local:
-            self._call(self.where(key), lambda: _local_atomic_put(self.path(key), data))
+            self._call(self.where(key), lambda: atomic_write(Path(self.path(key)), data))
         else:
             self._call(self.where(key), lambda: self.fs.pipe_file(self.path(key), data))
         self.stats.add("PUT", sent=len(data))
@@ -361,22 +362,6 @@ class Store:
 def _protocols(fs: Any) -> tuple[str, ...]:
     p = fs.protocol
     return (p,) if isinstance(p, str) else tuple(p)
-
-
-def _local_atomic_put(path: str, data: bytes) -> None:
-    d = os.path.dirname(path)
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _describe(exc: BaseException) -> str:
