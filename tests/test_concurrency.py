@@ -1,0 +1,227 @@
+"""Concurrent writers on the real S3 server (SeaweedFS): many pushes to one ref at once, and
+``gc`` looping while pushes run. Nothing a push reported may be lost, except snapshots that gc
+dropped by retention (never a ref head), and every kept snapshot stays complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from test_crash import FAULTS, SMALL, _opts_args
+from test_faults import report
+from treeutil import describe, make_project
+
+import snapsync
+from snapsync.maintenance import check, gc
+from snapsync.repo import Repository
+from snapsync.store import Layout, Store
+
+_PUSHER = """
+import json, os, random, sys
+from pathlib import Path
+sys.path.insert(0, os.path.dirname(sys.argv[1]))
+from faults import Fault, FaultyFS, WRITE, install
+import snapsync
+from treeutil import make_project
+_, url, opts, base, who, count, slow = sys.argv[1:]
+opts = json.loads(opts)
+if float(slow):
+    install(lambda fs: FaultyFS(fs, [Fault("slow", ops=(WRITE,), times=None,
+                                           delay=float(slow))]))
+for i in range(int(count)):
+    root = make_project(Path(base) / f"{who}-{i}", seed=1, files=15)
+    rng = random.Random(f"{who}-{i}")
+    for j in range(6):
+        (root / f"unique{j}.bin").write_bytes(rng.randbytes(40_000))
+    r = snapsync.push(root, url, storage_options=opts, ref="main", jobs=2)
+    print(json.dumps({"sid": r.snapshot_id, "root": str(root)}), flush=True)
+"""
+
+
+def _start_pushers(url: str, opts: dict[str, Any], base: Path, n: int, count: int,
+                   slow: float) -> list[subprocess.Popen[str]]:
+    return [subprocess.Popen([sys.executable, "-c", _PUSHER, str(FAULTS), url, json.dumps(opts),
+                              str(base), f"p{w}", str(count), str(slow)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for w in range(n)]
+
+
+def _collect(procs: list[subprocess.Popen[str]]) -> list[dict[str, str]]:
+    out = []
+    try:
+        for p in procs:
+            stdout, stderr = p.communicate(timeout=300)
+            assert p.returncode == 0, stderr
+            out += [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    finally:
+        for p in procs:  # only the processes this test started
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return out
+
+
+def test_many_pushes_to_one_ref_at_once(s3_server, s3_bucket, tmp_path):
+    opts = s3_server.storage_options
+    url = f"{s3_bucket}/code"
+    snapsync.push(make_project(tmp_path / "seed", files=5), url, storage_options=opts,
+                  config=SMALL)
+    trees = []
+    for w in range(4):
+        root = make_project(tmp_path / f"t{w}", seed=w + 10, files=15)
+        (root / "who.txt").write_text(f"writer {w}\n")
+        trees.append(root)
+    procs = [subprocess.Popen([sys.executable, str(FAULTS), "--", "push", str(t), url,
+                               "--ref", "main", "--json", *_opts_args(opts)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for t in trees]
+    sids = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        sids.append(json.loads(out)["snapshot_id"])
+    assert len(set(sids)) == 4
+
+    repo = Repository(Store(url, opts), None)
+    head = repo.read_ref("main")
+    assert head is not None and head.snapshot in sids  # last writer wins...
+    assert {e.snapshot for e in repo.log("main")} == set(sids)  # ...with history
+    rep = check(url, read_data=True, storage_options=opts)
+    assert rep.ok, rep.problems  # no pack lost, every chunk verified
+    for sid, root in zip(sids, trees, strict=True):
+        dst = tmp_path / f"out-{sid}"
+        snapsync.pull(url, dst, snapshot=sid, storage_options=opts, use_cache=False)
+        assert describe(dst) == describe(root)
+    report("4 concurrent pushes to one ref", 4)
+
+
+def test_gc_in_a_loop_while_pushes_run(s3_server, s3_bucket, tmp_path):
+    opts = s3_server.storage_options
+    url = f"{s3_bucket}/code"
+    grace = 4.0
+
+    # Garbage that gc may delete while the pushes run: old snapshots of another ref and the
+    # packs of a push killed half-way, all older than the grace period.
+    snapsync.push(make_project(tmp_path / "junk0", seed=3, files=5), url,
+                  storage_options=opts, config=SMALL, ref="junk")
+    for i in (1, 2):
+        junk = make_project(tmp_path / f"junk{i}", seed=3 + i, files=5)
+        snapsync.push(junk, url, storage_options=opts, ref="junk")
+    killed = subprocess.run([sys.executable, str(FAULTS), "--kill-after", "8", "--", "push",
+                             str(make_project(tmp_path / "junk9", seed=99, files=30)), url,
+                             "-q", "--ref", "junk", *_opts_args(opts)],
+                            capture_output=True, timeout=120)
+    assert killed.returncode == -9
+    time.sleep(grace + 0.5)
+
+    reports: list[Any] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def gc_loop() -> None:
+        while not stop.is_set():
+            try:
+                reports.append(gc(url, keep_last=1, grace=grace, storage_options=opts))
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+                return
+
+    procs = _start_pushers(url, opts, tmp_path / "trees", n=3, count=4, slow=0.15)
+    loop = threading.Thread(target=gc_loop)
+    loop.start()
+    try:
+        pushed = _collect(procs)
+    finally:
+        stop.set()
+        loop.join(timeout=120)
+    assert not errors, errors
+    reports.append(gc(url, keep_last=1, grace=grace, storage_options=opts))
+
+    deleted_packs = sum(r.packs_deleted for r in reports)
+    dropped = {s for r in reports for s in r.snapshots_dropped}
+    assert len(reports) >= 3 and deleted_packs > 0  # gc really ran and really deleted
+
+    rep = check(url, read_data=True, storage_options=opts)
+    assert rep.ok, rep.problems
+    repo = Repository(Store(url, opts), None)
+    head = repo.read_ref("main")
+    assert head is not None and head.snapshot in {p["sid"] for p in pushed}
+    store = Store(url, opts)
+    verified = 0
+    for p in pushed:
+        exists = store.get_optional(Layout.manifest(p["sid"])) is not None
+        if not exists:  # only retention may remove a reported snapshot, and never a head
+            assert p["sid"] in dropped and p["sid"] != head.snapshot
+            continue
+        dst = tmp_path / "out" / p["sid"]
+        snapsync.pull(url, dst, snapshot=p["sid"], storage_options=opts, use_cache=False)
+        assert describe(dst) == describe(Path(p["root"]))
+        verified += 1
+    assert verified >= 1
+    report(f"gc x{len(reports)} (grace {grace:.0f} s) during 12 pushes", len(reports),
+           f"nothing ({verified} snapshots verified, {len(dropped)} dropped by retention, "
+           f"{deleted_packs} packs collected)")
+
+
+def test_gc_keeps_heads_retention_and_young_data(tmp_path):
+    url = (tmp_path / "store").as_uri()
+    roots = [make_project(tmp_path / f"v{i}", seed=i, files=4) for i in range(4)]
+    sids = [snapsync.push(r, url, config=SMALL).snapshot_id for r in roots]
+    # Everything is younger than the grace period: nothing goes.
+    r = gc(url, keep_last=1)
+    assert r.snapshots_dropped == [] and r.packs_deleted == 0
+    # Without grace, keep_last=2 keeps the two newest; the others and their packs go.
+    r = gc(url, keep_last=2, grace=0)
+    assert set(r.snapshots_dropped) == set(sids[:2]) and r.packs_deleted > 0
+    assert check(url, read_data=True).ok
+    for sid, root in zip(sids[2:], roots[2:], strict=True):
+        snapsync.pull(url, tmp_path / f"o{sid}", snapshot=sid)
+        assert describe(tmp_path / f"o{sid}") == describe(root)
+    # keep_within keeps recent ones regardless of keep_last; dry run deletes nothing.
+    r = gc(url, keep_last=1, keep_within=3600, grace=0, dry_run=True)
+    assert r.snapshots_dropped == [] and r.packs_deleted == 0
+    r = gc(url, keep_last=1, grace=0, dry_run=True)
+    assert r.snapshots_dropped == [sids[2]]
+    assert Store(url).get_optional(Layout.manifest(sids[2])) is not None
+
+
+def test_gc_keeps_snapshot_a_running_push_reuses(tmp_path):
+    """A push reads ref heads at its start; a head replaced meanwhile must survive gc for
+    the grace period, or the push would publish a manifest naming deleted packs."""
+    url = (tmp_path / "store").as_uri()
+    a = make_project(tmp_path / "a", seed=1, files=4)
+    b = make_project(tmp_path / "b", seed=2, files=4)
+    sa = snapsync.push(a, url, config=SMALL).snapshot_id
+    snapsync.push(b, url)  # a is no longer the head...
+    r = gc(url, keep_last=1, grace=60)
+    assert sa not in r.snapshots_dropped  # ...but it was one less than `grace` ago
+    # Once it stopped being the head longer ago than grace, it goes.
+    r = gc(url, keep_last=1, grace=0)
+    assert sa in r.snapshots_dropped
+    assert check(url).ok
+
+
+def test_check_reports_missing_pack_and_corrupt_chunk(tmp_path):
+    url = (tmp_path / "store").as_uri()
+    sid = snapsync.push(make_project(tmp_path / "a", files=4), url, config=SMALL).snapshot_id
+    assert check(url, read_data=True).ok
+    packs = sorted((tmp_path / "store" / "packs").rglob("*.pack"))
+    data = bytearray(packs[0].read_bytes())
+    data[5] ^= 0xFF
+    packs[0].write_bytes(bytes(data))
+    assert check(url).ok  # metadata only: sizes still fit
+    rep = check(url, read_data=True)
+    assert not rep.ok and any("does not hash to its id" in p for p in rep.problems)
+    os.unlink(packs[-1])
+    rep = check(url)
+    assert any("is missing" in p and sid in p for p in rep.problems)
+    from snapsync.cli import main
+
+    assert main(["check", url, "-q"]) == 10
