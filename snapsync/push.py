@@ -236,12 +236,25 @@ def push(root: str | os.PathLike[str], url: str, *,
             cpu_ex, conc.cpu * 2, packed)
         batch: list[tuple[bytes, bytes]] = []
         batch_bytes = 0
+
+        def add_fresh(cid: bytes, data: bytes) -> None:
+            # New chunks go out as they are read: a file larger than memory never sits in
+            # memory whole (the windows block the reader when they are full).
+            nonlocal batch, batch_bytes
+            pending.add(cid)
+            stats["bytes_new"] += len(data)
+            batch.append((cid, data))
+            batch_bytes += len(data)
+            if batch_bytes >= 1 << 20 or len(batch) >= 256:
+                compressing.submit(compress, batch)
+                batch, batch_bytes = [], 0
+
         try:
             for e in to_read:
                 abs_path = os.path.join(rootp, e.path)
                 try:
-                    ids, sig, fresh = _read_file(abs_path, e, chunker, known, pending,
-                                                 on_chunk)
+                    ids, sig, _ = _read_file(abs_path, e, chunker, known, pending,
+                                             on_chunk, add_fresh)
                 except LocalFileError as exc:
                     if skip_unreadable:
                         warn(f"skipped unreadable file: {exc}")
@@ -254,14 +267,6 @@ def push(root: str | os.PathLike[str], url: str, *,
                 stats["files_read"] += 1
                 stats["bytes_read"] += sig[0]
                 prog.advance(sig[0])
-                for cid, data in fresh:
-                    pending.add(cid)
-                    stats["bytes_new"] += len(data)
-                    batch.append((cid, data))
-                    batch_bytes += len(data)
-                    if batch_bytes >= 1 << 20 or len(batch) >= 256:
-                        compressing.submit(compress, batch)
-                        batch, batch_bytes = [], 0
             if batch:
                 compressing.submit(compress, batch)
             compressing.drain()
@@ -336,6 +341,7 @@ def _open_config(repo: Repository, dry_run: bool, want: StoreConfig | None) -> S
 def _read_file(abs_path: str, e: LocalEntry, chunker: Chunker, known: dict[bytes, Location],
                pending: set[bytes],
                on_chunk: Callable[[bytes, memoryview], None] | None = None,
+               on_fresh: Callable[[bytes, bytes], None] | None = None,
                ) -> tuple[tuple[bytes, ...], tuple[int, ...], list[tuple[bytes, bytes]]]:
     """Read one file into chunk ids; return ids, its stat signature and the unseen chunks.
 
@@ -355,7 +361,10 @@ def _read_file(abs_path: str, e: LocalEntry, chunker: Chunker, known: dict[bytes
                 on_chunk(cid, data)
             if cid not in known and cid not in pending and cid not in seen_here:
                 seen_here.add(cid)
-                fresh.append((cid, bytes(data)))
+                if on_fresh is not None:  # streamed; the returned list stays empty
+                    on_fresh(cid, bytes(data))
+                else:
+                    fresh.append((cid, bytes(data)))
         after = _sig_of(abs_path)
         if before == after and total == after[0]:
             return tuple(ids), after, fresh

@@ -128,6 +128,11 @@ class Store:
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None, *,
                  retries: int = 4, fs: Any = None) -> None:
+        # "s3://" would otherwise become the local folder "s3:", and "" the current one.
+        if not url.strip():
+            raise UsageError("the store URL is empty")
+        if "://" in url and not url.split("://", 1)[1].strip("/"):
+            raise UsageError(f"{redact_url(url)}: the store URL names no bucket or path")
         self.url = url.rstrip("/") or url
         self.display_url = redact_url(self.url)
         self.stats = RequestStats()
