@@ -22,7 +22,7 @@ from .errors import (
     NotFoundError,
     UsageError,
 )
-from .hashing import HASH_NAME
+from .hashing import HASH_NAME, chunk_id
 from .manifest import Location, Manifest, decode_manifest
 from .store import Layout, Store, check_ref_name
 
@@ -81,6 +81,9 @@ class SnapshotInfo:
     message: str = ""
     totals: dict[str, int] = field(default_factory=dict)
     git: dict[str, Any] = field(default_factory=dict)
+    # xxh3-128 (hex) of the stored manifest object: the snapshot id covers the tree only, and
+    # a tree pushed again after gc may get another index, so cached copies are checked.
+    manifest: str = ""
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -106,6 +109,8 @@ class Repository:
         self.codec = Codec(3)
         self.manifests = ManifestCache(cache_dir) if cache_dir is not None else None
         self.config: StoreConfig | None = None
+        self.digests: dict[str, str] = {}  # sid -> digest of the manifest object used
+        self.expected: dict[str, str] = {}  # sid -> digest that a ref read says it has
 
     # ---- config ---------------------------------------------------------------------------
     def open(self, create: bool = False, want: StoreConfig | None = None) -> StoreConfig:
@@ -129,6 +134,9 @@ class Repository:
         """Fetch (or take from the local cache), decompress, verify and decode a manifest."""
         where = self.store.where(Layout.manifest(sid))
         blob = self.manifests.get(sid) if self.manifests else None
+        expect = self.expected.get(sid)
+        if blob is not None and expect and chunk_id(blob).hex() != expect:
+            blob = None  # the store holds another manifest of this tree: the cache is stale
         cached = blob is not None
         if blob is None:
             try:
@@ -145,11 +153,13 @@ class Repository:
             raise
         if not cached and self.manifests:
             self.manifests.put(sid, blob)
+        self.digests[sid] = chunk_id(blob).hex()
         return m
 
     def save_manifest(self, sid: str, raw: bytes) -> int:
         blob = self.codec.compress_blob(raw)
         self.store.put(Layout.manifest(sid), blob)
+        self.digests[sid] = chunk_id(blob).hex()
         if self.manifests:
             self.manifests.put(sid, blob)
         return len(blob)
@@ -158,8 +168,13 @@ class Repository:
     def read_ref(self, name: str) -> SnapshotInfo | None:
         check_ref_name(name)
         raw = self.store.get_optional(Layout.ref(name))
-        return None if raw is None else SnapshotInfo.from_json(
-            raw, self.store.where(Layout.ref(name)))
+        return None if raw is None else self._expect(SnapshotInfo.from_json(
+            raw, self.store.where(Layout.ref(name))))
+
+    def _expect(self, info: SnapshotInfo) -> SnapshotInfo:
+        if info.manifest:
+            self.expected[info.snapshot] = info.manifest
+        return info
 
     def list_refs(self) -> dict[str, SnapshotInfo]:
         """All refs with what they point to: one LIST plus one concurrent batch of GETs."""
@@ -168,11 +183,13 @@ class Repository:
         for key, raw in self.store.get_many(keys).items():
             if raw is not None:
                 name = key[len(Layout.REFS) + 1:-len(".json")]
-                out[name] = SnapshotInfo.from_json(raw, self.store.where(key))
+                out[name] = self._expect(SnapshotInfo.from_json(raw, self.store.where(key)))
         return out
 
     def write_ref(self, info: SnapshotInfo) -> None:
         """Publish ``info``: an immutable log entry first, then the mutable ref."""
+        if not info.manifest:
+            info.manifest = self.digests.get(info.snapshot, "")
         data = info.to_json()
         self.store.put(Layout.log(info.ref, info.time_ns, info.snapshot), data)
         self.store.put(Layout.ref(info.ref), data)

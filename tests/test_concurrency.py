@@ -16,7 +16,7 @@ from typing import Any
 
 from test_crash import FAULTS, SMALL, _opts_args
 from test_faults import report
-from treeutil import describe, make_project
+from treeutil import backdate, describe, make_project
 
 import snapsync
 from snapsync.maintenance import check, gc
@@ -225,3 +225,32 @@ def test_check_reports_missing_pack_and_corrupt_chunk(tmp_path):
     from snapsync.cli import main
 
     assert main(["check", url, "-q"]) == 10
+
+
+def test_stale_cached_manifest_not_trusted_after_gc_and_repush(tmp_path):
+    """Rollback after gc: tree T1 is dropped and collected, then pushed again from another
+    machine (same snapshot id, new packs). A machine whose cache still holds T1's old manifest
+    must not publish a snapshot naming the deleted packs."""
+    url = (tmp_path / "store").as_uri()
+    t1, t2 = tmp_path / "t1", tmp_path / "t2"
+    t1.mkdir()
+    t2.mkdir()
+    shared = os.urandom(30_000)  # one chunk in common, so the packs of a re-push differ
+    (t1 / "a.bin").write_bytes(shared)
+    (t2 / "a.bin").write_bytes(shared)
+    for i in range(3):
+        (t1 / f"u{i}.bin").write_bytes(os.urandom(30_000))
+    (t2 / "z.bin").write_bytes(os.urandom(30_000))
+    backdate(t1)
+    cache_a, cache_b = tmp_path / "cache-a", tmp_path / "cache-b"
+    s1 = snapsync.push(t1, url, cache_dir=cache_a, config=SMALL).snapshot_id
+    snapsync.push(t2, url, cache_dir=cache_a)
+    r = gc(url, keep_last=1, grace=0)
+    assert s1 in r.snapshots_dropped and r.packs_deleted > 0
+    assert snapsync.push(t1, url, cache_dir=cache_b).snapshot_id == s1  # the rollback
+    (t1 / "hotfix.py").write_text("fixed = True\n")
+    s3 = snapsync.push(t1, url, cache_dir=cache_a).snapshot_id  # A's cache is stale
+    rep = check(url, read_data=True)
+    assert rep.ok, rep.problems
+    snapsync.pull(url, tmp_path / "out", snapshot=s3, cache_dir=cache_a)
+    assert describe(tmp_path / "out") == describe(t1)
