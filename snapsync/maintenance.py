@@ -504,8 +504,23 @@ def gc(url: str, keep_last: int, keep_within: float | None = None, dry_run: bool
         say(f"deleting {len(dead_logs)} log entries, {len(dead_manifests)} manifests, "
             f"{len(dead_packs)} packs")
         store.delete(dead_logs)
+        # A push re-publishing a dropped tree rewrites the same manifest and pack keys (ids
+        # are content hashes): look once more right before deleting and spare rewritten ones.
+        store.invalidate()
+        fresh_m = {m["sid"]: _mtime(i) for k, i in store.list(Layout.MANIFESTS + "/").items()
+                   if (m := _MANIFEST_KEY.match(k))}
+        dead_manifests = [s for s in dead_manifests
+                          if s in fresh_m and not _young(fresh_m[s], now, grace)]
         store.delete([Layout.manifest(s) for s in dead_manifests])
+        fresh_p = {bytes.fromhex(m["pid"]): _mtime(i)
+                   for k, i in store.list(Layout.PACKS + "/").items()
+                   if (m := _PACK_KEY.match(k))}
+        dead_packs = [(p, n) for p, n in dead_packs
+                      if p in fresh_p and not _young(fresh_p[p], now, grace)]
         store.delete([Layout.pack(p) for p, _ in dead_packs])
+        rep.manifests_deleted = len(dead_manifests)
+        rep.packs_deleted = len(dead_packs)
+        rep.bytes_freed = sum(s for _, s in dead_packs)
     if rep.packs_young:
         rep.notes.append(f"{rep.packs_young} unreferenced packs are younger than the grace "
                          "period and were kept (a push may still need them)")

@@ -254,3 +254,48 @@ def test_stale_cached_manifest_not_trusted_after_gc_and_repush(tmp_path):
     assert rep.ok, rep.problems
     snapsync.pull(url, tmp_path / "out", snapshot=s3, cache_dir=cache_a)
     assert describe(tmp_path / "out") == describe(t1)
+
+
+def test_gc_spares_objects_rewritten_while_it_deletes(tmp_path):
+    """A rollback push of a dropped tree rewrites the very manifest and pack keys gc is about
+    to delete (ids are content hashes); gc's last look before deleting must spare them."""
+    url = (tmp_path / "store").as_uri()
+    t1, t2 = tmp_path / "t1", tmp_path / "t2"
+    for root in (t1, t2):  # nothing in common: the re-push recreates T1's packs exactly
+        root.mkdir()
+        for i in range(3):
+            (root / f"f{i}.bin").write_bytes(os.urandom(80_000))
+    s1 = snapsync.push(t1, url, config=SMALL).snapshot_id
+    snapsync.push(t2, url)
+    time.sleep(0.05)
+
+    def race(line: str) -> None:
+        if line.startswith("deleting"):
+            assert snapsync.push(t1, url).snapshot_id == s1  # lands just before the deletes
+
+    r = gc(url, keep_last=1, grace=0, on_progress=race)
+    assert s1 in r.snapshots_dropped  # dropped by the plan...
+    rep = check(url, read_data=True)
+    assert rep.ok, rep.problems  # ...but the rewritten objects survived
+    snapsync.pull(url, tmp_path / "out", use_cache=False)
+    assert describe(tmp_path / "out") == describe(t1)
+
+
+def test_gc_and_check_cli(tmp_path, capsys):
+    from snapsync.cli import main
+    from snapsync.maintenance import parse_duration
+
+    assert parse_duration("1d12h") == 1.5 * 86400 and parse_duration("90") == 90
+    url = (tmp_path / "store").as_uri()
+    for i in range(3):
+        snapsync.push(make_project(tmp_path / f"v{i}", seed=i, files=3), url)
+    capsys.readouterr()
+    assert main(["gc", url, "--keep-last", "1", "--grace", "0", "--dry-run", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["snapshots_dropped"]) == 2 and out["dry_run"]
+    assert main(["gc", url, "--keep-last", "1", "--grace", "0"]) == 0
+    assert "dropped 2" in capsys.readouterr().out
+    assert main(["check", url, "--read-data", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+    assert main(["gc", url, "--keep-last", "0"]) == 2
+    assert main(["gc", url, "--keep-last", "1", "--grace", "soon"]) == 2
