@@ -98,8 +98,15 @@ class RequestStats:
 
 
 def redact_url(url: str) -> str:
-    """Drop any ``user:password@`` from a URL before it is shown."""
-    return re.sub(r"^([a-z0-9+.-]+://)[^/@]*@", r"\1***@", url)
+    """Drop any ``user:password@`` and query string (SAS tokens, signatures) from a URL."""
+    url = re.sub(r"^([a-z0-9+.-]+://)[^/@]*@", r"\1***@", url)
+    return re.sub(r"\?.*$", "?***", url)
+
+
+def _scrub(text: str) -> str:
+    """Redact credentials in URLs that provider error messages may quote."""
+    text = re.sub(r"([a-z0-9+.-]+://)[^/@\s'\"]*@", r"\1***@", text)
+    return re.sub(r"(://[^\s'\"?]*)\?[^\s'\"]*", r"\1?***", text)
 
 
 # Exceptions that mean "try again": connection trouble, timeouts, throttling, 5xx.
@@ -373,7 +380,7 @@ def _describe(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, OSError) and exc.errno and not text:
         text = errno.errorcode.get(exc.errno, str(exc.errno))
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return f"{type(exc).__name__}: {_scrub(text)}" if text else type(exc).__name__
 
 
 def available_protocols() -> list[str]:

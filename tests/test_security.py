@@ -261,3 +261,16 @@ def test_signature_covers_chunk_locations():
     _, raw = encode_manifest(entries, moved, info)
     with pytest.raises(IntegrityError):
         k.verify_manifest(decode_manifest(raw))
+
+
+def test_urls_with_tokens_are_redacted_in_errors(tmp_path):
+    from snapsync.store import _scrub, redact_url
+
+    signed = "https://acct.blob.example/c/code?sv=2024&sig=TOPSECRET"
+    assert "TOPSECRET" not in redact_url(signed)
+    assert "hunter2" not in redact_url("s3://me:hunter2@bucket/x")
+    quoted = f"ClientResponseError: 403, message='Forbidden', url='{signed}'"
+    assert "TOPSECRET" not in _scrub(quoted) and "acct.blob.example/c/code" in _scrub(quoted)
+    with pytest.raises(Exception) as ei:
+        snapsync.pull("http://127.0.0.1:9/code?token=TOPSECRET", tmp_path / "d")
+    assert "TOPSECRET" not in str(ei.value)
