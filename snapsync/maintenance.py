@@ -137,10 +137,25 @@ def _list(store: Store, with_refs: bool = True) -> _Listing:
     return _Listing(refs, bad, logs, manifests, packs, stray)
 
 
-def _load(repo: Repository, sid: str) -> Manifest:
+def _prefetch(repo: Repository, sids: Iterable[str]) -> dict[str, bytes | None]:
+    """Manifest objects by id, fetched concurrently (``None``: missing)."""
+    keys = [Layout.manifest(s) for s in sorted(set(sids))]
+    out: dict[str, bytes | None] = {}
+    for i in range(0, len(keys), 64):
+        for key, blob in repo.store.get_many(keys[i:i + 64]).items():
+            out[key.rsplit("/", 1)[-1][:-3]] = blob
+    return out
+
+
+def _load(repo: Repository, sid: str, blobs: dict[str, bytes | None] | None = None) -> Manifest:
     """Fetch and decode a manifest from the store itself (never the local cache)."""
-    blob = repo.store.get(Layout.manifest(sid))
     where = repo.store.where(Layout.manifest(sid))
+    if blobs is not None and sid in blobs:
+        blob = blobs.pop(sid)
+        if blob is None:
+            raise NotFoundError(f"{where}: not found")
+    else:
+        blob = repo.store.get(Layout.manifest(sid))
     return decode_manifest(repo.codec.decompress_blob(blob, where), sid, where)
 
 
@@ -215,10 +230,12 @@ def check(url: str, read_data: bool = False, *,
     for e in listing.logs:
         wanted.setdefault(e.sid, f"log entry {e.key}")
     manifests: dict[str, Manifest] = {}
+    orphans = sorted(set(listing.manifests) - set(wanted))
+    blobs = _prefetch(repo, [*wanted, *orphans])
 
     def load(sid: str, why: str) -> None:
         try:
-            m = _load(repo, sid)
+            m = _load(repo, sid, blobs)
         except NotFoundError:
             if _still_referenced(store, sid, why):
                 problems.append(f"{why} names snapshot {sid}, whose manifest is missing")
@@ -239,7 +256,6 @@ def check(url: str, read_data: bool = False, *,
 
     for sid, why in sorted(wanted.items()):
         load(sid, why)
-    orphans = sorted(set(listing.manifests) - set(wanted))
     rep.unreferenced_manifests = len(orphans)
     for sid in orphans:
         load(sid, "unreferenced manifest")
@@ -451,9 +467,11 @@ def gc(url: str, keep_last: int, keep_within: float | None = None, dry_run: bool
     loaded: set[str] = set()
 
     def mark(sids: Iterable[str]) -> None:
-        for sid in sorted(set(sids) - loaded):
+        todo = sorted(set(sids) - loaded)
+        blobs = _prefetch(repo, todo)
+        for sid in todo:
             try:
-                m = _load(repo, sid)
+                m = _load(repo, sid, blobs)
             except NotFoundError:
                 if sid in listing.manifests or any(i.snapshot == sid
                                                    for i in listing.refs.values()):
