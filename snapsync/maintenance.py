@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -573,9 +574,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     from .cli import _emit
 
     _emit(args, r.as_dict(), human)
-    if not r.ok and args.quiet:
+    if not r.ok and args.quiet:  # quiet drops the summary, not the problems
         for p in r.problems:
-            args.warn(p)
+            print(f"snapsync: problem: {p}", file=sys.stderr)
     return 0 if r.ok else EXIT_PROBLEMS
 
 
