@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from pyfastcdc import FastCDC
 
@@ -67,4 +67,13 @@ class Chunker:
                 yield view
             return
         for chunk in self._cdc.cut_buf(view):
+            yield chunk.data
+
+    def cut_stream(self, stream: BinaryIO) -> Iterator[memoryview]:
+        """Yield the chunks of a large file object with FastCDC, whatever its size.
+
+        Each view is only valid until the next one is produced (pyfastcdc reuses its buffer
+        with ``readinto``); memory stays at a few ``max_size`` buffers for any file size.
+        """
+        for chunk in self._cdc.cut_stream(stream):
             yield chunk.data

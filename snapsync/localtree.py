@@ -8,7 +8,6 @@ and fifos, sockets and devices are skipped with a warning.
 
 from __future__ import annotations
 
-import mmap
 import os
 import stat
 import sys
@@ -146,7 +145,7 @@ def _lint_name(rel: str, lower_seen: dict[str, str], warn: Warn) -> None:
 
 def read_chunks(abs_path: str, size_hint: int, chunker: Chunker
                 ) -> Iterator[tuple[bytes, memoryview]]:
-    """Yield ``(chunk id, bytes)`` for a file, streaming large files through mmap.
+    """Yield ``(chunk id, bytes)`` for a file, streaming large files in bounded memory.
 
     Raises ``LocalFileError`` naming the file when it cannot be read or changes while read.
     """
@@ -163,17 +162,17 @@ def read_chunks(abs_path: str, size_hint: int, chunker: Chunker
             if data:
                 yield chunk_id(data), memoryview(data)
             return
-        # Large files stream through mmap (zero-copy cutting); each chunk is copied out so
-        # no view into the map outlives it.
-        with mmap.mmap(fd, st.st_size, access=mmap.ACCESS_READ) as mm:
-            view = memoryview(mm)
-            try:
-                for piece in chunker.cut(view):
-                    data = bytes(piece)
-                    piece.release()
-                    yield chunk_id(data), memoryview(data)
-            finally:
-                view.release()
+        # Large files stream through a reused buffer, not mmap: mapped pages count towards
+        # RSS, so a 2 GB file would cost 2 GB of resident memory. Each chunk is copied out
+        # because the chunker's buffer is reused for the next one.
+        total = 0
+        with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
+            for piece in chunker.cut_stream(f):
+                data = bytes(piece)
+                total += len(data)
+                yield chunk_id(data), memoryview(data)
+        if total != st.st_size:
+            raise LocalFileError(f"{abs_path} changed while it was read")
     except OSError as exc:
         raise LocalFileError(f"cannot read {abs_path}: {exc.strerror or exc}") from None
     finally:
