@@ -618,11 +618,14 @@ def register(sub: Any, common: Callable[..., None]) -> None:
                                    "and packs no kept snapshot needs. Safe while pushes run, "
                                    "as long as no push takes longer than --grace.")
     p.add_argument("url", metavar="URL")
-    p.add_argument("--keep-last", type=int, required=True, metavar="N")
-    p.add_argument("--keep-within", metavar="DURATION", help="e.g. 7d, 12h")
+    p.add_argument("--keep-last", type=int, required=True, metavar="N",
+                   help="per ref, keep the newest N distinct snapshots (at least 1)")
+    p.add_argument("--keep-within", metavar="DURATION",
+                   help="per ref, also keep snapshots logged within DURATION (e.g. 7d, 12h)")
     p.add_argument("--grace", default="24h", metavar="DURATION",
                    help="never delete anything younger, keep snapshots that were ref heads "
-                        "this recently (default 24h; must exceed the longest push)")
+                        "this recently (default 24h; must exceed the longest push "
+                        "plus 1h)")
     p.add_argument("--dry-run", action="store_true", help="report, delete nothing")
     common(p, jobs=False)
     p.set_defaults(func=cmd_gc)
