@@ -362,8 +362,9 @@ def _download(store: Store, manifest: Manifest, ids: set[bytes], codec: Codec,
             for (_pack, start, _end, chunks), data in zip(batch, datas, strict=True):
                 n_bytes += len(data)
                 prog.advance(len(data))
+                view = memoryview(data)  # slices share the range's buffer: no copies
                 for cid, loc in chunks:
-                    blob = data[loc.offset - start:loc.offset - start + loc.length]
+                    blob = view[loc.offset - start:loc.offset - start + loc.length]
                     work[-1].append((cid, loc, blob))
                     if len(work[-1]) >= 64:
                         work.append([])
