@@ -33,7 +33,7 @@ from .hashing import chunk_id
 from .manifest import Location, Manifest, decode_manifest
 from .pack import parse_pack
 from .plan import check_paths
-from .repo import Repository, SnapshotInfo
+from .repo import Repository, SnapshotInfo, manifest_limit
 from .store import Layout, Store
 
 EXIT_PROBLEMS = 10
@@ -157,7 +157,8 @@ def _load(repo: Repository, sid: str, blobs: dict[str, bytes | None] | None = No
             raise NotFoundError(f"{where}: not found")
     else:
         blob = repo.store.get(Layout.manifest(sid))
-    return decode_manifest(repo.codec.decompress_blob(blob, where), sid, where)
+    return decode_manifest(repo.codec.decompress_blob(blob, where, manifest_limit(blob)), sid,
+                           where)
 
 
 # =============================================================================== check

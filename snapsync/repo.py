@@ -31,6 +31,14 @@ STORE_VERSION = 1
 DEFAULT_PACK_SIZE = 16 << 20
 
 
+def manifest_limit(blob: bytes) -> int:
+    """How far a stored manifest may inflate: a small hostile object cannot ask for GiBs.
+
+    Real manifests compress a few times (chunk ids are random bytes); 256x is far beyond that.
+    """
+    return max(64 << 20, 256 * len(blob))
+
+
 @dataclass(frozen=True)
 class StoreConfig:
     """The store config object: format version and every algorithm parameter."""
@@ -145,7 +153,8 @@ class Repository:
                 raise NotFoundError(f"snapshot {sid} not found in {self.store.display_url}")\
                     from None
         try:
-            m = decode_manifest(self.codec.decompress_blob(blob, where), sid, where)
+            m = decode_manifest(self.codec.decompress_blob(blob, where, manifest_limit(blob)),
+                                sid, where)
         except FormatError:
             if cached and self.manifests:
                 self.manifests.drop(sid)  # a corrupt cache entry: fetch it fresh

@@ -280,3 +280,17 @@ def test_check_flags_hostile_manifest(env):
     assert not rep.ok and any("'..'" in p for p in rep.problems)
 
 
+
+
+def test_manifest_decompression_bomb_refused_without_allocating(env):
+    """A 10 KB manifest object that inflates to 300 MiB: refused before it is inflated."""
+    h, sandbox, target = env
+    c = zstandard.ZstdCompressor().compressobj()  # streamed: no content size in the header
+    bomb = b"".join(c.compress(b"\0" * (1 << 20)) for _ in range(300)) + c.flush()
+    assert len(bomb) < 20_000
+    h.manifest([], {}, tree=b"whatever", blob=bomb)
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    _refused(h, sandbox, target, IntegrityError, "manifest")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 100 << 10  # KiB
