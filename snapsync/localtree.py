@@ -26,6 +26,9 @@ from .manifest import DIR, FILE, SYMLINK
 
 Warn = Callable[[str], None]
 
+# Where a pull stages new files inside its target (pull.py); the walk never ships these.
+STAGING_PREFIX = ".snapsync-staging-"
+
 # Windows cannot create these names; warned about at push time so users learn before a pull.
 _WIN_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)),
                  *(f"lpt{i}" for i in range(1, 10))}
@@ -77,6 +80,8 @@ def scan(root: Path, rules: IgnoreRules, warn: Warn) -> list[LocalEntry]:
         added = False
         with it:
             for de in it:
+                if de.name.startswith(STAGING_PREFIX):
+                    continue  # a killed pull's leftovers: never part of the project
                 rel = f"{rel_dir}{de.name}"
                 try:
                     st = de.stat(follow_symlinks=False)

@@ -36,14 +36,13 @@ from .concurrency import Concurrency
 from .errors import IntegrityError, LocalFileError, NotFoundError, StoreError
 from .ignore import IgnoreRules
 from .keyed import Keyring
-from .localtree import StatCache, default_cache_dir, file_chunk_ids, normal_mode
+from .localtree import STAGING_PREFIX, StatCache, default_cache_dir, file_chunk_ids, normal_mode
 from .manifest import DIR, FILE, SYMLINK, Entry, Location, Manifest
 from .plan import PullPlan, Seen, check_paths, plan_pull
 from .progress import NullProgress, Progress
 from .repo import Repository
 from .store import Layout, Store
 
-STAGING_PREFIX = ".snapsync-staging-"
 MAX_GAP = 256 << 10  # merge ranges closer than this: one request beats two
 MAX_RANGE = 16 << 20  # but keep each request reasonably sized
 MEMORY_BUDGET = 128 << 20  # decoded chunks kept in memory; beyond this they go via the cache

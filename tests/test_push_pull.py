@@ -261,3 +261,11 @@ def test_unknown_store_version_is_refused_by_name(tmp_path):
         snapsync.pull(store.as_uri(), tmp_path / "dst")
     with pytest.raises(snapsync.FormatError, match="snapsync.json"):
         snapsync.push(src, store.as_uri())
+
+
+def test_push_skips_a_killed_pulls_staging_folder(tmp_path):
+    src = make_project(tmp_path / "src")
+    (src / ".snapsync-staging-abc123").mkdir()
+    (src / ".snapsync-staging-abc123" / "00000001").write_text("half-written")
+    r = snapsync.push(src, (tmp_path / "store").as_uri())
+    assert r.files == 44
