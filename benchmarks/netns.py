@@ -41,7 +41,7 @@ class Namespace:
             if self.rate_mbit:
                 subprocess.run(
                     ["ip", "netns", "exec", self.name, "tc", "qdisc", "add", "dev", "lo", "root",
-                     "tbf", "rate", f"{self.rate_mbit:g}mbit", "burst", "256kb", "latency",
+                     "tbf", "rate", f"{self.rate_mbit:g}mbit", "burst", "512kb", "latency",
                      "50ms"], capture_output=True, text=True, check=True, timeout=30)
         except BaseException:
             self.delete()

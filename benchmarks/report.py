@@ -168,7 +168,8 @@ def plots(run: dict[str, Any], outdir: Path, stem: str) -> list[Path]:
         for ax in axes.flat:
             for h, lab in zip(*ax.get_legend_handles_labels(), strict=False):
                 seen.setdefault(lab, h)
-        fig.legend(list(seen.values()), list(seen.keys()), loc="upper center", ncol=7,
+        names = sorted(seen, key=lambda t: TOOL_ORDER.index(t) if t in TOOL_ORDER else 99)
+        fig.legend([seen[n] for n in names], names, loc="upper center", ncol=7,
                    fontsize=9, frameon=False, bbox_to_anchor=(0.5, 0.975))
         fig.suptitle("Wall time per scenario (median of repetitions; bars show min-max)",
                      y=0.995, fontsize=11)
@@ -202,20 +203,60 @@ def plots(run: dict[str, Any], outdir: Path, stem: str) -> list[Path]:
                 ax.set_ylabel(ylabel)
                 ax.set_title(f"{b} · {c}", fontsize=10)
                 ax.grid(axis="y", which="both", alpha=0.3)
-            row[0].legend(fontsize=8, ncol=3)
+        h, lab = axes[0][0].get_legend_handles_labels()
+        fig.legend(h, lab, loc="upper center", ncol=5, fontsize=9, frameon=False,
+                   bbox_to_anchor=(0.5, 0.965))
         fig.suptitle("Requests and bytes on the wire per operation (server-side counts)",
                      fontsize=11)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, 0.93))
         p = outdir / f"{stem}-requests.png"
         fig.savefig(p, dpi=90)
         plt.close(fig)
         made.append(p)
-    # 3. sweeps
+    # 3. the headline: how many times faster snapsync is than each peer
+    lat = [(b, c) for b, c in combos if b in ("s3", "s3-latency")]
+    if lat:
+        fig, axes = plt.subplots(1, len(lat), figsize=(5.2 * len(lat), 4.2), squeeze=False)
+        for ax, (b, c) in zip(axes[0], lat, strict=True):
+            scen = sorted({s for bb, cc, s, _t in summ if (bb, cc) == (b, c)}, key=_scen_key)
+            width = 0.8 / len(PEERS)
+            for i, p in enumerate(PEERS):
+                xs, ys = [], []
+                for j, sc in enumerate(scen):
+                    snap, peer = summ.get((b, c, sc, "snapsync")), summ.get((b, c, sc, p))
+                    if snap and peer:
+                        xs.append(j + (i - (len(PEERS) - 1) / 2) * width)
+                        ys.append(peer["median"] / snap["median"])
+                ax.bar(xs, ys, width, label=p, color=COLORS.get(p))
+            ax.axhline(1, color="black", lw=0.8)
+            ax.axhline(20, color="#d95f02", lw=0.8, ls="--")
+            ax.text(len(scen) - 0.5, 21, "20x target (vs prefect-aws)", ha="right",
+                    fontsize=7, color="#d95f02")
+            ax.set_yscale("log")
+            ax.set_xticks(range(len(scen)))
+            ax.set_xticklabels(scen, rotation=25, ha="right", fontsize=8)
+            ax.set_ylabel("peer time / snapsync time (log)")
+            ax.set_title(f"{b} · {c}", fontsize=10)
+            ax.grid(axis="y", which="both", alpha=0.3)
+        h, lab = axes[0][0].get_legend_handles_labels()
+        fig.legend(h, lab, loc="upper center", ncol=4, fontsize=9, frameon=False,
+                   bbox_to_anchor=(0.5, 0.94))
+        fig.suptitle("How many times faster snapsync is (above 1 = snapsync faster)",
+                     fontsize=11)
+        fig.tight_layout(rect=(0, 0, 1, 0.89))
+        p_ = outdir / f"{stem}-speedup.png"
+        fig.savefig(p_, dpi=90)
+        plt.close(fig)
+        made.append(p_)
+    # 4. sweeps
     sweeps = {f"{k} ({v['backend']})": v for k, v in (run.get("sweeps") or {}).items()}
     if sweeps:
         n = len(sweeps)
-        fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 4.2), squeeze=False)
-        for ax, (name, sw) in zip(axes[0], sweeps.items(), strict=False):
+        nrow = (n + 1) // 2
+        fig, axes = plt.subplots(nrow, 2, figsize=(12, 4.3 * nrow), squeeze=False)
+        for ax in list(axes.flat)[n:]:
+            ax.axis("off")
+        for ax, (name, sw) in zip(axes.flat, sweeps.items(), strict=False):
             rows = [r for r in sw["rows"] if r.get("ok")]
             labels = [r["label"] for r in rows]
             xs = range(len(rows))
@@ -240,11 +281,14 @@ def plots(run: dict[str, Any], outdir: Path, stem: str) -> list[Path]:
                      else "MB stored")
             ax2.set_ylabel("MB uploaded by insert" if key == "insert_uploaded" else "MB stored",
                            color="#666666")
-            ax2.set_ylim(bottom=0)
-            ax.set_ylim(bottom=0)
+            top2 = max([(r.get(key) or 0) / 1e6 for r in rows] + [0.001])
+            ax2.set_ylim(0, top2 * 1.6)  # headroom for the legend
+            top = max([r["first_push"] for r in rows]
+                      + [r.get("cold_pull", 0) for r in rows] + [0.001])
+            ax.set_ylim(0, top * 1.6)
             h1, l1 = ax.get_legend_handles_labels()
             h2, l2 = ax2.get_legend_handles_labels()
-            ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper left")
+            ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper left", ncol=2)
             ax.set_title(f"sweep: {name} · dotted = default", fontsize=10)
             ax.grid(alpha=0.3)
         fig.tight_layout()

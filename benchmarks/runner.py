@@ -121,7 +121,10 @@ class Session:
         active: list[Tool] = []
         for t in tools:
             ok, why = t.available()
-            if not ok:
+            if t.name in (self.spec.get("skip_tools") or []):
+                self.skipped[t.name] = (f"not run on {self.backend.name} in quick mode "
+                                        "(--full runs it)")
+            elif not ok:
                 self.skipped[t.name] = why
             elif not t.supports(self.backend):
                 self.skipped[t.name] = f"does not support the {self.backend.name} backend"
@@ -155,7 +158,8 @@ class Session:
         if isinstance(self.backend, S3Backend):
             info["delay_ms_each_way"] = self.backend.delay_ms
             info["proxy_stats"] = self.backend.proxy_stats
-            info["rate_mbit"] = self.spec.get("rate_mbit")
+            if self.backend.delay_ms:
+                info["rate_mbit"] = self.spec.get("rate_mbit")
         return {"backend": info, "records": self.records, "store": self.store_rows,
                 "skipped": self.skipped, "sweeps": sweeps}
 
@@ -253,12 +257,10 @@ class Session:
                 m = cp.copy(corpus.steps[-1].dir, dest)
                 self._record(corpus.name, scenario, cp, rep, m, None)
                 shutil.rmtree(dest, ignore_errors=True)
-        # Free disk and server space before the next repetition.
+        # Free local disk before the next repetition. Buckets stay (each repetition has its own
+        # prefix): deleting a SeaweedFS bucket costs about a second, and the server's data
+        # folder goes at the end of the session anyway.
         shutil.rmtree(base, ignore_errors=True)
-        if isinstance(self.backend, S3Backend):
-            for t in order:
-                if t.name in ctxs:
-                    self.backend.remove_bucket(ctxs[t.name].bucket)
 
 
 def run_session_file(spec_path: str, out_path: str) -> None:

@@ -39,6 +39,12 @@ DEFAULTS = {"chunker": "thr 1M, 256K/768K/4M", "pack": "16 MiB", "level": "zstd 
             "jobs": "jobs 16"}
 
 
+def _point_value(name: str, label: str) -> int | str:
+    """The number a sweep point is named by (``16 MiB`` -> 16), or the label itself."""
+    word = label.split()[-2 if name == "pack" else -1]
+    return int(word) if word.isdigit() else label
+
+
 def run_sweeps(session: Any, snap: Snapsync, names: list[str]) -> dict[str, Any]:
     """Run the named sweeps on the session's backend; return rows per sweep."""
     assert snap.worker is not None
@@ -54,7 +60,7 @@ def run_sweeps(session: Any, snap: Snapsync, names: list[str]) -> dict[str, Any]
         rows = []
         keep = (session.spec.get("sweep_points") or {}).get(name)
         points = [pt for pt in POINTS[name]
-                  if keep is None or int(pt[0].split()[-2 if name == "pack" else -1]) in keep]
+                  if keep is None or _point_value(name, pt[0]) in keep]
         for i, (label, kw, jobs) in enumerate(points):
             ctx = Ctx(backend, "bench-sweep", f"{name}-{i}", base / f"{name}-{i}")
             ctx.state.mkdir(parents=True, exist_ok=True)

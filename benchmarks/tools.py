@@ -63,7 +63,9 @@ class Worker:
         if not ans.get("ok"):
             return Measure(ok=False, error=ans.get("error", "?"),
                            extra={"trace": ans.get("trace", "")})
-        return Measure(ans["wall"], ans["cpu"], ans["rss_mb"], extra=ans.get("result") or {})
+        extra = dict(ans.get("result") or {})
+        extra["rss_start_mb"] = round(ans.get("rss_start_mb", 0.0), 1)
+        return Measure(ans["wall"], ans["cpu"], ans["rss_mb"], extra=extra)
 
     def close(self) -> None:
         if self.proc.stdin:

@@ -21,6 +21,29 @@ from pathlib import Path
 from typing import Any
 
 
+def _release() -> None:
+    """Hand memory freed by earlier operations back to the OS, so each peak is its own."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _rss_now_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def _reset_peak() -> None:
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -206,6 +229,8 @@ OPS: dict[str, Callable[..., dict[str, Any]]] = {
 def _run(op: str, args: dict[str, Any]) -> dict[str, Any]:
     if op != "warm":
         _clear_fsspec()
+    _release()
+    rss0 = _rss_now_mb()
     _reset_peak()
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
@@ -213,7 +238,8 @@ def _run(op: str, args: dict[str, Any]) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    return {"ok": True, "wall": wall, "cpu": cpu, "rss_mb": _peak_mb(), "result": result}
+    return {"ok": True, "wall": wall, "cpu": cpu, "rss_mb": _peak_mb(), "result": result,
+            "rss_start_mb": rss0}
 
 
 def main() -> None:
