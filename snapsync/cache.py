@@ -57,6 +57,16 @@ class ChunkCache:
         row = self._conn().execute("SELECT blob FROM chunks WHERE id=?", (cid,)).fetchone()
         return row[0] if row else None
 
+    def get_many(self, ids: list[bytes]) -> dict[bytes, bytes]:
+        """The cached blobs of ``ids`` (missing ones are left out), in few queries."""
+        out: dict[bytes, bytes] = {}
+        db = self._conn()
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            q = f"SELECT id, blob FROM chunks WHERE id IN ({','.join('?' * len(part))})"
+            out.update(db.execute(q, part))
+        return out
+
     def put_many(self, items: Iterable[tuple[bytes, bytes, int]]) -> None:
         """Store ``(id, blob, raw size)`` rows in one transaction."""
         now = int(time.time())
