@@ -18,6 +18,11 @@ def chunk_id(data: bytes | bytearray | memoryview) -> bytes:
     return _digest(data)
 
 
+def hasher() -> xxhash.xxh3_128:
+    """An incremental xxh3-128 hasher, for digests of streams of records."""
+    return xxhash.xxh3_128()
+
+
 def hex_id(raw: bytes) -> str:
     """Render a 16-byte id as 32 hex characters."""
     return raw.hex()

@@ -20,7 +20,7 @@ import msgpack
 
 from .chunking import Chunker
 from .errors import LocalFileError
-from .hashing import ID_SIZE, chunk_id
+from .hashing import ID_SIZE, chunk_id, hasher
 from .ignore import IgnoreRules
 from .manifest import DIR, FILE, SYMLINK
 
@@ -200,12 +200,14 @@ class StatCache:
 
     FINE_NS = 20_000_000
     COARSE_NS = 2_000_000_000
-    VERSION = 2
+    VERSION = 3
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.entries: dict[str, tuple[tuple[int, ...], tuple[bytes, ...]]] = {}
         self._cutoff_ns = 0
+        # What the last push published from this folder: {"snapshot": id, "listing": digest}.
+        self.meta: dict[str, str] = {}
         if path is not None:
             self._load()
 
@@ -213,12 +215,13 @@ class StatCache:
         assert self.path is not None
         try:
             raw = self.path.read_bytes()
-            ver, written, rows = msgpack.unpackb(raw, raw=False, use_list=False)
+            ver, written, rows, meta = msgpack.unpackb(raw, raw=False, use_list=False)
         except (OSError, ValueError, TypeError, msgpack.UnpackException):
-            return  # a missing or broken cache only costs a re-read
-        if ver != self.VERSION:
+            return  # a missing, old or broken cache only costs a re-read
+        if ver != self.VERSION or not isinstance(meta, dict):
             return
         self._cutoff_ns = written
+        self.meta = meta
         for path, sig, ids in rows:
             # Paths are stored as bytes: non-UTF-8 names must round-trip too.
             self.entries[path.decode("utf-8", "surrogateescape")] = (
@@ -244,11 +247,26 @@ class StatCache:
                 for p, (sig, ids) in self.entries.items()]
         fine = any(sig[1] % 1_000_000_000 for sig, _ in self.entries.values())
         cutoff = time.time_ns() - (self.FINE_NS if fine else self.COARSE_NS)
-        data = msgpack.packb([self.VERSION, cutoff, rows], use_bin_type=True)
+        data = msgpack.packb([self.VERSION, cutoff, rows, self.meta], use_bin_type=True)
         try:
             atomic_write(self.path, data)
         except OSError:
             pass  # the cache is an optimisation; failing to save it must not fail the push
+
+
+def listing_digest(entries: list[LocalEntry]) -> str:
+    """A digest of what the walk found (paths, kinds, modes, link targets), not of content.
+
+    With every file's stat signature matching the stat cache, an equal digest means the tree
+    is the one the last push published, so a no-op push can stop before any manifest work.
+    """
+    h = hasher()
+    for e in entries:
+        h.update(e.path.encode("utf-8", "surrogateescape"))
+        h.update(f"\0{e.kind}\0{e.mode}\0".encode())
+        h.update(e.target)
+        h.update(b"\n")
+    return h.hexdigest()
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -269,3 +269,24 @@ def test_push_skips_a_killed_pulls_staging_folder(tmp_path):
     (src / ".snapsync-staging-abc123" / "00000001").write_text("half-written")
     r = snapsync.push(src, (tmp_path / "store").as_uri())
     assert r.files == 44
+
+
+def test_noop_fast_path_skips_manifests_but_sees_any_change(tmp_path):
+    import shutil
+
+    from snapsync.localtree import default_cache_dir
+
+    url = (tmp_path / "store").as_uri()
+    src = make_project(tmp_path / "src")
+    backdate(src)
+    first = snapsync.push(src, url)
+    shutil.rmtree(default_cache_dir() / "manifests")  # a manifest load would now be a GET
+    again = snapsync.push(src, url)
+    assert again.unchanged and again.snapshot_id == first.snapshot_id
+    assert again.requests == {"GET": 2, "LIST": 1}  # config, ref listing, the ref
+    (src / "newdir").mkdir()  # no file changed, but the tree did
+    r = snapsync.push(src, url)
+    assert not r.unchanged and r.dirs == 2 and r.snapshot_id != first.snapshot_id
+    os.symlink("README.md", src / "newdir" / "link")
+    r2 = snapsync.push(src, url)
+    assert not r2.unchanged and r2.symlinks == 3 and r2.dirs == 1
