@@ -150,6 +150,9 @@ def pull(url: str, dest: str | os.PathLike[str] = ".", *,
                         bytes=sum(e.size for e in manifest.files()),
                         unchanged=plan.unchanged, chunks_needed=len(need), warnings=warnings)
 
+    # An empty target has no old tree to protect: files are written in place (no staging and
+    # renames, about half the metadata work), and a failure empties the target again.
+    direct = _is_empty(destp)
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=destp))
     try:
         cache = ChunkCache(cache_root) if use_cache else ChunkCache(staging / "cache")
@@ -194,12 +197,21 @@ def pull(url: str, dest: str | os.PathLike[str] = ".", *,
                                                for i in range(0, len(order), 256)]):
                     ready.update(pairs)
             prog.phase("write", sum(e.size for e in files), "B")
-            staged = _stage(staging, plan, chunk, cpu_ex, conc, prog)
+            if use_cache:
+                touched = cpu_ex.submit(cache.touch, need)  # LRU bookkeeping, off the path
+            if direct:
+                try:
+                    staged = _stage(staging, plan, chunk, cpu_ex, prog, destp)
+                except BaseException:
+                    _empty_again(destp, staging)
+                    raise
+            else:
+                staged = _stage(staging, plan, chunk, cpu_ex, prog)
             prog.close()
-        if use_cache:
-            cache.touch(need)
+            if use_cache:
+                touched.result()
         # Commit: from here on the target changes.
-        _commit(destp, plan, staged, result)
+        _commit(destp, plan, staged, result, direct)
         if delete:
             rules = IgnoreRules.none() if delete_ignored else IgnoreRules(
                 list(manifest.info.get("ignore") or []), "snapshot")
@@ -220,6 +232,24 @@ def _key(p: Path) -> str:
     import hashlib
 
     return hashlib.sha256(os.fsencode(os.path.realpath(p))).hexdigest()[:32]
+
+
+def _is_empty(destp: Path) -> bool:
+    with os.scandir(destp) as it:
+        return not any(True for _ in it)
+
+
+def _empty_again(destp: Path, keep: Path) -> None:
+    """Undo a failed direct write: the target was empty, so it is emptied again."""
+    with os.scandir(destp) as it:
+        for de in it:
+            if de.path == str(keep):
+                continue
+            if de.is_dir(follow_symlinks=False):
+                shutil.rmtree(de.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(de.path)
 
 
 def _remove_stale_staging(destp: Path) -> None:
@@ -400,13 +430,22 @@ def _download(store: Store, manifest: Manifest, ids: set[bytes], codec: Codec,
 
 
 def _stage(staging: Path, plan: PullPlan, chunk: Callable[[bytes], bytes],
-           cpu_ex: ThreadPoolExecutor, conc: Concurrency,
-           prog: Progress) -> dict[bytes, str]:
-    """Write every planned file and symlink into ``staging``; return path -> staged name."""
+           cpu_ex: ThreadPoolExecutor, prog: Progress,
+           direct: Path | None = None) -> dict[bytes, str]:
+    """Write every planned file and symlink into ``staging``; return path -> staged name.
+
+    With ``direct`` (an empty target), write them at their final paths in ``direct`` instead.
+    """
     staged: dict[bytes, str] = {}
     jobs: list[list[tuple[Entry, str]]] = [[]]
+    if direct is not None:
+        root = os.fsencode(direct)
+        made: set[bytes] = set()
+        for e in plan.write:  # directories first, on this thread: mkdir races between threads
+            _make_dirs(root, e.path.rpartition(b"/")[0], made)
     for n, e in enumerate(plan.write):
-        name = os.path.join(staging, f"{n:08d}")
+        name = (os.fsdecode(os.path.join(root, e.path)) if direct is not None
+                else os.path.join(staging, f"{n:08d}"))
         staged[e.path] = name
         jobs[-1].append((e, name))
         if len(jobs[-1]) >= 64:
@@ -454,17 +493,20 @@ def _make_dirs(root: bytes, rel_dir: bytes, made: set[bytes]) -> None:
     made.add(rel_dir)
 
 
-def _commit(destp: Path, plan: PullPlan, staged: dict[bytes, str], result: PullResult) -> None:
+def _commit(destp: Path, plan: PullPlan, staged: dict[bytes, str], result: PullResult,
+            direct: bool = False) -> None:
+    """Move staged entries into place (already there when ``direct``), then modes and dirs."""
     root = os.fsencode(destp)
     made: set[bytes] = set()
     try:
         for e in plan.write:
-            _make_dirs(root, e.path.rpartition(b"/")[0], made)
-            final = os.path.join(root, e.path)
-            with contextlib.suppress(FileNotFoundError):
-                if stat.S_ISDIR(os.lstat(final).st_mode):
-                    shutil.rmtree(final)
-            os.replace(os.fsencode(staged[e.path]), final)
+            if not direct:
+                _make_dirs(root, e.path.rpartition(b"/")[0], made)
+                final = os.path.join(root, e.path)
+                with contextlib.suppress(FileNotFoundError):
+                    if stat.S_ISDIR(os.lstat(final).st_mode):
+                        shutil.rmtree(final)
+                os.replace(os.fsencode(staged[e.path]), final)
             if e.kind == FILE:
                 result.files_written += 1
                 result.bytes_written += e.size

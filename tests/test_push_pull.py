@@ -290,3 +290,30 @@ def test_noop_fast_path_skips_manifests_but_sees_any_change(tmp_path):
     os.symlink("README.md", src / "newdir" / "link")
     r2 = snapsync.push(src, url)
     assert not r2.unchanged and r2.symlinks == 3 and r2.dirs == 1
+
+
+def test_failed_pull_into_empty_folder_leaves_it_empty(tmp_path, monkeypatch):
+    url = (tmp_path / "store").as_uri()
+    src = make_project(tmp_path / "src")
+    snapsync.push(src, url)
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    import importlib
+
+    pull_mod = importlib.import_module("snapsync.pull")  # the module, not the function
+    calls = {"n": 0}
+    real_write = os.write
+
+    def failing_write(fd, data):
+        calls["n"] += 1
+        if calls["n"] > 10:
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(pull_mod.os, "write", failing_write)
+    with pytest.raises(snapsync.LocalFileError, match="No space left"):
+        snapsync.pull(url, dst)
+    monkeypatch.undo()
+    assert list(dst.iterdir()) == []
+    snapsync.pull(url, dst)
+    assert describe(dst) == describe(src)
