@@ -122,8 +122,8 @@ class Session:
         for t in tools:
             ok, why = t.available()
             if t.name in (self.spec.get("skip_tools") or []):
-                self.skipped[t.name] = (f"not run on {self.backend.name} in quick mode "
-                                        "(--full runs it)")
+                self.skipped[t.name] = (f"not run on {self.backend.name} (it does what "
+                                        "prefect-aws does, one request per file)")
             elif not ok:
                 self.skipped[t.name] = why
             elif not t.supports(self.backend):
@@ -249,18 +249,21 @@ class Session:
                                        t.pull(ctx, d, md))
                 self._record(corpus.name, scenario, t, rep, m, delta,
                              _verify(dest, expect) if m.ok else None)
-                shutil.rmtree(dest, ignore_errors=True)
+                # Pulled trees stay until the repetition ends: on ext4 with discard, creating
+                # files right after a mass delete stalls (limits.md §6), which would tax
+                # whichever tool pulls next.
             if mode == "warm":
                 dest = base / "pull" / "cp"
                 shutil.rmtree(dest, ignore_errors=True)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 m = cp.copy(corpus.steps[-1].dir, dest)
                 self._record(corpus.name, scenario, cp, rep, m, None)
-                shutil.rmtree(dest, ignore_errors=True)
         # Free local disk before the next repetition. Buckets stay (each repetition has its own
         # prefix): deleting a SeaweedFS bucket costs about a second, and the server's data
-        # folder goes at the end of the session anyway.
+        # folder goes at the end of the session anyway. sync so the next repetition does not
+        # start in the middle of the delete's writeback.
         shutil.rmtree(base, ignore_errors=True)
+        os.sync()
 
 
 def run_session_file(spec_path: str, out_path: str) -> None:
