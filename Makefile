@@ -26,9 +26,11 @@ demo: install
 	$(PY) scripts/demo.py
 
 bench: install
+	bash scripts/install-bench-deps.sh
 	$(PY) -m benchmarks --quick
 
 bench-full: install
+	bash scripts/install-bench-deps.sh
 	$(PY) -m benchmarks --full
 
 clean:

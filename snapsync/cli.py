@@ -282,16 +282,42 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extend(sub: Any) -> None:
-    """Commands that live in their own modules register here."""
-    for modname in ("snapsync.maintenance", "benchmarks.cli"):
-        try:
-            mod = __import__(modname, fromlist=["register"])
-        except ImportError:
-            continue
-        mod.register(sub, _common)
+    """Commands that live in their own modules register here.
+
+    The benchmark suite lives in a source checkout, not in the installed package: from a
+    checkout's root ``snapsync bench`` runs it; elsewhere it says where to find it.
+    """
+    from . import maintenance
+
+    maintenance.register(sub, _common)
+    p = sub.add_parser("bench", help="benchmark snapsync against its peers (from a checkout)",
+                       description="Run the benchmark suite of a snapsync source checkout "
+                                   "(the current folder); `snapsync bench --help` there lists "
+                                   "its options.", add_help=False)
+    p.set_defaults(func=lambda args: _bench([]))
+
+
+def _bench(argv: list[str]) -> int:
+    # The suite is not part of the installed package. Only a folder that is a snapsync
+    # checkout is put on sys.path, and only for this command.
+    if not (os.path.isfile(os.path.join("benchmarks", "cli.py"))
+            and os.path.isfile(os.path.join("snapsync", "cli.py"))):
+        raise UsageError("the benchmark suite runs from a snapsync source checkout: run "
+                         "`snapsync bench` (or `make bench`) in its root folder")
+    sys.path.insert(0, os.getcwd())
+    from benchmarks.cli import main as bench_main
+
+    return bench_main(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # the suite parses its own options (see `_bench`)
+        try:
+            return _bench(argv[1:])
+        except SnapsyncError as exc:
+            print(f"snapsync: error: {exc}", file=sys.stderr)
+            return exc.exit_code
     parser = build_parser()
     args = parser.parse_args(argv)
     quiet = getattr(args, "quiet", False)
