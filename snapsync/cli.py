@@ -136,6 +136,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
             f"{r.symlinks_written} symlinks, {r.dirs_created} dirs, {r.modes_changed} modes; "
             f"{r.deleted} deleted",
             f"  chunks      {r.chunks_needed} needed: {r.chunks_cached} from the local cache, "
+            f"{r.chunks_from_target} from files being replaced, "
             f"{r.chunks_downloaded} downloaded ({_size(r.bytes_downloaded)})",
             f"  requests    {_requests(r.requests)}",
             f"  time        {r.seconds:.2f} s",

@@ -36,7 +36,14 @@ from .concurrency import Concurrency
 from .errors import IntegrityError, LocalFileError, NotFoundError, StoreError
 from .ignore import IgnoreRules
 from .keyed import Keyring
-from .localtree import STAGING_PREFIX, StatCache, default_cache_dir, file_chunk_ids, normal_mode
+from .localtree import (
+    STAGING_PREFIX,
+    StatCache,
+    default_cache_dir,
+    file_chunk_ids,
+    normal_mode,
+    read_chunks,
+)
 from .manifest import DIR, FILE, SYMLINK, Entry, Location, Manifest
 from .plan import PullPlan, Seen, check_paths, plan_pull
 from .progress import NullProgress, Progress
@@ -67,6 +74,7 @@ class PullResult:
     deleted: int = 0
     chunks_needed: int = 0
     chunks_cached: int = 0
+    chunks_from_target: int = 0
     chunks_downloaded: int = 0
     bytes_downloaded: int = 0
     requests: dict[str, int] = field(default_factory=dict)
@@ -158,6 +166,9 @@ def pull(url: str, dest: str | os.PathLike[str] = ".", *,
         cache = ChunkCache(cache_root) if use_cache else ChunkCache(staging / "cache")
         cached = cache.has(need)
         result.chunks_cached = len(cached)
+        seeded = _seed_from_target(destp, plan, seen, need - cached, cache, chunker)
+        result.chunks_from_target = len(seeded)
+        cached |= seeded
         missing = need - cached
         raw_need = sum(manifest.locations[c].raw_size for c in need)
         keep_in_memory = raw_need <= MEMORY_BUDGET
@@ -232,6 +243,38 @@ def _key(p: Path) -> str:
     import hashlib
 
     return hashlib.sha256(os.fsencode(os.path.realpath(p))).hexdigest()[:32]
+
+
+def _seed_from_target(destp: Path, plan: PullPlan, seen: dict[bytes, Seen],
+                      want: set[bytes], cache: ChunkCache, chunker: Chunker) -> set[bytes]:
+    """Take needed chunks from the large files being replaced, instead of downloading them.
+
+    An edit near the start of a big file changes one or two chunks; the rest are still in the
+    old copy on disk. Old files are read before anything is replaced, every chunk is hashed as
+    it is read, and what is found goes into the chunk cache (stored raw), so the rest of the
+    pull treats it as cached and verifies it again.
+    """
+    found: set[bytes] = set()
+    if not want:
+        return found
+    root = os.fsencode(destp)
+    for e in plan.write:
+        s = seen.get(e.path)
+        if e.kind != FILE or s is None or s.kind != FILE or s.size <= chunker.params.threshold:
+            continue
+        if not want.intersection(e.chunks):
+            continue
+        rows: list[tuple[bytes, bytes, int]] = []
+        try:
+            for cid, data in read_chunks(os.fsdecode(os.path.join(root, e.path)), s.size,
+                                         chunker):
+                if cid in want and cid not in found:
+                    found.add(cid)
+                    rows.append((cid, b"\x00" + bytes(data), len(data)))
+        except LocalFileError:
+            continue  # an unreadable old file only means downloading more
+        cache.put_many(rows)
+    return found
 
 
 def _is_empty(destp: Path) -> bool:

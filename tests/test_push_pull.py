@@ -317,3 +317,20 @@ def test_failed_pull_into_empty_folder_leaves_it_empty(tmp_path, monkeypatch):
     assert list(dst.iterdir()) == []
     snapsync.pull(url, dst)
     assert describe(dst) == describe(src)
+
+
+def test_pull_of_an_insert_reuses_the_old_copy_of_a_large_file(tmp_path):
+    url = (tmp_path / "store").as_uri()
+    src = tmp_path / "src"
+    src.mkdir()
+    data = random.Random(9).randbytes(20_000_000)
+    (src / "big.bin").write_bytes(data)
+    snapsync.push(src, url)
+    dst = tmp_path / "dst"
+    snapsync.pull(url, dst, use_cache=False)
+    (src / "big.bin").write_bytes(b"x" * 100 + data)
+    snapsync.push(src, url)
+    p = snapsync.pull(url, dst, use_cache=False)
+    assert p.files_written == 1 and p.chunks_downloaded <= 2 < p.chunks_from_target
+    assert p.bytes_downloaded < 9 << 20
+    assert (dst / "big.bin").read_bytes() == b"x" * 100 + data
