@@ -220,9 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("push", help="snapshot a folder into a store",
+                       usage="snapsync push [options] [DIR] URL",
                        description="Snapshot DIR (default: the current folder) into the store "
                                    "at URL and point a ref at it.")
-    p.add_argument("paths", nargs="+", metavar="[DIR] URL")
+    p.add_argument("paths", nargs="+", metavar="[DIR] URL",
+                   help="the folder to push (default: the current one) and the store's URL")
     p.add_argument("--ref", default="latest", help="ref to update (default: latest)")
     p.add_argument("-m", "--message", help="message stored with the snapshot")
     p.add_argument("--ignore-file", help="gitignore-style rules (default: DIR/.prefectignore, "
