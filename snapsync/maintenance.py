@@ -12,6 +12,11 @@ the manifest that names them. So gc keeps, besides what retention keeps:
 * every pack younger than ``grace`` (packs of pushes still running) and every pack a kept
   manifest names, including manifests that appeared while gc ran.
 
+Packs that are mostly dead are repacked (:func:`_repack`): their live chunks are copied into
+new packs and the kept manifests rewritten at the same key; the old packs get a ``superseded``
+marker and are deleted by a later run, once the marker is older than ``grace`` and no ref head
+still records the manifest version that named them (a cached copy of it may still be trusted).
+
 It is safe as long as no push runs longer than ``grace`` (default 24 h) and clocks are within
 ``grace`` of the store's clock.
 """
@@ -19,6 +24,7 @@ It is safe as long as no push runs longer than ``grace`` (default 24 h) and cloc
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import time
@@ -30,8 +36,8 @@ from typing import Any
 from .codec import Codec
 from .errors import FormatError, IntegrityError, NotFoundError, SnapsyncError, UsageError
 from .hashing import chunk_id
-from .manifest import Location, Manifest, decode_manifest
-from .pack import parse_pack
+from .manifest import Location, Manifest, decode_manifest, encode_manifest
+from .pack import PackBuilder, parse_pack
 from .plan import check_paths
 from .repo import Repository, SnapshotInfo, manifest_limit
 from .store import Layout, Store
@@ -42,6 +48,9 @@ _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _LOG_KEY = re.compile(r"^logs/(?P<ref>[^/]+)/(?P<ns>\d{1,20})-(?P<sid>[0-9a-f]{32})\.json$")
 _MANIFEST_KEY = re.compile(r"^manifests/[0-9a-f]{2}/(?P<sid>[0-9a-f]{32})\.mf$")
 _PACK_KEY = re.compile(r"^packs/[0-9a-f]{2}/(?P<pid>[0-9a-f]{32})\.pack$")
+_MARKER_KEY = re.compile(r"^superseded/[0-9a-f]{2}/(?P<pid>[0-9a-f]{32})\.json$")
+DEFAULT_REPACK_BELOW = 0.5
+REPACK_SINGLE_BELOW = 0.1  # one lone candidate is repacked only when it is this empty
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 
 
@@ -93,6 +102,7 @@ class _Listing:
     manifests: dict[str, float | None]
     packs: dict[bytes, tuple[int, float | None]]
     stray: list[str]
+    markers: dict[bytes, float | None] = field(default_factory=dict)
 
 
 def _read_refs(store: Store) -> tuple[dict[str, SnapshotInfo], dict[str, str]]:
@@ -134,8 +144,15 @@ def _list(store: Store, with_refs: bool = True) -> _Listing:
             packs[bytes.fromhex(m["pid"])] = (int(info.get("size") or 0), _mtime(info))
         else:
             stray.append(key)
+    markers: dict[bytes, float | None] = {}
+    for key, info in store.list(Layout.SUPERSEDED + "/").items():
+        m = _MARKER_KEY.match(key)
+        if m:
+            markers[bytes.fromhex(m["pid"])] = _mtime(info)
+        else:
+            stray.append(key)
     refs, bad = _read_refs(store) if with_refs else ({}, {})
-    return _Listing(refs, bad, logs, manifests, packs, stray)
+    return _Listing(refs, bad, logs, manifests, packs, stray, markers)
 
 
 def _prefetch(repo: Repository, sids: Iterable[str]) -> dict[str, bytes | None]:
@@ -379,6 +396,13 @@ class GcReport:
     bytes_freed: int = 0
     packs_kept: int = 0
     packs_young: int = 0
+    packs_repacked: int = 0
+    bytes_repacked: int = 0
+    packs_superseded: int = 0
+    packs_written: int = 0
+    manifests_rewritten: int = 0
+    packs_superseded_kept: int = 0
+    markers_deleted: int = 0
     notes: list[str] = field(default_factory=list)
     requests: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
@@ -421,9 +445,146 @@ def _retained(listing: _Listing, keep_last: int, keep_within: float | None, grac
     return keep
 
 
+def _read_markers(store: Store, listed: dict[bytes, float | None]) -> dict[bytes, dict[str, Any]]:
+    """The superseded markers' contents by pack id (unreadable ones are left out)."""
+    out: dict[bytes, dict[str, Any]] = {}
+    keys = {Layout.superseded(p): p for p in listed}
+    for key, raw in store.get_many(sorted(keys)).items():
+        if raw is None:
+            continue
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("snapshots") or {}, dict):
+            out[keys[key]] = doc
+    return out
+
+
+def _repack(repo: Repository, rep: GcReport, manifests: dict[str, Manifest],
+            packs: dict[bytes, tuple[int, float | None]], digests: dict[str, str], now: float,
+            grace: float, below: float, dry_run: bool) -> None:
+    """Copy the live chunks of mostly dead packs into new packs; rewrite the kept manifests.
+
+    Candidates: packs older than ``grace`` whose live bytes (the stored lengths of the chunks
+    kept manifests use) are below ``below`` of their size, none of whose users is signed
+    (the signature covers chunk locations, and gc holds no key). Repacking is worth a
+    request only when it merges at least two candidates, or frees a pack at least 90% dead.
+    Order: new packs, then a ``superseded`` marker per old pack (naming the rewritten
+    snapshots and the manifest digests they replace), then the manifests at the same keys.
+    The old packs stay: a later gc deletes them once unreferenced and the marker rules allow
+    (see :func:`gc` and docs/format.md §8).
+    """
+    live: dict[bytes, dict[bytes, Location]] = {}
+    users: dict[bytes, set[str]] = {}
+    conflicted: set[bytes] = set()
+    for sid, m in manifests.items():
+        for cid in m.chunk_ids():
+            loc = m.locations[cid]
+            seen = live.setdefault(loc.pack, {}).setdefault(cid, loc)
+            if seen != loc:
+                conflicted.add(loc.pack)
+            users.setdefault(loc.pack, set()).add(sid)
+    cands: list[tuple[bytes, int, int]] = []
+    signed: list[bytes] = []
+    for pid, locs in sorted(live.items()):
+        got = packs.get(pid)
+        if got is None or pid in conflicted or got[0] <= 0 or _young(got[1], now, grace):
+            continue
+        live_bytes = sum(loc.length for loc in locs.values())
+        if live_bytes >= below * got[0]:
+            continue
+        if any("auth" in manifests[s].info for s in users[pid]):
+            signed.append(pid)
+            continue
+        cands.append((pid, live_bytes, got[0]))
+    if signed:
+        rep.notes.append(f"{len(signed)} mostly dead packs are used by signed snapshots and "
+                         "were not repacked (their signatures cover chunk locations)")
+    if not cands or (len(cands) == 1 and cands[0][1] >= REPACK_SINGLE_BELOW * cands[0][2]):
+        return
+    if dry_run:
+        rep.packs_repacked = rep.packs_superseded = len(cands)
+        rep.bytes_repacked = sum(c[1] for c in cands)
+        rep.manifests_rewritten = len(set().union(*(users[c[0]] for c in cands)))
+        return
+
+    store, codec = repo.store, Codec()
+    pack_size = repo.config.pack_size if repo.config else 16 << 20
+    moved: dict[bytes, Location] = {}  # chunk id -> its copy in a new pack
+    builder = PackBuilder()
+    queued: set[bytes] = set()
+
+    def seal(b: PackBuilder) -> None:
+        pid, data, locs = b.finish()
+        store.put(Layout.pack(pid), data)
+        moved.update(locs)
+        rep.packs_written += 1
+
+    done: list[bytes] = []
+    for pid, _, _ in cands:
+        key = Layout.pack(pid)
+        try:
+            data = store.get(key)
+            if chunk_id(data) != pid:
+                raise IntegrityError(f"{store.where(key)}: content does not hash to its id")
+            trailer = parse_pack(data, store.where(key))
+            blobs = []
+            for cid, loc in sorted(live[pid].items(), key=lambda kv: kv[1].offset):
+                t = trailer.get(cid)
+                if t is None or (t.offset, t.length, t.raw_size) != (loc.offset, loc.length,
+                                                                      loc.raw_size):
+                    raise FormatError(f"chunk {cid.hex()}: manifest location disagrees with "
+                                      f"the trailer of {store.where(key)}")
+                blob = data[loc.offset:loc.offset + loc.length]
+                codec.decode(blob, loc.raw_size, cid)  # copy only what proves to be the chunk
+                blobs.append((cid, blob, loc.raw_size))
+        except (NotFoundError, FormatError) as exc:
+            rep.notes.append(f"pack {pid.hex()} not repacked: {exc} (run `snapsync check`)")
+            continue
+        del data
+        for cid, blob, raw in blobs:
+            if cid in queued:
+                continue  # the same chunk in two candidates: one copy
+            queued.add(cid)
+            builder.add(cid, blob, raw)
+            rep.bytes_repacked += len(blob)
+            if builder.size >= pack_size:
+                seal(builder)
+                builder = PackBuilder()
+        done.append(pid)
+    if len(builder):
+        seal(builder)
+    if not done:
+        return
+    gone = set(done)
+    rewrite = sorted(set().union(*(users[p] for p in done)))
+    when = time.time()
+    for pid in done:  # markers before manifests: a crash leaves the old packs referenced
+        snaps = {s: digests.get(s, "") for s in sorted(users[pid])}
+        # A pack repacked before (and named again by a push meanwhile) keeps what its old
+        # marker knew: those manifest versions may still be cached somewhere.
+        prev = _read_markers(store, {pid: None}).get(pid, {}).get("snapshots") or {}
+        snaps.update({s: d for s, d in prev.items() if s not in snaps})
+        doc = {"time": datetime.fromtimestamp(when).astimezone().isoformat(),
+               "time_ns": time.time_ns(), "snapshots": snaps}
+        store.put(Layout.superseded(pid), json.dumps(doc, sort_keys=True).encode())
+    for sid in rewrite:
+        m = manifests[sid]
+        locs = {c: moved[c] if m.locations[c].pack in gone else m.locations[c]
+                for c in m.chunk_ids()}
+        new_sid, raw = encode_manifest(m.entries, locs, m.info)
+        if new_sid != sid:
+            raise AssertionError(f"repacking changed snapshot id {sid} to {new_sid}")
+        repo.save_manifest(sid, raw)
+    rep.packs_repacked = rep.packs_superseded = len(done)
+    rep.manifests_rewritten = len(rewrite)
+
+
 def gc(url: str, keep_last: int, keep_within: float | None = None, dry_run: bool = False,
-       grace: float = DEFAULT_GRACE, *, storage_options: dict[str, Any] | None = None,
-       store: Store | None = None,
+       grace: float = DEFAULT_GRACE, *, repack: bool = True,
+       repack_below: float = DEFAULT_REPACK_BELOW,
+       storage_options: dict[str, Any] | None = None, store: Store | None = None,
        on_progress: Callable[[str], None] | None = None) -> GcReport:
     """Drop snapshots outside retention and delete what no kept snapshot needs.
 
@@ -434,6 +595,9 @@ def gc(url: str, keep_last: int, keep_within: float | None = None, dry_run: bool
         dry_run: report what would be deleted, delete nothing.
         grace: seconds; nothing younger is deleted and snapshots that were ref heads less
             than this long ago are kept (see the module docstring for why).
+        repack: copy the live chunks of mostly dead packs into new packs and point the kept
+            manifests at them (:func:`_repack`); the old packs go in a later run.
+        repack_below: a pack is mostly dead when its live bytes are below this fraction.
         storage_options: passed to fsspec. ``store``: an open Store (tests).
         on_progress: called with a short line per phase.
 
@@ -444,6 +608,8 @@ def gc(url: str, keep_last: int, keep_within: float | None = None, dry_run: bool
         raise UsageError(f"--keep-last must be at least 1, got {keep_last}")
     if grace < 0 or (keep_within is not None and keep_within < 0):
         raise UsageError("--grace and --keep-within must not be negative")
+    if not 0 <= repack_below <= 1:
+        raise UsageError(f"--repack-below must be between 0 and 1, got {repack_below}")
     t0 = time.perf_counter()
     say = on_progress or (lambda _m: None)
     store = store or Store(url, storage_options)
@@ -467,11 +633,15 @@ def gc(url: str, keep_last: int, keep_within: float | None = None, dry_run: bool
     say(f"reading {len(keep)} kept manifests")
     live: set[bytes] = set()
     loaded: set[str] = set()
+    kept_manifests: dict[str, Manifest] = {}
+    digests: dict[str, str] = {}  # sid -> xxh3 of the stored manifest object gc read
 
     def mark(sids: Iterable[str]) -> None:
         todo = sorted(set(sids) - loaded)
         blobs = _prefetch(repo, todo)
         for sid in todo:
+            if blobs.get(sid) is not None:
+                digests[sid] = chunk_id(blobs[sid]).hex()  # type: ignore[arg-type]
             try:
                 m = _load(repo, sid, blobs)
             except NotFoundError:
@@ -482,6 +652,7 @@ def gc(url: str, keep_last: int, keep_within: float | None = None, dry_run: bool
                 loaded.add(sid)
                 continue
             loaded.add(sid)
+            kept_manifests[sid] = m
             live.update(loc.pack for loc in m.locations.values())
 
     mark(keep)
@@ -499,14 +670,51 @@ def gc(url: str, keep_last: int, keep_within: float | None = None, dry_run: bool
     mark(new_roots)
     drop = [s for s in drop if s not in keep]
 
+    # Superseded packs (repacked by an earlier run) wait for their marker to age past
+    # `grace`, and for every ref head whose snapshot gc rewrote to record the rewritten
+    # manifest: until a push moves such a ref, clients may trust a cached copy of the old
+    # manifest (its digest still matches the ref), and that copy names the old packs.
+    markers = _read_markers(store, again.markers)
+    replaced: dict[str, set[str]] = {}  # sid -> digests of manifest versions gc replaced
+    for doc in markers.values():
+        for sid, old in (doc.get("snapshots") or {}).items():
+            replaced.setdefault(sid, set()).add(str(old))
+    stale: set[str] = set()  # snapshots some ref head names with another manifest digest
+    unexplained: list[str] = []
+    for name, info in sorted(again.refs.items()):
+        if info.manifest == digests.get(info.snapshot):
+            continue
+        stale.add(info.snapshot)
+        if info.manifest and info.manifest not in replaced.get(info.snapshot, set()):
+            unexplained.append(name)
+    if unexplained:
+        # A ref records a manifest version the store no longer holds, and no repack explains
+        # it (two pushes of one tree raced): clients may trust that version from their
+        # caches, and its packs are unknown. Delete no unreferenced pack until the ref moves.
+        rep.notes.append(f"refs {', '.join(unexplained)} record a manifest digest that differs "
+                         "from the stored manifest; no unreferenced pack is deleted until "
+                         "they are pushed again")
+
     dead_packs = []
     for pid, (size, t) in sorted(listing.packs.items()):
         if pid in live:
             rep.packs_kept += 1
         elif _young(t, now, grace):
             rep.packs_young += 1
+        elif pid in again.markers and (
+                _young(again.markers[pid], now, grace)
+                or stale & set((markers.get(pid) or {}).get("snapshots") or {})
+                or pid not in markers):
+            rep.packs_superseded_kept += 1
+        elif unexplained:
+            rep.packs_kept += 1
         elif pid in again.packs:
             dead_packs.append((pid, size))
+
+    if repack:
+        say("looking for mostly dead packs")
+        _repack(repo, rep, {s: kept_manifests[s] for s in sorted(keep) if s in kept_manifests},
+                again.packs, digests, now, grace, repack_below, dry_run)
     rep.snapshots_kept = sorted(keep & known)
     rep.snapshots_dropped = drop
 
@@ -538,12 +746,21 @@ def gc(url: str, keep_last: int, keep_within: float | None = None, dry_run: bool
         dead_packs = [(p, n) for p, n in dead_packs
                       if p in fresh_p and not _young(fresh_p[p], now, grace)]
         store.delete([Layout.pack(p) for p, _ in dead_packs])
+        # Markers of packs that are gone (deleted now or earlier) have done their job.
+        gone = {p for p, _ in dead_packs} | (set(again.markers) - set(fresh_p))
+        dead_markers = sorted(p for p in gone if p in again.markers)
+        store.delete([Layout.superseded(p) for p in dead_markers])
+        rep.markers_deleted = len(dead_markers)
         rep.manifests_deleted = len(dead_manifests)
         rep.packs_deleted = len(dead_packs)
         rep.bytes_freed = sum(s for _, s in dead_packs)
     if rep.packs_young:
         rep.notes.append(f"{rep.packs_young} unreferenced packs are younger than the grace "
                          "period and were kept (a push may still need them)")
+    if rep.packs_superseded_kept:
+        rep.notes.append(f"{rep.packs_superseded_kept} repacked packs were kept: superseded "
+                         "less than the grace period ago, or a ref head still records the "
+                         "manifest version that names them (they go after its next push)")
     rep.requests = store.stats.as_dict()["requests"]
     rep.seconds = round(time.perf_counter() - t0, 3)
     return rep
@@ -584,7 +801,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_gc(args: argparse.Namespace) -> int:
     keep_within = parse_duration(args.keep_within) if args.keep_within else None
     r = gc(args.url, keep_last=args.keep_last, keep_within=keep_within, dry_run=args.dry_run,
-           grace=parse_duration(args.grace), store=_store_from(args))
+           grace=parse_duration(args.grace), repack=args.repack,
+           repack_below=args.repack_below, store=_store_from(args))
 
     def human() -> str:
         verb = "would delete" if r.dry_run else "deleted"
@@ -592,7 +810,10 @@ def cmd_gc(args: argparse.Namespace) -> int:
                  f"{len(r.snapshots_dropped)}",
                  f"  {verb} {r.log_entries_deleted} log entries, {r.manifests_deleted} "
                  f"manifests, {r.packs_deleted} packs ({r.bytes_freed} bytes)",
-                 f"  packs kept {r.packs_kept}, young unreferenced packs kept {r.packs_young}"]
+                 f"  packs kept {r.packs_kept}, young unreferenced packs kept {r.packs_young}",
+                 f"  {'would repack' if r.dry_run else 'repacked'} {r.packs_repacked} mostly "
+                 f"dead packs ({r.bytes_repacked} live bytes copied, {r.packs_written} new "
+                 f"packs, {r.manifests_rewritten} manifests rewritten)"]
         lines += [f"  note: {n}" for n in r.notes]
         return "\n".join(lines)
 
@@ -616,8 +837,9 @@ def register(sub: Any, common: Callable[..., None]) -> None:
     p = sub.add_parser("gc", help="drop old snapshots and delete unreferenced data",
                        description="Keep, per ref, the newest --keep-last snapshots (and those "
                                    "newer than --keep-within); delete log entries, manifests "
-                                   "and packs no kept snapshot needs. Safe while pushes run, "
-                                   "as long as no push takes longer than --grace.")
+                                   "and packs no kept snapshot needs; repack mostly dead "
+                                   "packs. Safe while pushes run, as long as no push takes "
+                                   "longer than --grace.")
     p.add_argument("url", metavar="URL")
     p.add_argument("--keep-last", type=int, required=True, metavar="N",
                    help="per ref, keep the newest N distinct snapshots (at least 1)")
@@ -628,5 +850,12 @@ def register(sub: Any, common: Callable[..., None]) -> None:
                         "this recently (default 24h; must exceed the longest push "
                         "plus 1h)")
     p.add_argument("--dry-run", action="store_true", help="report, delete nothing")
+    p.add_argument("--no-repack", dest="repack", action="store_false",
+                   help="do not copy the live chunks of mostly dead packs into new packs")
+    p.add_argument("--repack-below", type=float, default=DEFAULT_REPACK_BELOW,
+                   metavar="FRACTION",
+                   help="repack packs whose live bytes are below this fraction of their size "
+                        f"(default {DEFAULT_REPACK_BELOW}); the old packs are deleted by a "
+                        "later gc, after --grace")
     common(p, jobs=False)
     p.set_defaults(func=cmd_gc)

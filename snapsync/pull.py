@@ -175,8 +175,28 @@ def pull(url: str, dest: str | os.PathLike[str] = ".", *,
         ready: dict[bytes, bytes] = {}
         prog.phase("download", sum(manifest.locations[c].length for c in missing), "B")
         with ThreadPoolExecutor(conc.cpu, thread_name_prefix="snapsync-cpu") as cpu_ex:
-            got = _download(store, manifest, missing, codec, cache, ready if keep_in_memory
-                            else None, conc, cpu_ex, prog)
+            try:
+                got = _download(store, manifest, missing, codec, cache, ready if keep_in_memory
+                                else None, conc, cpu_ex, prog)
+            except NotFoundError:
+                # A cached manifest may predate a gc repack that moved its chunks to new
+                # packs (docs/format.md §8): fetch the store's copy and try once more.
+                if repo.manifests is None or sid not in repo.from_cache:
+                    raise
+                repo.manifests.drop(sid)
+                if keyring is None:
+                    fresh, macs = repo.load_manifest(sid), None
+                else:
+                    fresh, macs = keyring.load_verified(repo, sid)
+                if fresh.entries != manifest.entries:  # same id, so the same tree
+                    raise
+                manifest = fresh
+                codec = Codec() if keyring is None or macs is None else \
+                    keyring.wrap_codec(Codec(), macs)
+                missing = {c for c in missing if c not in ready}
+                missing -= cache.has(missing)
+                got = _download(store, manifest, missing, codec, cache, ready if keep_in_memory
+                                else None, conc, cpu_ex, prog)
             prog.close()
             result.chunks_downloaded, result.bytes_downloaded = got
 

@@ -119,6 +119,7 @@ class Repository:
         self.config: StoreConfig | None = None
         self.digests: dict[str, str] = {}  # sid -> digest of the manifest object used
         self.expected: dict[str, str] = {}  # sid -> digest that a ref read says it has
+        self.from_cache: set[str] = set()  # sids whose last load came from the local cache
 
     # ---- config ---------------------------------------------------------------------------
     def open(self, create: bool = False, want: StoreConfig | None = None) -> StoreConfig:
@@ -162,6 +163,10 @@ class Repository:
             raise
         if not cached and self.manifests:
             self.manifests.put(sid, blob)
+        if cached:
+            self.from_cache.add(sid)
+        else:
+            self.from_cache.discard(sid)
         self.digests[sid] = chunk_id(blob).hex()
         return m
 

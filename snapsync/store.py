@@ -53,6 +53,7 @@ class Layout:
     MANIFESTS = "manifests"
     REFS = "refs"
     LOGS = "logs"
+    SUPERSEDED = "superseded"
 
     @staticmethod
     def pack(pack_id: bytes) -> str:
@@ -70,6 +71,12 @@ class Layout:
     @staticmethod
     def log(name: str, time_ns: int, snapshot_id: str) -> str:
         return f"logs/{name}/{time_ns:020d}-{snapshot_id}.json"
+
+    @staticmethod
+    def superseded(pack_id: bytes) -> str:
+        """Marker written by gc when it repacked a pack's live chunks elsewhere (§8)."""
+        h = pack_id.hex()
+        return f"superseded/{h[:2]}/{h}.json"
 
     @staticmethod
     def pack_id_of(key: str) -> bytes | None:
