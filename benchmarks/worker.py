@@ -98,8 +98,8 @@ def snapsync_push(root: str, url: str, storage_options: dict[str, Any], cache_di
                   chunker: dict[str, Any] | None = None, pack_size: int | None = None,
                   dry_run: bool = False) -> dict[str, Any]:
     import snapsync
-    from snapsync.chunking import ChunkerParams
-    from snapsync.repo import DEFAULT_PACK_SIZE, StoreConfig
+    from snapsync.core.chunking import ChunkerParams
+    from snapsync.repository.repo import DEFAULT_PACK_SIZE, StoreConfig
 
     config = None
     if chunker or pack_size:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .errors import (
+from snapsync.engine.pull import PullResult, pull
+from snapsync.engine.push import PushResult, push
+from snapsync.errors import (
     ConflictError,
     FormatError,
     IgnoreFileError,
@@ -26,8 +28,6 @@ from .errors import (
     UnsafePathError,
     UsageError,
 )
-from .pull import PullResult, pull
-from .push import PushResult, push
 
 __all__ = [
     "ConflictError",

@@ -1,3 +1,3 @@
-from .cli import main
+from snapsync.cli import main
 
 raise SystemExit(main())

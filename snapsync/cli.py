@@ -15,8 +15,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import __version__
-from .errors import SnapsyncError, UsageError
+from snapsync import __version__
+from snapsync.errors import SnapsyncError, UsageError
 
 EXIT_INTERRUPTED = 130
 
@@ -83,7 +83,7 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], human: Callable[[], st
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from .push import push
+    from snapsync.engine.push import push
 
     if len(args.paths) > 2:
         raise UsageError(f"push takes [DIR] URL, got {len(args.paths)} arguments")
@@ -119,7 +119,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from .pull import pull
+    from snapsync.engine.pull import pull
 
     url = args.url
     r = pull(url, args.dir, storage_options=_storage_options(args.option), ref=args.ref,
@@ -147,7 +147,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_log(args: argparse.Namespace) -> int:
-    from .inspect import log
+    from snapsync.engine.inspect import log
 
     entries = log(args.url, ref=args.ref, storage_options=_storage_options(args.option))
 
@@ -168,7 +168,7 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from .inspect import list_entries
+    from snapsync.engine.inspect import list_entries
 
     rows = list_entries(args.url, ref=args.ref, snapshot=args.snapshot,
                         storage_options=_storage_options(args.option))
@@ -185,7 +185,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from .inspect import diff
+    from snapsync.engine.inspect import diff
 
     d = diff(args.url, args.a, args.b, storage_options=_storage_options(args.option))
 
@@ -290,7 +290,7 @@ def _extend(sub: Any) -> None:
     The benchmark suite lives in a source checkout, not in the installed package: from a
     checkout's root ``snapsync bench`` runs it; elsewhere it says where to find it.
     """
-    from . import maintenance
+    from snapsync.engine import maintenance
 
     maintenance.register(sub, _common)
     p = sub.add_parser("bench", help="benchmark snapsync against its peers (from a checkout)",

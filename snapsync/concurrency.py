@@ -30,7 +30,7 @@ class Concurrency:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
             os.cpu_count() or 1)
         if jobs is not None and jobs < 1:
-            from .errors import UsageError
+            from snapsync.errors import UsageError
 
             raise UsageError(f"--jobs must be at least 1, got {jobs}")
         io = jobs if jobs is not None else 16

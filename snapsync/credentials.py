@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import UsageError
+from snapsync.errors import UsageError
 
 log = logging.getLogger("snapsync")
 

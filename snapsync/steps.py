@@ -34,12 +34,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict
 
-from .credentials import azure_storage_options, gcs_storage_options, s3_storage_options
-from .errors import UsageError
-from .pull import PullResult
-from .pull import pull as _engine_pull
-from .push import PushResult
-from .push import push as _engine_push
+from snapsync.credentials import azure_storage_options, gcs_storage_options, s3_storage_options
+from snapsync.engine.pull import PullResult
+from snapsync.engine.pull import pull as _engine_pull
+from snapsync.engine.push import PushResult
+from snapsync.engine.push import push as _engine_push
+from snapsync.errors import UsageError
 
 log = logging.getLogger("snapsync")
 

@@ -211,7 +211,7 @@ class FaultyFS:
 
 def install(make: Callable[[Any], Any]) -> Callable[[], None]:
     """Wrap every file system a Store opens with ``make(fs)``; returns an undo function."""
-    import snapsync.store as store_mod
+    import snapsync.store.store as store_mod
 
     old = store_mod.fs_wrapper
     store_mod.fs_wrapper = make

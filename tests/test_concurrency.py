@@ -19,9 +19,9 @@ from test_faults import report
 from treeutil import backdate, describe, make_project
 
 import snapsync
-from snapsync.maintenance import check, gc
-from snapsync.repo import Repository
-from snapsync.store import Layout, Store
+from snapsync.engine.maintenance import check, gc
+from snapsync.repository.repo import Repository
+from snapsync.store.store import Layout, Store
 
 _PUSHER = """
 import json, os, random, sys
@@ -283,7 +283,7 @@ def test_gc_spares_objects_rewritten_while_it_deletes(tmp_path):
 
 def test_gc_and_check_cli(tmp_path, capsys):
     from snapsync.cli import main
-    from snapsync.maintenance import parse_duration
+    from snapsync.engine.maintenance import parse_duration
 
     assert parse_duration("1d12h") == 1.5 * 86400 and parse_duration("90") == 90
     url = (tmp_path / "store").as_uri()

@@ -23,10 +23,10 @@ from test_faults import report
 from treeutil import describe, make_project
 
 import snapsync
-from snapsync.maintenance import check
-from snapsync.pack import parse_pack
-from snapsync.repo import Repository, StoreConfig
-from snapsync.store import Layout, Store
+from snapsync.core.pack import parse_pack
+from snapsync.engine.maintenance import check
+from snapsync.repository.repo import Repository, StoreConfig
+from snapsync.store.store import Layout, Store
 
 FAULTS = Path(__file__).with_name("faults.py")
 SMALL = StoreConfig(pack_size=1 << 16)  # many packs: many points to crash at
@@ -210,6 +210,6 @@ def test_pull_killed_during_commit_completes_next_time(tmp_path):
 
 @pytest.fixture(autouse=True)
 def _no_fault_wrapper() -> None:
-    import snapsync.store as store_mod
+    import snapsync.store.store as store_mod
 
     store_mod.fs_wrapper = None

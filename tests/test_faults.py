@@ -18,10 +18,10 @@ from faults import READ, WRITE, Fault, FaultyFS, install
 from treeutil import describe, make_project
 
 import snapsync
-import snapsync.inspect
-import snapsync.store as store_mod
+import snapsync.engine.inspect
+import snapsync.store.store as store_mod
+from snapsync.engine.maintenance import check
 from snapsync.errors import StoreAccessError, StoreError
-from snapsync.maintenance import check
 
 
 def report(kind: str, injected: int, lost: str = "nothing") -> None:
@@ -181,7 +181,7 @@ def test_failed_push_keeps_ref_and_next_push_completes(url, tmp_path, inject):
         snapsync.push(src, url)
     assert "manifests/" in str(ei.value)
     store_mod.fs_wrapper = None
-    assert snapsync.inspect.log(url)[0].snapshot == first.snapshot_id
+    assert snapsync.engine.inspect.log(url)[0].snapshot == first.snapshot_id
     assert check(url).ok
     again = snapsync.push(src, url)
     # The packs of the failed push landed; the journal lets the retry skip them.

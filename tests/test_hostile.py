@@ -15,9 +15,8 @@ import zstandard
 from treeutil import describe, make_project
 
 import snapsync
-from snapsync.errors import FormatError, IntegrityError, SnapsyncError, StoreError, UnsafePathError
-from snapsync.hashing import chunk_id
-from snapsync.manifest import (
+from snapsync.core.hashing import chunk_id
+from snapsync.core.manifest import (
     DIR,
     FILE,
     MANIFEST_MAGIC,
@@ -27,9 +26,10 @@ from snapsync.manifest import (
     Location,
     encode_index,
 )
-from snapsync.pack import PackBuilder
-from snapsync.plan import check_paths
-from snapsync.store import Layout, Store
+from snapsync.core.pack import PackBuilder
+from snapsync.core.plan import check_paths
+from snapsync.errors import FormatError, IntegrityError, SnapsyncError, StoreError, UnsafePathError
+from snapsync.store.store import Layout, Store
 
 _KIND = {FILE: ord("f"), SYMLINK: ord("l"), DIR: ord("d")}
 
@@ -271,7 +271,7 @@ def test_hostile_ref_refused(env):
 
 
 def test_check_flags_hostile_manifest(env):
-    from snapsync.maintenance import check
+    from snapsync.engine.maintenance import check
 
     h, _sandbox, _target = env
     e, locs = _file(h, b"../escape")

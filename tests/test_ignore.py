@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from snapsync.ignore import DEFAULT_PATTERNS, IgnoreRules, resolve_rules
-from snapsync.localtree import scan
+from snapsync.core.ignore import DEFAULT_PATTERNS, IgnoreRules, resolve_rules
+from snapsync.local.tree import scan
 
 FILES = [
     "flows/hello.py", "flows/sub/deep.txt", "flows/sub/deep/x.txt", "data/big.bin",

@@ -16,10 +16,10 @@ from treeutil import describe, make_project
 import snapsync
 from snapsync.cli import main
 from snapsync.errors import LocalFileError, UsageError
-from snapsync.repo import Repository
-from snapsync.store import Store
+from snapsync.repository.repo import Repository
+from snapsync.store.store import Store
 
-push_mod = sys.modules["snapsync.push"]  # the module (``snapsync.push`` is the function)
+push_mod = sys.modules["snapsync.engine.push"]  # the module (``snapsync.push`` is the function)
 
 
 def _unreadable(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from treeutil import backdate, describe, make_project
 
 import snapsync
-import snapsync.inspect
+import snapsync.engine.inspect
 from snapsync.errors import NotAStoreError, NotFoundError
 
 
@@ -205,7 +205,7 @@ def test_default_ignore_template_and_note(tmp_path):
     (src / "__pycache__" / "m.pyc").write_bytes(b"x")
     r = snapsync.push(src, url)
     assert any("default ignore template" in n for n in r.notes)
-    names = {e["path"] for e in snapsync.inspect.list_entries(url)}
+    names = {e["path"] for e in snapsync.engine.inspect.list_entries(url)}
     assert not any(n.startswith((".git", "__pycache__")) for n in names)
     r2 = snapsync.push(src, (tmp_path / "s2").as_uri(), use_default_ignore=False)
     assert r2.files == r.files + 2 and not r2.notes
@@ -274,7 +274,7 @@ def test_push_skips_a_killed_pulls_staging_folder(tmp_path):
 def test_noop_fast_path_skips_manifests_but_sees_any_change(tmp_path):
     import shutil
 
-    from snapsync.localtree import default_cache_dir
+    from snapsync.local.tree import default_cache_dir
 
     url = (tmp_path / "store").as_uri()
     src = make_project(tmp_path / "src")
@@ -300,7 +300,7 @@ def test_failed_pull_into_empty_folder_leaves_it_empty(tmp_path, monkeypatch):
     dst.mkdir()
     import importlib
 
-    pull_mod = importlib.import_module("snapsync.pull")  # the module, not the function
+    pull_mod = importlib.import_module("snapsync.engine.pull")  # the module, not the function
     calls = {"n": 0}
     real_write = os.write
 

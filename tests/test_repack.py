@@ -14,12 +14,12 @@ from test_crash import SMALL
 from treeutil import describe
 
 import snapsync
-from snapsync.cache import ManifestCache
+from snapsync.core.pack import parse_pack
+from snapsync.engine.maintenance import check, gc
 from snapsync.errors import NotFoundError
-from snapsync.maintenance import check, gc
-from snapsync.pack import parse_pack
-from snapsync.repo import Repository
-from snapsync.store import Layout, Store
+from snapsync.local.cache import ManifestCache
+from snapsync.repository.repo import Repository
+from snapsync.store.store import Layout, Store
 
 
 def _tree(root: Path, version: int, files: int = 32) -> Path:

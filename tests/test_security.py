@@ -16,13 +16,13 @@ import zstandard
 from treeutil import describe, make_project
 
 import snapsync
-import snapsync.codec as codec_mod
+import snapsync.core.codec as codec_mod
+from snapsync.core.keyed import ENV, Keyring
+from snapsync.core.manifest import Entry, decode_manifest
+from snapsync.engine.maintenance import check
 from snapsync.errors import IntegrityError, StoreAccessError, UsageError
-from snapsync.keyed import ENV, Keyring
-from snapsync.maintenance import check
-from snapsync.manifest import Entry, decode_manifest
-from snapsync.repo import Repository
-from snapsync.store import Layout, Store
+from snapsync.repository.repo import Repository
+from snapsync.store.store import Layout, Store
 
 KEY = "correct horse battery staple 42"
 OTHER_KEY = "another key entirely, 1234567"
@@ -129,7 +129,7 @@ def _replant(url: str, sid: str, edit) -> str:  # type: ignore[no-untyped-def]
     parts = msgpack.unpackb(raw, raw=False)
     edit(parts)
     tree = parts[2]
-    from snapsync.hashing import chunk_id
+    from snapsync.core.hashing import chunk_id
 
     new_sid = chunk_id(tree).hex()
     store.put(Layout.manifest(new_sid), zstandard.ZstdCompressor().compress(
@@ -247,7 +247,7 @@ def test_key_must_be_long_enough(monkeypatch, tmp_path):
 
 def test_signature_covers_chunk_locations():
     """Moving a chunk's location breaks the signature (the index is signed)."""
-    from snapsync.manifest import FILE, Location, encode_manifest
+    from snapsync.core.manifest import FILE, Location, encode_manifest
 
     k = Keyring(KEY.encode())
     cid = b"\1" * 16
@@ -264,7 +264,7 @@ def test_signature_covers_chunk_locations():
 
 
 def test_urls_with_tokens_are_redacted_in_errors(tmp_path):
-    from snapsync.store import _scrub, redact_url
+    from snapsync.store.store import _scrub, redact_url
 
     signed = "https://acct.blob.example/c/code?sv=2024&sig=TOPSECRET"
     assert "TOPSECRET" not in redact_url(signed)

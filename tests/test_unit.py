@@ -7,11 +7,10 @@ import random
 
 import pytest
 
-from snapsync.chunking import Chunker, ChunkerParams
-from snapsync.codec import Codec
-from snapsync.errors import FormatError, IntegrityError, UnsafePathError
-from snapsync.hashing import chunk_id
-from snapsync.manifest import (
+from snapsync.core.chunking import Chunker, ChunkerParams
+from snapsync.core.codec import Codec
+from snapsync.core.hashing import chunk_id
+from snapsync.core.manifest import (
     DIR,
     FILE,
     SYMLINK,
@@ -21,8 +20,9 @@ from snapsync.manifest import (
     encode_manifest,
     encode_tree,
 )
-from snapsync.pack import PackBuilder, parse_pack
-from snapsync.plan import Seen, check_paths, diff_trees, plan_pull
+from snapsync.core.pack import PackBuilder, parse_pack
+from snapsync.core.plan import Seen, check_paths, diff_trees, plan_pull
+from snapsync.errors import FormatError, IntegrityError, UnsafePathError
 
 SMALL = ChunkerParams(threshold=64 << 10, min_size=16 << 10, avg_size=32 << 10,
                       max_size=128 << 10)
@@ -194,7 +194,7 @@ def test_plan_pull_and_diff():
 def test_stat_cache_distrusts_racy_entries(tmp_path):
     import time
 
-    from snapsync.localtree import StatCache
+    from snapsync.local.tree import StatCache
 
     path = tmp_path / "stat.msgpack"
     now = time.time_ns()

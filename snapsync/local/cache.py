@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from .localtree import atomic_write
+from snapsync.local.tree import atomic_write
 
 
 class ChunkCache:

@@ -10,8 +10,8 @@ import threading
 
 import zstandard
 
-from .errors import IntegrityError
-from .hashing import chunk_id
+from snapsync.core.hashing import chunk_id
+from snapsync.errors import IntegrityError
 
 CODEC_NAME = "zstd"
 RAW = 0

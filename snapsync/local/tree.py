@@ -18,11 +18,11 @@ from pathlib import Path
 
 import msgpack
 
-from .chunking import Chunker
-from .errors import LocalFileError
-from .hashing import ID_SIZE, chunk_id, hasher
-from .ignore import IgnoreRules
-from .manifest import DIR, FILE, SYMLINK
+from snapsync.core.chunking import Chunker
+from snapsync.core.hashing import ID_SIZE, chunk_id, hasher
+from snapsync.core.ignore import IgnoreRules
+from snapsync.core.manifest import DIR, FILE, SYMLINK
+from snapsync.errors import LocalFileError
 
 Warn = Callable[[str], None]
 

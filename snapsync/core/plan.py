@@ -13,8 +13,8 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .errors import UnsafePathError
-from .manifest import DIR, FILE, SYMLINK, Entry
+from snapsync.core.manifest import DIR, FILE, SYMLINK, Entry
+from snapsync.errors import UnsafePathError
 
 
 def check_paths(entries: Sequence[Entry], case_insensitive: bool | None = None,

@@ -12,19 +12,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .cache import ManifestCache
-from .chunking import ChunkerParams
-from .codec import CODEC_NAME, Codec
-from .errors import (
+from snapsync import __version__
+from snapsync.core.chunking import ChunkerParams
+from snapsync.core.codec import CODEC_NAME, Codec
+from snapsync.core.hashing import HASH_NAME, chunk_id
+from snapsync.core.manifest import Location, Manifest, decode_manifest
+from snapsync.errors import (
     FormatError,
     NotAStoreError,
     NotFoundError,
     UsageError,
 )
-from .hashing import HASH_NAME, chunk_id
-from .manifest import Location, Manifest, decode_manifest
-from .store import Layout, Store, check_ref_name
+from snapsync.local.cache import ManifestCache
+from snapsync.store.store import Layout, Store, check_ref_name
 
 STORE_FORMAT = "snapsync"
 STORE_VERSION = 1

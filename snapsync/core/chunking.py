@@ -13,7 +13,7 @@ from typing import Any, BinaryIO
 
 from pyfastcdc import FastCDC
 
-from .errors import FormatError
+from snapsync.errors import FormatError
 
 CHUNKER_NAME = "fastcdc2020"
 

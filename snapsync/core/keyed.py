@@ -18,9 +18,16 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .codec import Codec
-from .errors import FormatError, IntegrityError, UsageError
-from .manifest import Entry, Location, Manifest, encode_index, encode_json_like, encode_tree
+from snapsync.core.codec import Codec
+from snapsync.core.manifest import (
+    Entry,
+    Location,
+    Manifest,
+    encode_index,
+    encode_json_like,
+    encode_tree,
+)
+from snapsync.errors import FormatError, IntegrityError, UsageError
 
 ENV = "SNAPSYNC_KEY"
 AUTH_VERSION = 1

@@ -29,14 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cache import ChunkCache
-from .chunking import Chunker
-from .codec import Codec
-from .concurrency import Concurrency
-from .errors import IntegrityError, LocalFileError, NotFoundError, StoreError
-from .ignore import IgnoreRules
-from .keyed import Keyring
-from .localtree import (
+from snapsync.concurrency import Concurrency
+from snapsync.core.chunking import Chunker
+from snapsync.core.codec import Codec
+from snapsync.core.ignore import IgnoreRules
+from snapsync.core.keyed import Keyring
+from snapsync.core.manifest import DIR, FILE, SYMLINK, Entry, Location, Manifest
+from snapsync.core.plan import PullPlan, Seen, check_paths, plan_pull
+from snapsync.errors import IntegrityError, LocalFileError, NotFoundError, StoreError
+from snapsync.local.cache import ChunkCache
+from snapsync.local.tree import (
     STAGING_PREFIX,
     StatCache,
     default_cache_dir,
@@ -44,11 +46,9 @@ from .localtree import (
     normal_mode,
     read_chunks,
 )
-from .manifest import DIR, FILE, SYMLINK, Entry, Location, Manifest
-from .plan import PullPlan, Seen, check_paths, plan_pull
-from .progress import NullProgress, Progress
-from .repo import Repository
-from .store import Layout, Store
+from snapsync.progress import NullProgress, Progress
+from snapsync.repository.repo import Repository
+from snapsync.store.store import Layout, Store
 
 MAX_GAP = 256 << 10  # merge ranges closer than this: one request beats two
 MAX_RANGE = 16 << 20  # but keep each request reasonably sized

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import struct
 
-from .errors import FormatError
-from .hashing import ID_SIZE, chunk_id
-from .manifest import MAX_CHUNK_SIZE, Location, decode_json_like, encode_json_like
+from snapsync.core.hashing import ID_SIZE, chunk_id
+from snapsync.core.manifest import MAX_CHUNK_SIZE, Location, decode_json_like, encode_json_like
+from snapsync.errors import FormatError
 
 PACK_MAGIC = b"SNAPPACK"
 PACK_VERSION = 1

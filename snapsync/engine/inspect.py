@@ -9,13 +9,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .chunking import Chunker
-from .ignore import resolve_rules
-from .localtree import default_cache_dir, read_chunks, scan
-from .manifest import FILE, SYMLINK, Entry
-from .plan import TreeDiff, diff_trees
-from .repo import Repository, SnapshotInfo
-from .store import Store
+from snapsync.core.chunking import Chunker
+from snapsync.core.ignore import resolve_rules
+from snapsync.core.manifest import FILE, SYMLINK, Entry
+from snapsync.core.plan import TreeDiff, diff_trees
+from snapsync.local.tree import default_cache_dir, read_chunks, scan
+from snapsync.repository.repo import Repository, SnapshotInfo
+from snapsync.store.store import Store
 
 _KIND_NAMES = {"f": "file", "l": "symlink", "d": "dir"}
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import msgpack
 
-from .errors import FormatError, IntegrityError
-from .hashing import ID_SIZE, chunk_id
+from snapsync.core.hashing import ID_SIZE, chunk_id
+from snapsync.errors import FormatError, IntegrityError
 
 MANIFEST_MAGIC = b"snapsync-manifest"
 TREE_MAGIC = b"snapsync-tree"

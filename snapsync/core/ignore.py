@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pathspec
 
-from .errors import IgnoreFileError
+from snapsync.errors import IgnoreFileError
 
 # Prefect 3.9.1's default template (prefect/.prefectignore), applied when no ignore file exists
 # so that .git/, __pycache__/ and virtual envs never ship.

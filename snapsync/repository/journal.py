@@ -22,9 +22,9 @@ from pathlib import Path
 
 import msgpack
 
-from .localtree import atomic_write
-from .manifest import Location
-from .store import Layout, Store
+from snapsync.core.manifest import Location
+from snapsync.local.tree import atomic_write
+from snapsync.store.store import Layout, Store
 
 MAX_AGE = 3600.0
 VERSION = 1

@@ -25,15 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .chunking import Chunker
-from .codec import Codec
-from .concurrency import Concurrency, Window
-from .errors import LocalFileError, UsageError
-from .ignore import resolve_rules
-from .journal import UploadJournal
-from .keyed import Keyring
-from .localtree import (
+from snapsync import __version__
+from snapsync.concurrency import Concurrency, Window
+from snapsync.core.chunking import Chunker
+from snapsync.core.codec import Codec
+from snapsync.core.ignore import resolve_rules
+from snapsync.core.keyed import Keyring
+from snapsync.core.manifest import DIR, FILE, SYMLINK, Entry, Location, Manifest, encode_manifest
+from snapsync.core.pack import PackBuilder
+from snapsync.errors import LocalFileError, UsageError
+from snapsync.local.tree import (
     LocalEntry,
     StatCache,
     default_cache_dir,
@@ -42,11 +43,10 @@ from .localtree import (
     read_chunks,
     scan,
 )
-from .manifest import DIR, FILE, SYMLINK, Entry, Location, Manifest, encode_manifest
-from .pack import PackBuilder
-from .progress import NullProgress, Progress
-from .repo import Repository, SnapshotInfo, StoreConfig
-from .store import Layout, Store, check_ref_name
+from snapsync.progress import NullProgress, Progress
+from snapsync.repository.journal import UploadJournal
+from snapsync.repository.repo import Repository, SnapshotInfo, StoreConfig
+from snapsync.store.store import Layout, Store, check_ref_name
 
 
 @dataclass
@@ -368,7 +368,7 @@ def _unchanged_since_last_push(local: list[LocalEntry], stat_cache: StatCache,
 
 def _open_config(repo: Repository, dry_run: bool, want: StoreConfig | None) -> StoreConfig:
     if dry_run:
-        from .errors import NotAStoreError
+        from snapsync.errors import NotAStoreError
 
         try:
             return repo.open(create=False)

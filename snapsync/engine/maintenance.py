@@ -33,14 +33,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .codec import Codec
-from .errors import FormatError, IntegrityError, NotFoundError, SnapsyncError, UsageError
-from .hashing import chunk_id
-from .manifest import Location, Manifest, decode_manifest, encode_manifest
-from .pack import PackBuilder, parse_pack
-from .plan import check_paths
-from .repo import Repository, SnapshotInfo, manifest_limit
-from .store import Layout, Store
+from snapsync.core.codec import Codec
+from snapsync.core.hashing import chunk_id
+from snapsync.core.manifest import Location, Manifest, decode_manifest, encode_manifest
+from snapsync.core.pack import PackBuilder, parse_pack
+from snapsync.core.plan import check_paths
+from snapsync.errors import FormatError, IntegrityError, NotFoundError, SnapsyncError, UsageError
+from snapsync.repository.repo import Repository, SnapshotInfo, manifest_limit
+from snapsync.store.store import Layout, Store
 
 EXIT_PROBLEMS = 10
 DEFAULT_GRACE = 24 * 3600.0
@@ -223,7 +223,7 @@ def check(url: str, read_data: bool = False, *,
     verified. With ``SNAPSYNC_KEY`` set, manifest signatures and chunk MACs are checked too.
     Packs and manifests nothing refers to are garbage for ``gc``, reported as notes.
     """
-    from .keyed import Keyring
+    from snapsync.core.keyed import Keyring
 
     t0 = time.perf_counter()
     store = store or Store(url, storage_options)
@@ -770,7 +770,7 @@ def gc(url: str, keep_last: int, keep_within: float | None = None, dry_run: bool
 
 
 def _store_from(args: argparse.Namespace) -> Store:
-    from .cli import _storage_options
+    from snapsync.cli import _storage_options
 
     return Store(args.url, _storage_options(args.option))
 
@@ -789,7 +789,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         lines += [f"  note: {n}" for n in r.notes]
         return "\n".join(lines)
 
-    from .cli import _emit
+    from snapsync.cli import _emit
 
     _emit(args, r.as_dict(), human)
     if not r.ok and args.quiet:  # quiet drops the summary, not the problems
@@ -817,7 +817,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         lines += [f"  note: {n}" for n in r.notes]
         return "\n".join(lines)
 
-    from .cli import _emit
+    from snapsync.cli import _emit
 
     _emit(args, r.as_dict(), human)
     return 0

@@ -21,14 +21,14 @@ from typing import Any, TypeVar
 import fsspec
 from fsspec.core import url_to_fs
 
-from .errors import (
+from snapsync.errors import (
     NotFoundError,
     SnapsyncError,
     StoreAccessError,
     StoreError,
     UsageError,
 )
-from .localtree import atomic_write
+from snapsync.local.tree import atomic_write
 
 T = TypeVar("T")
 
