@@ -99,7 +99,7 @@ def snapsync_push(root: str, url: str, storage_options: dict[str, Any], cache_di
                   dry_run: bool = False) -> dict[str, Any]:
     import snapsync
     from snapsync.core.chunking import ChunkerParams
-    from snapsync.repository.repo import DEFAULT_PACK_SIZE, StoreConfig
+    from snapsync.repository import DEFAULT_PACK_SIZE, StoreConfig
 
     config = None
     if chunker or pack_size:

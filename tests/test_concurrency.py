@@ -20,7 +20,7 @@ from treeutil import backdate, describe, make_project
 
 import snapsync
 from snapsync.engine.maintenance import check, gc
-from snapsync.repository.repo import Repository
+from snapsync.repository import Repository
 from snapsync.store.store import Layout, Store
 
 _PUSHER = """

@@ -25,7 +25,7 @@ from treeutil import describe, make_project
 import snapsync
 from snapsync.core.pack import parse_pack
 from snapsync.engine.maintenance import check
-from snapsync.repository.repo import Repository, StoreConfig
+from snapsync.repository import Repository, StoreConfig
 from snapsync.store.store import Layout, Store
 
 FAULTS = Path(__file__).with_name("faults.py")

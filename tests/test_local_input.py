@@ -16,7 +16,7 @@ from treeutil import describe, make_project
 import snapsync
 from snapsync.cli import main
 from snapsync.errors import LocalFileError, UsageError
-from snapsync.repository.repo import Repository
+from snapsync.repository import Repository
 from snapsync.store.store import Store
 
 push_mod = sys.modules["snapsync.engine.push"]  # the module (``snapsync.push`` is the function)

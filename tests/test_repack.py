@@ -18,7 +18,7 @@ from snapsync.core.pack import parse_pack
 from snapsync.engine.maintenance import check, gc
 from snapsync.errors import NotFoundError
 from snapsync.local.cache import ManifestCache
-from snapsync.repository.repo import Repository
+from snapsync.repository import Repository
 from snapsync.store.store import Layout, Store
 
 

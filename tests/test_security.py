@@ -21,7 +21,7 @@ from snapsync.core.keyed import ENV, Keyring
 from snapsync.core.manifest import Entry, decode_manifest
 from snapsync.engine.maintenance import check
 from snapsync.errors import IntegrityError, StoreAccessError, UsageError
-from snapsync.repository.repo import Repository
+from snapsync.repository import Repository
 from snapsync.store.store import Layout, Store
 
 KEY = "correct horse battery staple 42"

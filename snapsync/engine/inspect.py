@@ -14,7 +14,7 @@ from snapsync.core.ignore import resolve_rules
 from snapsync.core.manifest import FILE, SYMLINK, Entry
 from snapsync.core.plan import TreeDiff, diff_trees
 from snapsync.local.tree import default_cache_dir, read_chunks, scan
-from snapsync.repository.repo import Repository, SnapshotInfo
+from snapsync.repository import Repository, SnapshotInfo
 from snapsync.store.store import Store
 
 _KIND_NAMES = {"f": "file", "l": "symlink", "d": "dir"}

@@ -39,7 +39,8 @@ from snapsync.core.manifest import Location, Manifest, decode_manifest, encode_m
 from snapsync.core.pack import PackBuilder, parse_pack
 from snapsync.core.plan import check_paths
 from snapsync.errors import FormatError, IntegrityError, NotFoundError, SnapsyncError, UsageError
-from snapsync.repository.repo import Repository, SnapshotInfo, manifest_limit
+from snapsync.repository import Repository, SnapshotInfo
+from snapsync.repository.config import manifest_limit
 from snapsync.store.store import Layout, Store
 
 EXIT_PROBLEMS = 10

@@ -47,7 +47,7 @@ from snapsync.local.tree import (
     read_chunks,
 )
 from snapsync.progress import NullProgress, Progress
-from snapsync.repository.repo import Repository
+from snapsync.repository import Repository
 from snapsync.store.store import Layout, Store
 
 MAX_GAP = 256 << 10  # merge ranges closer than this: one request beats two

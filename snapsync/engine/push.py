@@ -44,8 +44,8 @@ from snapsync.local.tree import (
     scan,
 )
 from snapsync.progress import NullProgress, Progress
+from snapsync.repository import Repository, SnapshotInfo, StoreConfig
 from snapsync.repository.journal import UploadJournal
-from snapsync.repository.repo import Repository, SnapshotInfo, StoreConfig
 from snapsync.store.store import Layout, Store, check_ref_name
 
 
