@@ -46,7 +46,8 @@ from snapsync.store.store import Layout, Store
 EXIT_PROBLEMS = 10
 DEFAULT_GRACE = 24 * 3600.0
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
-_LOG_KEY = re.compile(r"^logs/(?P<ref>[^/]+)/(?P<ns>\d{1,20})-(?P<sid>[0-9a-f]{32})\.json$")
+# Ref names may be hierarchical (feature/x): the ref is everything up to the last '/'.
+_LOG_KEY = re.compile(r"^logs/(?P<ref>.+)/(?P<ns>\d{1,20})-(?P<sid>[0-9a-f]{32})\.json$")
 _MANIFEST_KEY = re.compile(r"^manifests/[0-9a-f]{2}/(?P<sid>[0-9a-f]{32})\.mf$")
 _PACK_KEY = re.compile(r"^packs/[0-9a-f]{2}/(?P<pid>[0-9a-f]{32})\.pack$")
 _MARKER_KEY = re.compile(r"^superseded/[0-9a-f]{2}/(?P<pid>[0-9a-f]{32})\.json$")

@@ -120,7 +120,10 @@ class Repository:
     def log(self, name: str) -> list[SnapshotInfo]:
         """A ref's history, newest first."""
         check_ref_name(name)
-        keys = sorted(self.store.list(f"{Layout.LOGS}/{name}/"), reverse=True)
+        prefix = f"{Layout.LOGS}/{name}/"
+        # Hierarchical names: the listing of logs/a/ also holds logs/a/b/...; keep a's own.
+        keys = sorted((k for k in self.store.list(prefix) if "/" not in k[len(prefix):]),
+                      reverse=True)
         got = self.store.get_many(keys)
         return [SnapshotInfo.from_json(got[k], self.store.where(k))  # type: ignore[arg-type]
                 for k in keys if got.get(k) is not None]

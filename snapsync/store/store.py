@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 import fsspec
 from fsspec.core import url_to_fs
 
+# Ref names are validated by the pure core; re-exported because callers import it from here.
+from snapsync.core.names import check_ref_name as check_ref_name
 from snapsync.errors import (
     NotFoundError,
     SnapsyncError,
@@ -34,16 +36,6 @@ T = TypeVar("T")
 
 # Test hook (tests/faults.py): applied to every file system a Store opens itself.
 fs_wrapper: Callable[[Any], Any] | None = None
-
-_REF_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-def check_ref_name(name: str) -> str:
-    """Validate a ref name (``--ref``): letters, digits, ``.``, ``_`` and ``-``."""
-    if not _REF_NAME.match(name) or name.endswith(".json"):
-        raise UsageError(f"invalid ref name {name!r} (--ref): use letters, digits, '.', '_', '-'")
-    return name
-
 
 class Layout:
     """Every key in a store, relative to the store's root. Nothing else builds keys."""
