@@ -217,7 +217,7 @@ def test_errors_name_the_url(tmp_path):
     with pytest.raises(NotAStoreError, match=str(empty)):
         snapsync.pull(empty.as_uri(), tmp_path / "d")
     with pytest.raises(snapsync.UsageError, match="--ref"):
-        snapsync.push(tmp_path, (tmp_path / "s").as_uri(), ref="bad/name")
+        snapsync.push(tmp_path, (tmp_path / "s").as_uri(), ref="bad/../name")
     with pytest.raises(snapsync.LocalFileError, match="not a directory"):
         snapsync.push(tmp_path / "missing", (tmp_path / "s").as_uri())
 

@@ -142,7 +142,8 @@ def _replant(url: str, sid: str, edit) -> str:  # type: ignore[no-untyped-def]
 
 def _mode_flip(parts: list) -> None:
     tree = msgpack.unpackb(parts[2], raw=False)
-    tree[4] = [0o755 for _ in tree[4]]  # make every file executable
+    # make every file executable (links and dirs keep the only modes the format allows)
+    tree[4] = [0o755 if k == ord("f") else m for k, m in zip(tree[3], tree[4], strict=True)]
     parts[2] = msgpack.packb(tree, use_bin_type=True)
 
 

@@ -56,13 +56,12 @@ class Codec:
             raise IntegrityError(f"chunk {expect_id.hex()}: empty blob")
         tag = view[0]
         if tag == RAW:
+            if len(view) - 1 != raw_size:  # checked before the copy
+                raise IntegrityError(f"chunk {expect_id.hex()}: {len(view) - 1} bytes where "
+                                     f"{raw_size} were recorded")
             data = bytes(view[1:])
         elif tag == ZSTD:
-            try:
-                data = self._decompressor().decompress(view[1:], max_output_size=raw_size)
-            except zstandard.ZstdError as exc:
-                raise IntegrityError(f"chunk {expect_id.hex()}: zstd data is corrupt ({exc})")\
-                    from None
+            data = self._inflate(view[1:], raw_size, f"chunk {expect_id.hex()}", exact=True)
         else:
             raise IntegrityError(f"chunk {expect_id.hex()}: unknown codec tag {tag}")
         if len(data) != raw_size:
@@ -79,8 +78,50 @@ class Codec:
         return zstandard.ZstdCompressor(level=level).compress(data)
 
     def decompress_blob(self, data: bytes, what: str, limit: int = 1 << 31) -> bytes:
-        """Inverse of :meth:`compress_blob`; ``what`` names the object in errors."""
+        """Inverse of :meth:`compress_blob`; ``what`` names the object in errors.
+
+        At most ``limit`` bytes come out, however the frame is built: a declared content
+        size above it is refused before anything is allocated, and a frame that declares none
+        is decoded as a stream that stops past the limit. Only the first frame is read.
+        """
+        return self._inflate(memoryview(data), limit, what, exact=False)
+
+    def _inflate(self, payload: memoryview, limit: int, what: str, exact: bool) -> bytes:
+        """Decompress one zstd frame into at most ``limit`` bytes (exactly ``limit`` if ``exact``).
+
+        python-zstandard's ``decompress(max_output_size=N)`` ignores N when the frame header
+        states a content size and allocates what the header asks for, so the header is read
+        first: a 40 KB object must not be able to ask for GiBs.
+        """
         try:
-            return self._decompressor().decompress(data, max_output_size=limit)
+            declared = zstandard.frame_content_size(payload)
         except zstandard.ZstdError as exc:
             raise IntegrityError(f"{what}: zstd data is corrupt ({exc})") from None
+        if exact and declared >= 0 and declared != limit:
+            raise IntegrityError(f"{what}: zstd frame declares {declared} bytes where {limit} "
+                                 "were recorded")
+        if declared > limit:
+            raise IntegrityError(f"{what}: zstd frame declares {declared} bytes, more than the "
+                                 f"{limit} this object may hold")
+        dctx = self._decompressor()
+        try:
+            if declared >= 0:  # one bounded allocation; a truncated frame is an error
+                return dctx.decompress(payload, max_output_size=limit)
+            # No declared size (a streamed frame): first decode as a stream that stops once
+            # the output passes the bound, keeping nothing; then decode for real, knowing the
+            # output fits (the stream reader cannot tell a truncated frame from a whole one).
+            total = 0
+            with dctx.stream_reader(payload, read_size=1 << 16,
+                                    read_across_frames=False) as reader:
+                while piece := reader.read(min(1 << 20, limit + 1 - total)):
+                    total += len(piece)
+                    if total > limit:
+                        raise IntegrityError(f"{what}: zstd data inflates past the {limit} "
+                                             "bytes this object may hold")
+            obj = dctx.decompressobj()
+            data = obj.decompress(payload)
+        except zstandard.ZstdError as exc:
+            raise IntegrityError(f"{what}: zstd data is corrupt ({exc})") from None
+        if not obj.eof or len(data) > limit:
+            raise IntegrityError(f"{what}: zstd data is corrupt (truncated frame)")
+        return data

@@ -32,6 +32,13 @@ SYMLINK = "l"
 DIR = "d"
 _KINDS = {FILE: ord("f"), SYMLINK: ord("l"), DIR: ord("d")}
 _KIND_BY_BYTE = {v: k for k, v in _KINDS.items()}
+_KIND_NAMES = {FILE: "file", SYMLINK: "symlink", DIR: "directory"}
+
+# The only modes the format carries (docs/format.md §4): git's 0644/0755, their owner-only
+# forms 0600/0700, links 0777, empty directories 0755. Anything else (setuid, setgid, sticky,
+# group-writable...) is refused: a store must not be able to plant a setuid file.
+FILE_MODES = (0o644, 0o755, 0o600, 0o700)
+_MODES = {FILE: FILE_MODES, SYMLINK: (0o777,), DIR: (0o755,)}
 
 # Bounds applied when decoding untrusted manifests: nothing may ask for unbounded memory.
 MAX_CHUNK_SIZE = 64 << 20
@@ -85,13 +92,30 @@ def _pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
-def _unpack(data: bytes, what: str) -> Any:
+# The fewest bytes one element of a column can take in a valid object: a tree entry needs a
+# path (bin header + a byte), a kind byte, a mode (a uint16: 0o600..0o777), a size, a chunk
+# count and a target (bin header); an index or trailer entry needs a 16-byte id and three or
+# four ints. No array of a valid object can hold more elements than its bytes allow, so
+# msgpack refuses such a claim from the header, before it allocates the list.
+TREE_ENTRY_MIN_BYTES = 11
+INDEX_ENTRY_MIN_BYTES = 18
+
+
+def _unpack(data: bytes, what: str, min_item_bytes: int = 1) -> Any:
+    """msgpack-decode untrusted bytes with every length bounded by ``len(data)``.
+
+    ``min_item_bytes``: what one element of the object's arrays costs at least, so an array
+    header that claims more elements than the object's size allows is refused up front.
+    """
+    n = len(data)
     # The cyclic GC dominates unpacking of big nested lists (limits.md §5).
     was = gc.isenabled()
     gc.disable()
     try:
         return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True,
-                               max_bin_len=1 << 31, max_str_len=1 << 24)
+                               max_bin_len=n, max_str_len=min(n, 1 << 24),
+                               max_array_len=max(16, n // min_item_bytes),
+                               max_map_len=max(16, n // 2), max_ext_len=0)
     except Exception as exc:
         raise FormatError(f"{what}: not valid msgpack ({exc})") from None
     finally:
@@ -171,7 +195,7 @@ def _ints(values: Any, n: int, what: str, name: str, upper: int) -> list[int]:
 
 def decode_tree(tree: bytes, what: str) -> list[Entry]:
     """Decode and validate tree bytes (structure, sizes, sort order; paths are checked later)."""
-    parts = _unpack(tree, what)
+    parts = _unpack(tree, what, TREE_ENTRY_MIN_BYTES)
     _check(isinstance(parts, list) and len(parts) == 9 and parts[0] == TREE_MAGIC, what,
            "not a snapsync tree")
     _check(parts[1] == MANIFEST_VERSION, what,
@@ -191,8 +215,11 @@ def decode_tree(tree: bytes, what: str) -> list[Entry]:
     last = b""
     for i in range(n):
         path = paths[i]
-        _check(isinstance(path, bytes) and path > last, what,
-               f"paths unsorted, duplicated or not bytes at entry {i}")
+        _check(isinstance(path, bytes), what, f"path of entry {i} is not a byte string")
+        _check(path != b"", what, f"entry {i} has an empty path")
+        _check(path > last, what,
+               f"paths unsorted or duplicated at entry {i}: {path[:100]!r} does not sort "
+               f"after {last[:100]!r}")
         last = path
         kind = _KIND_BY_BYTE.get(kinds[i])
         _check(kind is not None, what, f"unknown entry kind at {path!r}")
@@ -201,6 +228,12 @@ def decode_tree(tree: bytes, what: str) -> list[Entry]:
         pos += k * ID_SIZE
         target = targets[i]
         _check(isinstance(target, bytes), what, f"bad symlink target at {path!r}")
+        allowed = _MODES[kind]  # type: ignore[index]
+        if modes[i] not in allowed:
+            raise FormatError(
+                f"{what}: {path!r} has mode {modes[i]:#o}, which the format does not allow "
+                f"(a {_KIND_NAMES[kind]} may have "  # type: ignore[index]
+                f"{', '.join(f'{m:#o}' for m in allowed)})")
         if kind != FILE:
             _check(k == 0 and sizes[i] == 0, what, f"non-file entry with data at {path!r}")
         if kind != SYMLINK:
@@ -239,7 +272,7 @@ def decode_manifest(data: bytes, expect_id: str | None = None, what: str = "mani
 
 
 def decode_index(index: bytes, what: str) -> dict[bytes, Location]:
-    parts = _unpack(index, what)
+    parts = _unpack(index, what, INDEX_ENTRY_MIN_BYTES)
     _check(isinstance(parts, list) and len(parts) == 6, what, "malformed index")
     packs, ids, pack_idx, offsets, lengths, raws = parts
     _check(isinstance(packs, list) and all(isinstance(p, bytes) and len(p) == ID_SIZE
@@ -262,5 +295,6 @@ def encode_json_like(obj: Any) -> bytes:
     return _pack(obj)
 
 
-def decode_json_like(data: bytes, what: str) -> Any:
-    return _unpack(data, what)
+def decode_json_like(data: bytes, what: str, min_item_bytes: int = 1) -> Any:
+    """Decode untrusted msgpack metadata, every length bounded by the input's size."""
+    return _unpack(data, what, min_item_bytes)

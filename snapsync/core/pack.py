@@ -14,7 +14,13 @@ from __future__ import annotations
 import struct
 
 from snapsync.core.hashing import ID_SIZE, chunk_id
-from snapsync.core.manifest import MAX_CHUNK_SIZE, Location, decode_json_like, encode_json_like
+from snapsync.core.manifest import (
+    INDEX_ENTRY_MIN_BYTES,
+    MAX_CHUNK_SIZE,
+    Location,
+    decode_json_like,
+    encode_json_like,
+)
 from snapsync.errors import FormatError
 
 PACK_MAGIC = b"SNAPPACK"
@@ -81,7 +87,8 @@ def parse_pack(data: bytes, what: str = "pack") -> dict[bytes, Location]:
 
 def parse_trailer(trailer: bytes, body_end: int, pack_id: bytes,
                   what: str) -> dict[bytes, Location]:
-    parts = decode_json_like(trailer, what)
+    # Column headers are checked against the trailer's size before any list is built.
+    parts = decode_json_like(trailer, what, INDEX_ENTRY_MIN_BYTES)
     if not (isinstance(parts, list) and len(parts) == 5 and parts[0] == PACK_VERSION):
         raise FormatError(f"{what}: unsupported or malformed pack trailer")
     _, ids, offsets, lengths, raws = parts

@@ -1,9 +1,10 @@
 """The local tree edge: walk a project, read files into chunks, the stat cache, atomic writes.
 
 Walks with ``os.scandir`` and prunes ignored directories (git's rule). Regular files keep their
-executable bit (modes are normalised to 0644/0755 as git does, so a umask does not change the
-snapshot id), symlinks are kept as links and never followed, empty directories are recorded,
-and fifos, sockets and devices are skipped with a warning.
+executable bit (modes are normalised to 0644/0755 as git does, or 0600/0700 for owner-only
+files, so a umask of 022 or 002 does not change the snapshot id), symlinks are kept as links
+and never followed, empty directories are recorded, and fifos, sockets and devices are skipped
+with a warning.
 """
 
 from __future__ import annotations
@@ -49,8 +50,15 @@ def default_cache_dir() -> Path:
 
 
 def normal_mode(st_mode: int) -> int:
-    """Git-like file mode: 0755 when the owner may execute, else 0644."""
-    return 0o755 if st_mode & stat.S_IXUSR else 0o644
+    """Git-like file mode: 0755 when the owner may execute, else 0644.
+
+    A file that neither group nor others may access is "owner only" and keeps that: 0700 or
+    0600, so a private file (a key, a .netrc) stays private on the worker (format.md §4).
+    """
+    owner_only = not st_mode & 0o077
+    if st_mode & stat.S_IXUSR:
+        return 0o700 if owner_only else 0o755
+    return 0o600 if owner_only else 0o644
 
 
 @dataclass(slots=True)

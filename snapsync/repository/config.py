@@ -23,9 +23,11 @@ DEFAULT_PACK_SIZE = 16 << 20
 def manifest_limit(blob: bytes) -> int:
     """How far a stored manifest may inflate: a small hostile object cannot ask for GiBs.
 
-    Real manifests compress a few times (chunk ids are random bytes); 256x is far beyond that.
+    Real manifests compress a few times (chunk ids are random bytes), ~70x at most for a tree
+    of empty files with regular names; 256x is far beyond that. The floor is small so that a
+    few-KB object cannot claim a tree of millions of entries (issue 9).
     """
-    return max(64 << 20, 256 * len(blob))
+    return max(4 << 20, 256 * len(blob))
 
 
 @dataclass(frozen=True)
