@@ -16,6 +16,7 @@ from pyfastcdc import FastCDC
 from snapsync.errors import FormatError
 
 CHUNKER_NAME = "fastcdc2020"
+MAX_THRESHOLD = 64 << 20  # a whole file below it is one chunk, and chunks are at most 64 MiB
 
 
 @dataclass(frozen=True)
@@ -37,14 +38,38 @@ class ChunkerParams:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ChunkerParams:
+    def from_dict(cls, data: Any, where: str = "store config") -> ChunkerParams:
+        """Parse the config's ``chunker`` object; anything FastCDC cannot use is refused."""
+        if not isinstance(data, dict):
+            raise FormatError(f"{where}: chunker must be a JSON object, got "
+                              f"{type(data).__name__}")
         if data.get("name") != CHUNKER_NAME:
-            raise FormatError(f"unknown chunker {data.get('name')!r} (this snapsync knows "
-                              f"{CHUNKER_NAME!r})")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise FormatError(f"bad chunker parameters {data!r}: {exc}") from None
+            raise FormatError(f"{where}: unknown chunker {data.get('name')!r} (this snapsync "
+                              f"knows {CHUNKER_NAME!r})")
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise FormatError(f"{where}: unknown chunker parameter(s) {', '.join(unknown)}")
+        for key in ("threshold", "min_size", "avg_size", "max_size", "normalization"):
+            v = data.get(key, getattr(cls, key))
+            if type(v) is not int:
+                raise FormatError(f"{where}: chunker {key} must be an integer, got {v!r}")
+        params = cls(**data)
+        if not 0 <= params.normalization <= 3:
+            raise FormatError(f"{where}: chunker normalization must be 0 to 3, got "
+                              f"{params.normalization}")
+        if not 1 <= params.threshold <= MAX_THRESHOLD:
+            raise FormatError(f"{where}: chunker threshold must be 1 to {MAX_THRESHOLD} bytes, "
+                              f"got {params.threshold}")
+        if not params.min_size <= params.avg_size <= params.max_size:
+            raise FormatError(f"{where}: chunker sizes must satisfy min_size <= avg_size <= "
+                              f"max_size, got {params.min_size}, {params.avg_size}, "
+                              f"{params.max_size}")
+        try:  # FastCDC's own ranges (min 64 B..1 MiB, avg 256 B..4 MiB, max 1 KiB..16 MiB)
+            FastCDC(params.avg_size, min_size=params.min_size, max_size=params.max_size,
+                    normalized_chunking=params.normalization)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise FormatError(f"{where}: chunker parameters unusable: {exc}") from None
+        return params
 
 
 class Chunker:

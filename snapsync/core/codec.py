@@ -11,9 +11,10 @@ import threading
 import zstandard
 
 from snapsync.core.hashing import chunk_id
-from snapsync.errors import IntegrityError
+from snapsync.errors import IntegrityError, UsageError
 
 CODEC_NAME = "zstd"
+MIN_LEVEL, MAX_LEVEL = -7, 22
 RAW = 0
 ZSTD = 1
 
@@ -22,8 +23,9 @@ class Codec:
     """Encode and decode stored chunk blobs at one zstd level; safe to share between threads."""
 
     def __init__(self, level: int = 3) -> None:
-        if not -7 <= level <= 22:
-            raise ValueError(f"zstd level must be between -7 and 22, got {level}")
+        if type(level) is not int or not MIN_LEVEL <= level <= MAX_LEVEL:
+            raise UsageError(f"zstd level must be an integer from {MIN_LEVEL} to {MAX_LEVEL}, "
+                             f"got {level!r} (--level)")
         self.level = level
         self._local = threading.local()
 

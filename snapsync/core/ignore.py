@@ -51,7 +51,12 @@ class IgnoreRules:
         self.patterns = [p for p in (line.strip() for line in patterns)
                          if p and not p.startswith("#")]
         self.source = source
-        self._spec = pathspec.GitIgnoreSpec.from_lines(self.patterns)
+        # Directories the walk pruned with these rules, for the default template's note.
+        self.pruned: list[str] = []
+        try:
+            self._spec = pathspec.GitIgnoreSpec.from_lines(self.patterns)
+        except (ValueError, TypeError) as exc:  # pathspec's GitIgnorePatternError
+            raise IgnoreFileError(f"{source}: {_bad_line(patterns, exc)}") from None
         self._simple: pathspec.GitIgnoreSpec | None = None
         self._dir_patterns = [p for p in reversed(self._spec.patterns) if p.include is not None]
 
@@ -65,11 +70,18 @@ class IgnoreRules:
 
     @classmethod
     def from_file(cls, path: str | Path) -> IgnoreRules:
+        """Read gitignore rules from ``path`` (UTF-8; a BOM is allowed, as git allows it)."""
         p = Path(path)
         try:
-            text = p.read_text(encoding="utf-8", errors="surrogateescape")
+            raw = p.read_bytes()
         except OSError as exc:
             raise IgnoreFileError(f"cannot read ignore file {p}: {exc.strerror or exc}") from None
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = raw[:exc.start].count(b"\n") + 1
+            raise IgnoreFileError(f"ignore file {p}: line {line} is not valid UTF-8 (byte "
+                                  f"{raw[exc.start]:#04x}); save the file as UTF-8") from None
         return cls(text.splitlines(), str(p))
 
     def ignored(self, rel: str, is_dir: bool) -> bool:
@@ -94,8 +106,45 @@ class IgnoreRules:
         path = rel + "/"
         for pat in self._dir_patterns:
             if pat.match_file(path):
+                if pat.include:
+                    self.pruned.append(path)
                 return bool(pat.include)
         return False
+
+
+def _bad_line(lines: list[str] | tuple[str, ...], exc: Exception) -> str:
+    """Say which line of an ignore file pathspec refused, and why."""
+    for no, line in enumerate(lines, 1):
+        p = line.strip()
+        if not p or p.startswith("#"):
+            continue
+        try:
+            pathspec.GitIgnoreSpec.from_lines([p])
+        except (ValueError, TypeError):
+            hint = (" (a lone '!' negates nothing)" if p == "!" else
+                    " (a trailing '\\' escapes nothing; write '\\\\' for a backslash)"
+                    if p.endswith("\\") else "")
+            return f"line {no}: invalid pattern {p!r}{hint}"
+    return f"invalid pattern ({exc})"
+
+
+def default_ignore_note(note: str, rules: IgnoreRules, first: int = 5) -> str:
+    """The default template's note, naming the folders it dropped (first few and a count)."""
+    if not rules.pruned:
+        return note + "; it left nothing out"
+    shown = ", ".join(rules.pruned[:first])
+    more = f" and {len(rules.pruned) - first} more" if len(rules.pruned) > first else ""
+    return f"{note}; it left out {len(rules.pruned)} folders: {shown}{more}"
+
+
+def default_ignore_digest(rules: IgnoreRules) -> str:
+    """A short digest of what the default template dropped: the note is repeated when the
+    set of dropped folders changes, not on every push."""
+    import hashlib
+
+    return hashlib.sha256("\0".join(sorted(rules.pruned)).encode("utf-8",
+                                                                   "surrogateescape")
+                          ).hexdigest()[:16]
 
 
 def resolve_rules(root: Path, ignore_file: str | Path | None,

@@ -240,6 +240,8 @@ def decode_tree(tree: bytes, what: str) -> list[Entry]:
             _check(target == b"", what, f"non-link entry with a target at {path!r}")
         else:
             _check(target != b"", what, f"symlink without a target at {path!r}")
+            # No file system stores one; os.symlink would fail half-way through a pull.
+            _check(b"\0" not in target, what, f"symlink {path!r} has a NUL byte in its target")
         entries.append(Entry(path, kind, modes[i], sizes[i], chunks, target))
     return entries
 

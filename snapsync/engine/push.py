@@ -29,7 +29,7 @@ from snapsync import __version__
 from snapsync.concurrency import Concurrency, Window
 from snapsync.core.chunking import Chunker
 from snapsync.core.codec import Codec
-from snapsync.core.ignore import resolve_rules
+from snapsync.core.ignore import default_ignore_digest, default_ignore_note, resolve_rules
 from snapsync.core.keyed import Keyring
 from snapsync.core.manifest import DIR, FILE, SYMLINK, Entry, Location, Manifest, encode_manifest
 from snapsync.core.pack import PackBuilder
@@ -40,8 +40,10 @@ from snapsync.local.tree import (
     default_cache_dir,
     git_info,
     listing_digest,
+    own_dirs,
     read_chunks,
     scan,
+    summarize,
 )
 from snapsync.progress import NullProgress, Progress
 from snapsync.repository import Repository, SnapshotInfo, StoreConfig
@@ -151,13 +153,20 @@ def push(root: str | os.PathLike[str], url: str, *,
     parent = refs.get(ref)
     keyring = Keyring.from_env()
     rules, note = resolve_rules(rootp, ignore_file, use_default_ignore)
-    notes = [note] if note else []
     prog.phase("scan", None, "files")
-    local = scan(rootp, rules, warn)
+    skipped: list[str] = []  # --skip-unreadable: summarized in one warning, not one each
+    local = scan(rootp, rules, warn, exclude=own_dirs(store, cache_root),
+                 skip=skipped.append if skip_unreadable else None)
     prog.close()
+    if skipped:
+        warn(summarize("skipped unreadable entries (--skip-unreadable)", skipped))
 
     stat_cache = StatCache(_stat_cache_path(cache_root, rootp, store.url)
                            if use_stat_cache else None)
+    # The default template's note names what it dropped, once per (folder, store).
+    noted = default_ignore_digest(rules) if note else ""
+    notes = [default_ignore_note(note, rules)] if note and stat_cache.meta.get(
+        "default_ignore") != noted else []
     listing = listing_digest(local)
     fast = _unchanged_since_last_push(local, stat_cache, parent, listing, keyring, dry_run)
     if fast is not None:
@@ -258,6 +267,7 @@ def push(root: str | os.PathLike[str], url: str, *,
                 compressing.submit(compress, batch)
                 batch, batch_bytes = [], 0
 
+        unread: list[str] = []
         try:
             for e in to_read:
                 abs_path = os.path.join(rootp, e.path)
@@ -266,7 +276,7 @@ def push(root: str | os.PathLike[str], url: str, *,
                                              on_chunk, add_fresh)
                 except LocalFileError as exc:
                     if skip_unreadable:
-                        warn(f"skipped unreadable file: {exc}")
+                        unread.append(str(exc))
                         e.kind = ""
                         continue
                     raise
@@ -287,6 +297,8 @@ def push(root: str | os.PathLike[str], url: str, *,
             uploads.cancel()
             raise
     prog.close()
+    if unread:
+        warn(summarize("skipped unreadable files (--skip-unreadable)", unread))
 
     # 4. Manifest, then ref.
     entries = _entries(local, chunks_of)
@@ -320,7 +332,7 @@ def push(root: str | os.PathLike[str], url: str, *,
                 if e.kind == FILE and e.path in chunks_of}
         rows.update({p: (sig, chunks_of[p]) for p, sig in new_sigs.items()})
         stat_cache.replace(rows)
-        stat_cache.meta = {"snapshot": sid, "listing": listing}
+        stat_cache.meta = {"snapshot": sid, "listing": listing, "default_ignore": noted}
         stat_cache.save()
 
     all_chunks = {c for e in entries for c in e.chunks}

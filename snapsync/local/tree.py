@@ -13,9 +13,10 @@ import os
 import stat
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgpack
 
@@ -73,55 +74,124 @@ class LocalEntry:
     target: bytes = b""
 
 
-def scan(root: Path, rules: IgnoreRules, warn: Warn) -> list[LocalEntry]:
-    """Walk ``root`` and return its entries sorted by path bytes."""
+def scan(root: Path, rules: IgnoreRules, warn: Warn, *,
+         exclude: Iterable[str | os.PathLike[str]] = (),
+         skip: Warn | None = None) -> list[LocalEntry]:
+    """Walk ``root`` and return its entries sorted by path bytes.
+
+    ``exclude``: directories never walked nor recorded (a store or cache inside the root),
+    matched by device and inode, so any spelling of the path works. ``skip``: when given,
+    entries that cannot be listed, stat'ed or read (unreadable directories, files deleted
+    mid-walk) are left out and described to it, one message each, for the caller to
+    summarize; without it they are errors. The walk is iterative: a legal path of a few
+    thousand bytes nests deeper than Python's recursion limit.
+    """
     out: list[LocalEntry] = []
     lower_seen: dict[str, str] = {}
     root_real = os.path.realpath(root)
+    excluded = dir_ids(exclude)
 
-    def visit(abs_dir: str, rel_dir: str) -> bool:
-        """Add the entries under one directory; return whether any was added."""
+    def failed(what: str, exc: OSError) -> None:
+        msg = f"{what}: {exc.strerror or exc}"
+        if skip is None:
+            raise LocalFileError(msg) from None
+        skip(msg)
+
+    # Directories in the order found; a child's index is always greater than its parent's,
+    # so one backwards pass tells which directories ended up empty (recorded as entries).
+    dirs: list[tuple[str, int, tuple[int, int, int, int, int] | None]] = [("", -1, None)]
+    listed: list[bool] = [False]
+    filled: list[bool] = [False]
+    todo: list[tuple[str, str, int]] = [(str(root), "", 0)]
+    while todo:
+        abs_dir, rel_dir, idx = todo.pop()
         try:
-            it = os.scandir(abs_dir)
+            with os.scandir(abs_dir) as it:
+                items = list(it)
         except OSError as exc:
-            raise LocalFileError(f"cannot list directory {abs_dir}: {exc.strerror}") from None
-        added = False
-        with it:
-            for de in it:
-                if de.name.startswith(STAGING_PREFIX):
-                    continue  # a killed pull's leftovers: never part of the project
-                rel = f"{rel_dir}{de.name}"
-                try:
-                    st = de.stat(follow_symlinks=False)
-                except OSError as exc:
-                    raise LocalFileError(f"cannot stat {de.path}: {exc.strerror}") from None
-                mode = st.st_mode
-                if stat.S_ISDIR(mode):
-                    if rules.ignored(rel, True):
-                        continue
-                    _lint_name(rel, lower_seen, warn)
-                    if not visit(de.path, rel + "/"):
-                        out.append(LocalEntry(rel, DIR, 0o755, 0, _sig(st)))
-                    added = True
-                    continue
-                if rules.ignored(rel, False):
+            if idx == 0:
+                raise LocalFileError(f"cannot list directory {abs_dir}: {exc.strerror}") \
+                    from None
+            failed(f"cannot list directory {abs_dir}", exc)
+            continue
+        listed[idx] = True
+        for de in items:
+            if de.name.startswith(STAGING_PREFIX):
+                continue  # a killed pull's leftovers: never part of the project
+            rel = f"{rel_dir}{de.name}"
+            try:
+                st = de.stat(follow_symlinks=False)
+            except OSError as exc:
+                failed(f"cannot stat {de.path}", exc)
+                continue
+            mode = st.st_mode
+            if stat.S_ISDIR(mode):
+                if rules.ignored(rel, True) or (st.st_dev, st.st_ino) in excluded:
                     continue
                 _lint_name(rel, lower_seen, warn)
-                if stat.S_ISREG(mode):
-                    out.append(LocalEntry(rel, FILE, normal_mode(mode), st.st_size, _sig(st)))
-                elif stat.S_ISLNK(mode):
+                dirs.append((rel, idx, _sig(st)))
+                listed.append(False)
+                filled.append(False)
+                todo.append((de.path, rel + "/", len(dirs) - 1))
+                continue
+            if rules.ignored(rel, False):
+                continue
+            _lint_name(rel, lower_seen, warn)
+            if stat.S_ISREG(mode):
+                out.append(LocalEntry(rel, FILE, normal_mode(mode), st.st_size, _sig(st)))
+            elif stat.S_ISLNK(mode):
+                try:
                     target = os.readlink(os.fsencode(de.path))
-                    _check_link(root_real, de.path, rel, target, warn)
-                    out.append(LocalEntry(rel, SYMLINK, 0o777, 0, _sig(st), target))
-                else:
-                    warn(f"skipping {rel}: not a regular file, directory or symlink")
+                except OSError as exc:
+                    failed(f"cannot read symlink {de.path}", exc)
                     continue
-                added = True
-        return added
-
-    visit(str(root), "")
+                _check_link(root_real, de.path, rel, target, warn)
+                out.append(LocalEntry(rel, SYMLINK, 0o777, 0, _sig(st), target))
+            else:
+                warn(f"skipping {rel}: not a regular file, directory or symlink")
+                continue
+            filled[idx] = True
+    for i in range(len(dirs) - 1, 0, -1):
+        if not listed[i]:
+            continue  # unreadable and skipped: neither an entry nor content of its parent
+        rel, parent, sig = dirs[i]
+        if not filled[i]:
+            out.append(LocalEntry(rel, DIR, 0o755, 0, sig))  # type: ignore[arg-type]
+        filled[parent] = True
     out.sort(key=lambda e: os.fsencode(e.path))
     return out
+
+
+def dir_ids(paths: Iterable[str | os.PathLike[str]]) -> set[tuple[int, int]]:
+    """(device, inode) of each path that is an existing directory (others are left out)."""
+    out = set()
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except (OSError, ValueError):
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            out.add((st.st_dev, st.st_ino))
+    return out
+
+
+def own_dirs(store: Any, cache_root: str | os.PathLike[str]) -> list[str]:
+    """snapsync's own folders that a walk must leave out: the cache, and a local store's root.
+
+    Pushing a folder that holds its own store (``snapsync push . store``) would otherwise
+    ship the store into itself, growing on every push.
+    """
+    out = [os.fspath(cache_root)]
+    if getattr(store, "local", False) and getattr(store, "root", ""):
+        out.append(store.root)
+    return out
+
+
+def summarize(what: str, items: list[str], first: int = 3) -> str:
+    """One line for many similar problems: the count, the first few, and how many more."""
+    shown = "; ".join(items[:first])
+    more = f"; and {len(items) - first} more" if len(items) > first else ""
+    return f"{what} ({len(items)}): {shown}{more}"
 
 
 def _sig(st: os.stat_result) -> tuple[int, int, int, int, int]:
@@ -294,20 +364,32 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def git_info(root: Path) -> dict[str, object]:
-    """Commit, branch and dirtiness when ``root`` is inside a git checkout, else ``{}``."""
+    """Commit, branch and dirtiness of the git work tree that tracks ``root``, else ``{}``.
+
+    Only when git tracks the folder itself (it is in HEAD's tree): a folder that merely lies
+    inside some repository (ignored, untracked, a build dir) records nothing, or the log would
+    name a commit that does not hold the pushed files. ``path`` says which folder of the work
+    tree was pushed ("" for its top).
+    """
     import subprocess
 
     def git(*args: str) -> str | None:
         try:
             out = subprocess.run(["git", "-C", str(root), *args], capture_output=True,
                                  text=True, timeout=10, check=False)
-        except (OSError, subprocess.SubprocessError):
+        except (OSError, subprocess.SubprocessError, ValueError):
             return None
         return out.stdout.strip() if out.returncode == 0 else None
 
-    commit = git("rev-parse", "HEAD")
-    if not commit:
+    if git("rev-parse", "--is-inside-work-tree") != "true":
         return {}
+    commit = git("rev-parse", "--verify", "-q", "HEAD")
+    prefix = git("rev-parse", "--show-prefix")
+    if not commit or prefix is None:
+        return {}
+    prefix = prefix.rstrip("/")
+    if prefix and not git("rev-parse", "--verify", "-q", f"HEAD:{prefix}"):
+        return {}  # inside a work tree, but not a folder that git tracks
     status = git("status", "--porcelain", "--untracked-files=normal", "--", ".")
     return {"commit": commit, "branch": git("rev-parse", "--abbrev-ref", "HEAD") or "",
-            "dirty": bool(status)}
+            "dirty": bool(status), "path": prefix}

@@ -18,6 +18,7 @@ from snapsync.errors import FormatError, NotAStoreError
 STORE_FORMAT = "snapsync"
 STORE_VERSION = 1
 DEFAULT_PACK_SIZE = 16 << 20
+MIN_PACK_SIZE, MAX_PACK_SIZE = 1 << 16, 1 << 32
 
 
 def manifest_limit(blob: bytes) -> int:
@@ -48,13 +49,13 @@ class StoreConfig:
 
     @classmethod
     def from_json(cls, data: bytes, where: str) -> StoreConfig:
-        try:
-            doc = json.loads(data)
-        except ValueError:
-            raise FormatError(f"{where}: store config is not valid JSON") from None
-        if not isinstance(doc, dict) or doc.get("format") != STORE_FORMAT:
+        doc = _json_object(data, where, "store config", NotAStoreError)
+        if doc.get("format") != STORE_FORMAT:
             raise NotAStoreError(f"{where}: not a snapsync store config")
         version = doc.get("version")
+        if type(version) is not int:
+            raise FormatError(f"{where}: store format version must be an integer, got "
+                              f"{version!r}")
         if version != STORE_VERSION:
             raise FormatError(f"{where}: store format version {version} is not supported by "
                               f"snapsync {__version__} (it reads version {STORE_VERSION}); "
@@ -62,8 +63,31 @@ class StoreConfig:
         if doc.get("hash") != HASH_NAME or doc.get("codec") != CODEC_NAME:
             raise FormatError(f"{where}: unknown hash {doc.get('hash')!r} or codec "
                               f"{doc.get('codec')!r}")
-        return cls(version, doc["hash"], ChunkerParams.from_dict(doc.get("chunker") or {}),
-                   doc["codec"], int(doc.get("pack_size") or DEFAULT_PACK_SIZE))
+        pack_size = doc.get("pack_size", DEFAULT_PACK_SIZE)
+        if type(pack_size) is not int or not MIN_PACK_SIZE <= pack_size <= MAX_PACK_SIZE:
+            raise FormatError(f"{where}: pack_size must be an integer from {MIN_PACK_SIZE} to "
+                              f"{MAX_PACK_SIZE}, got {pack_size!r}")
+        return cls(version, doc["hash"], ChunkerParams.from_dict(doc.get("chunker", {}), where),
+                   doc["codec"], pack_size)
+
+
+def _json_object(data: bytes, where: str, what: str,
+                 not_object: type[Exception] = FormatError) -> dict[str, Any]:
+    """Parse a small JSON document that must be an object; every failure names ``where``."""
+    try:
+        doc = json.loads(data)
+    except RecursionError:  # nested thousands deep: Python's parser gives up
+        raise FormatError(f"{where}: {what} is nested too deeply to be valid") from None
+    except ValueError as exc:  # includes invalid UTF-8
+        raise FormatError(f"{where}: {what} is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise not_object(f"{where}: {what} must be a JSON object, got a JSON "
+                         f"{_JSON_TYPES.get(type(doc), type(doc).__name__)}")
+    return doc
+
+
+_JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean",
+               type(None): "null"}
 
 
 @dataclass
@@ -89,12 +113,30 @@ class SnapshotInfo:
 
     @classmethod
     def from_json(cls, data: bytes, where: str) -> SnapshotInfo:
-        try:
-            doc = json.loads(data)
-            info = cls(**{k: doc[k] for k in doc if k in cls.__dataclass_fields__})
-        except (ValueError, TypeError, KeyError) as exc:
-            raise FormatError(f"{where}: malformed ref ({exc})") from None
+        doc = _json_object(data, where, "ref")
+        missing = [k for k in ("snapshot", "ref", "time", "time_ns") if k not in doc]
+        if missing:
+            raise FormatError(f"{where}: malformed ref: missing {', '.join(missing)}")
+        for key, types in _REF_TYPES.items():
+            if key in doc and not (isinstance(doc[key], types) and
+                                   not isinstance(doc[key], bool)):
+                raise FormatError(f"{where}: malformed ref: {key} has the wrong type "
+                                  f"({_JSON_TYPES.get(type(doc[key]), 'value')})")
+        totals, git = doc.get("totals", {}), doc.get("git", {})
+        if not all(type(v) is int for v in totals.values()) or not all(
+                isinstance(git.get(k, ""), str) for k in ("commit", "branch", "path")):
+            raise FormatError(f"{where}: malformed ref: totals or git hold values of the "
+                              "wrong type")
+        if doc["time_ns"] < 0 or doc["time_ns"] >= 10 ** 20:
+            raise FormatError(f"{where}: malformed ref: time_ns {doc['time_ns']} is out of range")
+        info = cls(**{k: doc[k] for k in doc if k in cls.__dataclass_fields__})
         if not (isinstance(info.snapshot, str) and len(info.snapshot) == 32
                 and all(c in "0123456789abcdef" for c in info.snapshot)):
             raise FormatError(f"{where}: ref names an invalid snapshot id")
         return info
+
+
+# The JSON types of a ref's keys (docs/format.md §5); unknown keys are ignored.
+_REF_TYPES: dict[str, type | tuple[type, ...]] = {
+    "snapshot": str, "ref": str, "time": str, "time_ns": int, "parent": (str, type(None)),
+    "host": str, "version": str, "message": str, "totals": dict, "git": dict, "manifest": str}
