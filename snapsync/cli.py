@@ -1,8 +1,8 @@
 """The ``snapsync`` command: parse arguments, call the library, render the result.
 
-Exit codes: 0 success; 1 unexpected error; 2 usage; 3 local file error; 4 store error;
-5 not found (store, bucket, ref, snapshot); 6 access denied; 7 corrupt or unsupported data;
-8 conflict; 10 ``check`` found problems; 130 interrupted.
+Exit codes (README.md): 0 success; 1 `diff` found differences, or an unexpected error; 2 usage;
+3 local file error; 4 store error; 5 not found (store, bucket, ref, snapshot); 6 access denied;
+7 corrupt or unsupported data; 8 conflict; 10 ``check`` found problems; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -18,7 +18,53 @@ from typing import Any
 from snapsync import __version__
 from snapsync.errors import SnapsyncError, UsageError
 
+EXIT_DIFFERENT = 1  # `diff` found differences
 EXIT_INTERRUPTED = 130
+URL_HELP = "the store's URL: s3://bucket/prefix, gs://, az://, file:///path or a plain path"
+
+
+class _SubcommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: options may come between positionals, as people type them
+    (``pull URL --snapshot ID DIR``), and its errors show its own usage, not the top level's.
+    """
+
+    _parsing = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self._parsing:  # parse_known_intermixed_args calls back into this method
+            return super().parse_known_args(args, namespace)
+        self._parsing = True
+        try:
+            ns, extras = self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._parsing = False
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return ns, extras
+
+
+def _nonempty(option: str) -> Callable[[str], str]:
+    """argparse type: refuse an empty value (``--snapshot ""`` must not mean "latest")."""
+
+    def check(value: str) -> str:
+        if not value.strip():
+            raise argparse.ArgumentTypeError(f"{option} must not be empty")
+        return value
+
+    return check
+
+
+def _level(value: str) -> int:
+    from snapsync.core.codec import MAX_LEVEL, MIN_LEVEL
+
+    try:
+        level = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if not MIN_LEVEL <= level <= MAX_LEVEL:
+        raise argparse.ArgumentTypeError(f"zstd levels run from {MIN_LEVEL} to {MAX_LEVEL}, "
+                                         f"got {level}")
+    return level
 
 
 class TqdmProgress:
@@ -35,7 +81,10 @@ class TqdmProgress:
             return
         from tqdm import tqdm
 
-        self._bar = tqdm(total=total, desc=name, unit=unit, unit_scale=True, unit_divisor=1024,
+        # Binary units, as in the summaries: "iB" with divisor 1024 renders KiB/MiB/GiB.
+        binary = unit == "B"
+        self._bar = tqdm(total=total, desc=name, unit="iB" if binary else unit,
+                         unit_scale=True, unit_divisor=1024 if binary else 1000,
                          file=sys.stderr, leave=False, dynamic_ncols=True)
 
     def advance(self, n: int) -> None:
@@ -107,7 +156,8 @@ def cmd_push(args: argparse.Namespace) -> int:
             f"{r.files - r.files_read} unchanged since the last push, not read",
             f"  chunks    {r.chunks}: {r.chunks_new} new ({_size(r.bytes_new)}), "
             f"{r.chunks_reused} already stored",
-            f"  uploaded  {_size(r.bytes_uploaded)} in {r.packs_uploaded} packs",
+            f"  uploaded  {_size(r.bytes_packs)} in {r.packs_uploaded} packs, "
+            f"{_size(r.bytes_metadata)} of metadata (manifest, log, ref)",
             f"  requests  {_requests(r.requests)}",
             f"  time      {r.seconds:.2f} s",
         ])
@@ -157,8 +207,9 @@ def cmd_log(args: argparse.Namespace) -> int:
         lines = []
         for e in entries:
             t = e.totals
+            where = f" ({e.git['path']})" if e.git.get("path") else ""
             git = f" git {e.git.get('commit', '')[:10]}{'+dirty' if e.git.get('dirty') else ''}" \
-                if e.git else ""
+                f"{where}" if e.git else ""
             lines.append(f"{e.snapshot}  {e.time}  {t.get('files', 0):>6} files  "
                          f"{_size(t.get('bytes', 0)):>10}  {e.host}{git}  {e.message}")
         return "\n".join(lines)
@@ -195,7 +246,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
         return "\n".join(lines) if lines else "no differences"
 
     _emit(args, d.as_dict(), human)
-    return 0
+    # As diff(1) and `git diff --exit-code`: 1 when the trees differ.
+    return EXIT_DIFFERENT if d.added or d.removed or d.modified else 0
 
 
 def _common(p: argparse.ArgumentParser, jobs: bool = True) -> None:
@@ -217,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "file://). Push sends only the chunks the store lacks; pull verifies "
                     "every byte and touches only what changed.")
     parser.add_argument("--version", action="version", version=f"snapsync {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_SubcommandParser)
 
     p = sub.add_parser("push", help="snapshot a folder into a store",
                        usage="snapsync push [options] [DIR] URL",
@@ -225,14 +278,16 @@ def build_parser() -> argparse.ArgumentParser:
                                    "at URL and point a ref at it.")
     p.add_argument("paths", nargs="+", metavar="[DIR] URL",
                    help="the folder to push (default: the current one) and the store's URL")
-    p.add_argument("--ref", default="latest", help="ref to update (default: latest)")
+    p.add_argument("--ref", default="latest",
+                   help="ref to update (default: latest); may be hierarchical, e.g. feature/x")
     p.add_argument("-m", "--message", help="message stored with the snapshot")
     p.add_argument("--ignore-file", help="gitignore-style rules (default: DIR/.prefectignore, "
                                          "else Prefect's default template)")
     p.add_argument("--no-default-ignore", action="store_true",
                    help="with no ignore file, ship everything (Prefect's own behaviour)")
     p.add_argument("--dry-run", action="store_true", help="do everything but write the store")
-    p.add_argument("--level", type=int, default=3, help="zstd level for new chunks (default 3)")
+    p.add_argument("--level", type=_level, default=3,
+                   help="zstd level for new chunks, -7 to 22 (default 3)")
     p.add_argument("--no-stat-cache", action="store_true", help="re-read every file")
     p.add_argument("--skip-unreadable", action="store_true",
                    help="warn about unreadable files and leave them out instead of failing")
@@ -242,11 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pull", help="make a folder equal to a snapshot",
                        description="Make DIR (default: the current folder) hold the snapshot "
                                    "that --ref (default latest) or --snapshot names.")
-    p.add_argument("url", metavar="URL")
-    p.add_argument("dir", nargs="?", default=".", metavar="DIR")
+    p.add_argument("url", metavar="URL", help=URL_HELP)
+    p.add_argument("dir", nargs="?", default=".", metavar="DIR",
+                   help="the folder to make equal to the snapshot (default: the current one)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--ref", help="ref to pull (default: latest)")
-    g.add_argument("--snapshot", help="snapshot id (or a unique prefix) to pull")
+    g.add_argument("--ref", type=_nonempty("--ref"), help="ref to pull (default: latest)")
+    g.add_argument("--snapshot", type=_nonempty("--snapshot"),
+                   help="snapshot id (or a unique prefix of at least 4 characters) to pull")
     p.add_argument("--delete", action="store_true",
                    help="remove files in DIR that the snapshot does not hold (never paths the "
                         "snapshot's ignore rules match)")
@@ -257,30 +314,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_pull)
 
     p = sub.add_parser("log", help="list the snapshots of a ref, newest first")
-    p.add_argument("url", metavar="URL")
-    p.add_argument("--ref", default="latest")
+    p.add_argument("url", metavar="URL", help=URL_HELP)
+    p.add_argument("--ref", default="latest", help="the ref whose history to list "
+                                                   "(default: latest)")
     _common(p, jobs=False)
     p.set_defaults(func=cmd_log)
 
     p = sub.add_parser("ls", help="list the entries of a snapshot")
-    p.add_argument("url", metavar="URL")
+    p.add_argument("url", metavar="URL", help=URL_HELP)
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--ref")
-    g.add_argument("--snapshot")
+    g.add_argument("--ref", type=_nonempty("--ref"),
+                   help="list the snapshot this ref names (default: latest)")
+    g.add_argument("--snapshot", type=_nonempty("--snapshot"),
+                   help="list this snapshot (an id or a unique prefix)")
     _common(p, jobs=False)
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("diff", help="compare two snapshots, or a snapshot and a folder",
                        description="A and B are snapshot ids, ref names (ref:NAME, or a plain "
                                    "name) or local folders (a path that exists). B defaults "
-                                   "to the current folder.")
-    p.add_argument("url", metavar="URL")
-    p.add_argument("a", metavar="A")
-    p.add_argument("b", metavar="B", nargs="?", default=".")
+                                   "to the current folder. Exit code 1 when they differ.")
+    p.add_argument("url", metavar="URL", help=URL_HELP)
+    p.add_argument("a", metavar="A", help="the old side: a snapshot id, ref:NAME, a ref name "
+                                          "or a folder")
+    p.add_argument("b", metavar="B", nargs="?", default=".",
+                   help="the new side, as A (default: the current folder)")
     _common(p, jobs=False)
     p.set_defaults(func=cmd_diff)
 
     _extend(sub)
+    # Commands registered elsewhere (check, gc) get the common URL description too.
+    for cmd in sub.choices.values():
+        for action in cmd._actions:
+            if not action.option_strings and action.help is None and action.dest == "url":
+                action.help = URL_HELP
     return parser
 
 

@@ -55,7 +55,7 @@ def test_push_pull_json_and_exit_codes(tmp_path, capsys):
 
     (src / "README.md").write_text("changed\n")
     code, out, _ = run(capsys, "diff", url, "ref:latest", str(src))
-    assert code == 0 and out.strip() == "M README.md"
+    assert code == 1 and out.strip() == "M README.md"  # 1: the trees differ
 
 
 def test_error_exit_codes(tmp_path, capsys):

@@ -130,11 +130,15 @@ def _bad_line(lines: list[str] | tuple[str, ...], exc: Exception) -> str:
 
 def default_ignore_note(note: str, rules: IgnoreRules, first: int = 5) -> str:
     """The default template's note, naming the folders it dropped (first few and a count)."""
+    head, sep, tail = note.partition("; --no-default-ignore")
     if not rules.pruned:
-        return note + "; it left nothing out"
-    shown = ", ".join(rules.pruned[:first])
-    more = f" and {len(rules.pruned) - first} more" if len(rules.pruned) > first else ""
-    return f"{note}; it left out {len(rules.pruned)} folders: {shown}{more}"
+        dropped = "it left out no folder"
+    else:
+        shown = ", ".join(sorted(rules.pruned)[:first])
+        more = f" and {len(rules.pruned) - first} more" if len(rules.pruned) > first else ""
+        n = len(rules.pruned)
+        dropped = f"it left out {n} folder{'s' if n > 1 else ''}: {shown}{more}"
+    return f"{head}; {dropped}{sep}{tail}"
 
 
 def default_ignore_digest(rules: IgnoreRules) -> str:

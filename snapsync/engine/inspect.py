@@ -12,7 +12,9 @@ from typing import Any
 from snapsync.core.chunking import Chunker
 from snapsync.core.ignore import resolve_rules
 from snapsync.core.manifest import FILE, SYMLINK, Entry
+from snapsync.core.names import ref_name_problem
 from snapsync.core.plan import TreeDiff, diff_trees
+from snapsync.errors import LocalFileError, NotFoundError
 from snapsync.local.tree import default_cache_dir, read_chunks, scan
 from snapsync.repository import Repository, SnapshotInfo
 from snapsync.store.store import Store
@@ -55,8 +57,17 @@ def _side(repo: Repository, spec: str) -> list[Entry]:
         return repo.load_manifest(repo.resolve(spec[4:], None)).entries
     if os.path.isdir(spec):
         return local_entries(Path(spec), Chunker(repo.config.chunker))  # type: ignore[union-attr]
+    if os.path.lexists(spec):
+        raise LocalFileError(f"diff: {spec} is not a folder")
     hexish = all(c in "0123456789abcdef" for c in spec.lower()) and len(spec) >= 4
+    problem = None if hexish else ref_name_problem(spec)
+    if problem is not None:
+        # Most likely a mistyped folder (./srcc): say that, not "invalid ref name".
+        raise LocalFileError(f"diff: no folder {spec} (and it is not a ref name: {problem})")
     info = None if hexish else repo.read_ref(spec)
+    if info is None and not hexish:
+        raise NotFoundError(f"diff: {spec!r} is neither a folder nor a ref of "
+                            f"{repo.store.display_url}")
     sid = info.snapshot if info else repo.resolve(None, spec)
     return repo.load_manifest(sid).entries
 

@@ -42,8 +42,10 @@ from snapsync.local.tree import (
     STAGING_PREFIX,
     StatCache,
     default_cache_dir,
+    dir_ids,
     file_chunk_ids,
     normal_mode,
+    own_dirs,
     read_chunks,
 )
 from snapsync.progress import NullProgress, Progress
@@ -246,7 +248,8 @@ def pull(url: str, dest: str | os.PathLike[str] = ".", *,
         if delete:
             rules = IgnoreRules.none() if delete_ignored else IgnoreRules(
                 list(manifest.info.get("ignore") or []), "snapshot")
-            result.deleted = _delete_stale(destp, manifest, rules)
+            result.deleted = _delete_stale(destp, manifest, rules,
+                                           dir_ids(own_dirs(store, cache_root)))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -586,8 +589,14 @@ def _commit(destp: Path, plan: PullPlan, staged: dict[bytes, str], result: PullR
                              f"({os.fsdecode(exc.filename or b'')})") from None
 
 
-def _delete_stale(destp: Path, manifest: Manifest, rules: IgnoreRules) -> int:
-    """Remove files, links and folders of the target that the snapshot does not hold."""
+def _delete_stale(destp: Path, manifest: Manifest, rules: IgnoreRules,
+                  protect: frozenset[tuple[int, int]] | set[tuple[int, int]] = frozenset()
+                  ) -> int:
+    """Remove files, links and folders of the target that the snapshot does not hold.
+
+    ``protect``: (device, inode) of directories never entered nor removed (a local store or
+    snapsync's cache inside the target).
+    """
     keep = {e.path for e in manifest.entries}
     keep_dirs = {b""}
     for e in manifest.entries:
@@ -613,6 +622,11 @@ def _delete_stale(destp: Path, manifest: Manifest, rules: IgnoreRules) -> int:
             path = rel + b"/" + name if rel else name
             text = os.fsdecode(path)
             is_dir = de.is_dir(follow_symlinks=False)
+            if is_dir and protect:
+                st = de.stat(follow_symlinks=False)
+                if (st.st_dev, st.st_ino) in protect:
+                    empty = False
+                    continue
             if rules.ignored(text, is_dir):
                 empty = False
                 continue

@@ -72,6 +72,8 @@ class PushResult:
     chunks_reused: int = 0
     bytes_new: int = 0
     bytes_uploaded: int = 0
+    bytes_packs: int = 0  # of bytes_uploaded: packs; the rest is metadata (manifest, log, ref)
+    bytes_metadata: int = 0
     packs_uploaded: int = 0
     requests: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
@@ -208,7 +210,8 @@ def push(root: str | os.PathLike[str], url: str, *,
     # 3. Read, cut, hash; compress and pack new chunks; upload full packs.
     new_locs: dict[bytes, Location] = {}
     pending: set[bytes] = set()
-    stats = {"files_read": 0, "bytes_read": 0, "bytes_new": 0, "packs": 0, "uploaded": 0}
+    stats = {"files_read": 0, "bytes_read": 0, "bytes_new": 0, "packs": 0, "uploaded": 0,
+             "pack_bytes": 0}
     builder = PackBuilder()
     chunker = Chunker(cfg.chunker)
     new_sigs: dict[str, tuple[int, ...]] = {}
@@ -223,6 +226,7 @@ def push(root: str | os.PathLike[str], url: str, *,
     def uploaded(n: int) -> None:
         stats["packs"] += 1
         stats["uploaded"] += n
+        stats["pack_bytes"] += n
 
     def seal() -> None:
         nonlocal builder
@@ -337,6 +341,7 @@ def push(root: str | os.PathLike[str], url: str, *,
 
     all_chunks = {c for e in entries for c in e.chunks}
     req = store.stats.as_dict()
+    sent = req["bytes_sent"] if not dry_run else stats["uploaded"]
     return PushResult(
         snapshot_id=sid, ref=ref, url=store.display_url,
         parent_id=parent.snapshot if parent else None, unchanged=unchanged, dry_run=dry_run,
@@ -344,7 +349,8 @@ def push(root: str | os.PathLike[str], url: str, *,
         bytes_scanned=totals["bytes"], files_read=stats["files_read"],
         bytes_read=stats["bytes_read"], chunks=len(all_chunks), chunks_new=len(new_locs),
         chunks_reused=len(all_chunks) - len(new_locs), bytes_new=stats["bytes_new"],
-        bytes_uploaded=req["bytes_sent"] if not dry_run else stats["uploaded"],
+        bytes_uploaded=sent, bytes_packs=stats["pack_bytes"],
+        bytes_metadata=max(0, sent - stats["pack_bytes"]),
         packs_uploaded=stats["packs"], requests=req["requests"],
         seconds=round(time.perf_counter() - t0, 3), warnings=warnings, notes=notes)
 
