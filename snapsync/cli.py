@@ -73,6 +73,7 @@ class TqdmProgress:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self._bar: Any = None
+        self._scale = 1.0
         self._lock = threading.Lock()
 
     def phase(self, name: str, total: int | None, unit: str = "B") -> None:
@@ -81,16 +82,22 @@ class TqdmProgress:
             return
         from tqdm import tqdm
 
-        # Binary units, as in the summaries: "iB" with divisor 1024 renders KiB/MiB/GiB.
-        binary = unit == "B"
-        self._bar = tqdm(total=total, desc=name, unit="iB" if binary else unit,
-                         unit_scale=True, unit_divisor=1024 if binary else 1000,
+        if unit == "B":
+            # MiB, as in the summaries (tqdm's own scaling would print "3.00M" and "kB").
+            self._scale = 1 / (1 << 20)
+            self._bar = tqdm(total=total * self._scale, desc=name, unit="MiB",
+                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} "
+                                        "MiB [{elapsed}<{remaining}, {rate_fmt}]",
+                             file=sys.stderr, leave=False, dynamic_ncols=True)
+            return
+        self._scale = 1.0
+        self._bar = tqdm(total=total, desc=name, unit=unit, unit_scale=True,
                          file=sys.stderr, leave=False, dynamic_ncols=True)
 
     def advance(self, n: int) -> None:
         if self._bar is not None:
             with self._lock:
-                self._bar.update(n)
+                self._bar.update(n * self._scale)
 
     def close(self) -> None:
         if self._bar is not None:

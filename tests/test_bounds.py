@@ -31,7 +31,6 @@ from snapsync.core.pack import parse_trailer
 from snapsync.errors import FormatError, IntegrityError
 from snapsync.local.tree import normal_mode
 from snapsync.repository.config import manifest_limit
-from snapsync.store.store import Layout
 
 GIB = 1 << 30
 
@@ -43,7 +42,7 @@ def _peak_mib(fn) -> tuple[float, BaseException | None]:
     err = None
     try:
         fn()
-    except BaseException as exc:  # noqa: BLE001 (returned to the caller)
+    except BaseException as exc:
         err = exc
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -139,7 +138,7 @@ def test_valid_manifest_declaring_a_huge_size_is_not_accepted(env):  # noqa: F81
     """The issue's case: valid msgpack inside a frame whose header claims 1.25 GiB."""
     h, sandbox, target = env
     e, locs = _file(h, b"x.txt")
-    sid, raw = encode_manifest([e], locs)
+    _sid, raw = encode_manifest([e], locs)
     # A frame with the true content, a false content size is refused by zstd itself; a
     # frame of RLE padding after the manifest claims the size for real.
     blob = zstandard.ZstdCompressor().compress(raw)
