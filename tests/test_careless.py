@@ -322,9 +322,14 @@ def test_default_ignore_note_names_dropped_folders_once(tmp_path, capsys):
     (src / "e" / "venv").mkdir(parents=True)
     code, _, err = run(capsys, "push", str(src), url)
     assert "it left out 8 folders" in err  # the set changed: said again
+    (src / "a" / "venv").mkdir()  # dropped too; the tree itself (a/ stays empty) is unchanged
+    code, out, err = run(capsys, "push", str(src), url)
+    assert "it left out 9 folders" in err and "unchanged" in out
+    code, _, err = run(capsys, "push", str(src), url)
+    assert "default ignore" not in err
     other = (tmp_path / "store2").as_uri()
     code, _, err = run(capsys, "push", str(src), other)
-    assert "it left out 8 folders" in err  # another store
+    assert "it left out 9 folders" in err  # another store
 
 
 # ------------------------------------------------------------------ the CLI

@@ -172,6 +172,9 @@ def push(root: str | os.PathLike[str], url: str, *,
     listing = listing_digest(local)
     fast = _unchanged_since_last_push(local, stat_cache, parent, listing, keyring, dry_run)
     if fast is not None:
+        if notes and not dry_run:  # the tree did not change, but what the template drops did
+            stat_cache.meta["default_ignore"] = noted
+            stat_cache.save()
         fast.ref, fast.url, fast.notes, fast.warnings = ref, store.display_url, notes, warnings
         fast.requests = store.stats.as_dict()["requests"]
         fast.seconds = round(time.perf_counter() - t0, 3)
