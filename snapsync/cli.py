@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from snapsync import __version__
-from snapsync.errors import SnapsyncError, UsageError
+from snapsync.errors import ProblemsFound, SnapsyncError, UsageError
 
 EXIT_INTERRUPTED = 130
 
@@ -63,6 +63,14 @@ def _storage_options(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+StoreOpener = Callable[[str, dict[str, Any]], Any]
+
+
+def _store(args: argparse.Namespace, url: str | None = None) -> Any:
+    """The store the command names, opened by ``main``'s opener (tests inject their own)."""
+    return args.open_store(args.url if url is None else url, _storage_options(args.option))
+
+
 def _size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024 or unit == "GiB":
@@ -88,7 +96,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     if len(args.paths) > 2:
         raise UsageError(f"push takes [DIR] URL, got {len(args.paths)} arguments")
     root, url = (".", args.paths[0]) if len(args.paths) == 1 else args.paths
-    r = push(root, url, storage_options=_storage_options(args.option), ref=args.ref,
+    r = push(root, _store(args, url), ref=args.ref,
              message=args.message or "", ignore_file=args.ignore_file,
              use_default_ignore=not args.no_default_ignore, dry_run=args.dry_run,
              jobs=args.jobs, level=args.level, cache_dir=args.cache_dir,
@@ -122,7 +130,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     from snapsync.engine.pull import pull
 
     url = args.url
-    r = pull(url, args.dir, storage_options=_storage_options(args.option), ref=args.ref,
+    r = pull(_store(args, url), args.dir, ref=args.ref,
              snapshot=args.snapshot, delete=args.delete, delete_ignored=args.delete_ignored,
              jobs=args.jobs, cache_dir=args.cache_dir, use_cache=not args.no_cache,
              progress=args.progress, on_warning=args.warn)
@@ -149,7 +157,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 def cmd_log(args: argparse.Namespace) -> int:
     from snapsync.engine.inspect import log
 
-    entries = log(args.url, ref=args.ref, storage_options=_storage_options(args.option))
+    entries = log(_store(args), ref=args.ref)
 
     def human() -> str:
         if not entries:
@@ -170,8 +178,7 @@ def cmd_log(args: argparse.Namespace) -> int:
 def cmd_ls(args: argparse.Namespace) -> int:
     from snapsync.engine.inspect import list_entries
 
-    rows = list_entries(args.url, ref=args.ref, snapshot=args.snapshot,
-                        storage_options=_storage_options(args.option))
+    rows = list_entries(_store(args), ref=args.ref, snapshot=args.snapshot)
 
     def human() -> str:
         out = []
@@ -187,7 +194,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_diff(args: argparse.Namespace) -> int:
     from snapsync.engine.inspect import diff
 
-    d = diff(args.url, args.a, args.b, storage_options=_storage_options(args.option))
+    d = diff(_store(args), args.a, args.b)
 
     def human() -> str:
         lines = [f"+ {p}" for p in d.added] + [f"- {p}" for p in d.removed] + \
@@ -280,47 +287,141 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, jobs=False)
     p.set_defaults(func=cmd_diff)
 
-    _extend(sub)
+    _maintenance_commands(sub)
     return parser
 
 
-def _extend(sub: Any) -> None:
-    """Commands that live in their own modules register here.
+def cmd_check(args: argparse.Namespace) -> int:
+    from snapsync.engine.check import check
 
-    The benchmark suite lives in a source checkout, not in the installed package: from a
-    checkout's root ``snapsync bench`` runs it; elsewhere it says where to find it.
+    r = check(_store(args), read_data=args.read_data)
+
+    def human() -> str:
+        lines = [f"{'OK' if r.ok else 'PROBLEMS'}: {r.url}",
+                 f"  refs {r.refs}, log entries {r.log_entries}, snapshots {r.snapshots}, "
+                 f"packs {r.packs} ({r.packs_referenced} referenced), chunks {r.chunks}"]
+        if r.read_data:
+            lines.append(f"  read {r.packs_read} packs ({_size(r.bytes_read)}), verified "
+                         f"{r.chunks_verified} chunks")
+        lines += [f"  problem: {p}" for p in r.problems]
+        lines += [f"  note: {n}" for n in r.notes]
+        return "\n".join(lines)
+
+    _emit(args, r.as_dict(), human)
+    if not r.ok and args.quiet:  # quiet drops the summary, not the problems
+        for p in r.problems:
+            print(f"snapsync: problem: {p}", file=sys.stderr)
+    return 0 if r.ok else ProblemsFound.exit_code
+
+
+_PLAN_ITEMS = 20  # items of each kind a human-readable gc plan lists (--json has them all)
+
+
+def _items(label: str, items: Sequence[str]) -> list[str]:
+    lines = [f"  {label} ({len(items)}):"] if items else []
+    lines += [f"    {x}" for x in items[:_PLAN_ITEMS]]
+    if len(items) > _PLAN_ITEMS:
+        lines.append(f"    ... and {len(items) - _PLAN_ITEMS} more (--json lists all)")
+    return lines
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from snapsync.engine.gc import gc
+
+    keep_within = parse_duration(args.keep_within, "--keep-within") \
+        if args.keep_within else None
+    r = gc(_store(args), keep_last=args.keep_last, keep_within=keep_within,
+           dry_run=args.dry_run, grace=parse_duration(args.grace, "--grace"),
+           repack=args.repack, repack_below=args.repack_below)
+
+    def human() -> str:
+        verb = "would delete" if r.dry_run else "deleted"
+        lines = [f"gc {r.url}{' (dry run: the plan)' if r.dry_run else ''}: kept "
+                 f"{len(r.snapshots_kept)} snapshots, dropped {len(r.snapshots_dropped)}",
+                 f"  {verb} {r.log_entries_deleted} log entries, {r.manifests_deleted} "
+                 f"manifests, {r.packs_deleted} packs ({_size(r.bytes_freed)})",
+                 f"  packs kept {r.packs_kept}, young unreferenced packs kept {r.packs_young}",
+                 f"  {'would repack' if r.dry_run else 'repacked'} {r.packs_repacked} mostly "
+                 f"dead packs ({_size(r.bytes_repacked)} live, "
+                 f"{r.manifests_rewritten} manifests rewritten)"]
+        if r.dry_run and r.plan is not None:
+            p = r.plan
+            lines += _items("snapshots to drop", p.snapshots_dropped)
+            lines += _items("log entries to delete", p.log_entries)
+            lines += _items("manifests to delete", p.manifests)
+            lines += _items("packs to delete", p.packs)
+            lines += _items("packs to repack", [f"{c.pack} ({_size(c.live_bytes)} live of "
+                                                f"{_size(c.size)})" for c in p.repack])
+        lines += [f"  note: {n}" for n in r.notes]
+        return "\n".join(lines)
+
+    _emit(args, r.as_dict(), human)
+    return 0
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+
+
+def parse_duration(text: str, option: str = "duration") -> float:
+    """``90s``, ``30m``, ``12h``, ``7d``, ``2w``, ``1y`` or combinations (``1d12h``) to seconds."""
+    import re
+
+    t = text.strip().lower()
+    parts = re.findall(r"(\d+(?:\.\d+)?)([smhdwy])", t)
+    if not parts or "".join(n + u for n, u in parts) != t:
+        if re.fullmatch(r"\d+(?:\.\d+)?", t):
+            return float(t)
+        raise UsageError(f"invalid duration {text!r} ({option}): use e.g. 90s, 30m, 12h, 7d, 2w")
+    return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+def _maintenance_commands(sub: Any) -> None:
+    from snapsync.engine.gc import DEFAULT_REPACK_BELOW
+
+    p = sub.add_parser("check", help="verify that every snapshot in a store is complete",
+                       description="Follow refs and log entries to manifests, manifests to "
+                                   "packs. Exit code 10 when anything is wrong.")
+    p.add_argument("url", metavar="URL", help="the store")
+    p.add_argument("--read-data", action="store_true",
+                   help="download every referenced pack and verify every chunk")
+    _common(p, jobs=False)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("gc", help="drop old snapshots and delete unreferenced data",
+                       description="Keep, per ref, the newest --keep-last snapshots (and those "
+                                   "newer than --keep-within); delete log entries, manifests "
+                                   "and packs no kept snapshot needs; repack mostly dead "
+                                   "packs. Safe while pushes run, as long as no push takes "
+                                   "longer than --grace. --dry-run prints the plan that gc "
+                                   "would carry out.")
+    p.add_argument("url", metavar="URL", help="the store")
+    p.add_argument("--keep-last", type=int, required=True, metavar="N",
+                   help="per ref, keep the newest N distinct snapshots (at least 1)")
+    p.add_argument("--keep-within", metavar="DURATION",
+                   help="per ref, also keep snapshots logged within DURATION (e.g. 7d, 12h)")
+    p.add_argument("--grace", default="24h", metavar="DURATION",
+                   help="never delete anything younger, keep snapshots that were ref heads "
+                        "this recently (default 24h; must exceed the longest push "
+                        "plus 1h)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (what would be deleted and repacked), change nothing")
+    p.add_argument("--no-repack", dest="repack", action="store_false",
+                   help="do not copy the live chunks of mostly dead packs into new packs")
+    p.add_argument("--repack-below", type=float, default=DEFAULT_REPACK_BELOW,
+                   metavar="FRACTION",
+                   help="repack packs whose live bytes are below this fraction of their size "
+                        f"(default {DEFAULT_REPACK_BELOW}); the old packs are deleted by a "
+                        "later gc, after --grace")
+    _common(p, jobs=False)
+    p.set_defaults(func=cmd_gc)
+
+def main(argv: Sequence[str] | None = None, open_store: StoreOpener | None = None) -> int:
+    """Run the command line ``argv``; return the exit code.
+
+    ``open_store(url, storage_options)`` opens each store a command uses (default:
+    :func:`snapsync.store.open_store`); tests pass one that wraps the backend to inject faults.
     """
-    from snapsync.engine import maintenance
-
-    maintenance.register(sub, _common)
-    p = sub.add_parser("bench", help="benchmark snapsync against its peers (from a checkout)",
-                       description="Run the benchmark suite of a snapsync source checkout "
-                                   "(the current folder); `snapsync bench --help` there lists "
-                                   "its options.", add_help=False)
-    p.set_defaults(func=lambda args: _bench([]))
-
-
-def _bench(argv: list[str]) -> int:
-    # The suite is not part of the installed package. Only a folder that is a snapsync
-    # checkout is put on sys.path, and only for this command.
-    if not (os.path.isfile(os.path.join("benchmarks", "cli.py"))
-            and os.path.isfile(os.path.join("snapsync", "cli.py"))):
-        raise UsageError("the benchmark suite runs from a snapsync source checkout: run "
-                         "`snapsync bench` (or `make bench`) in its root folder")
-    sys.path.insert(0, os.getcwd())
-    from benchmarks.cli import main as bench_main
-
-    return bench_main(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:  # the suite parses its own options (see `_bench`)
-        try:
-            return _bench(argv[1:])
-        except SnapsyncError as exc:
-            print(f"snapsync: error: {exc}", file=sys.stderr)
-            return exc.exit_code
     parser = build_parser()
     args = parser.parse_args(argv)
     quiet = getattr(args, "quiet", False)
@@ -336,6 +437,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"snapsync: {msg}", file=sys.stderr)
 
     args.warn, args.note = warn, note
+    if open_store is None:
+        from snapsync.store import open_store
+    args.open_store = open_store
     try:
         return int(args.func(args) or 0)
     except SnapsyncError as exc:

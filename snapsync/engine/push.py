@@ -26,27 +26,20 @@ from pathlib import Path
 from typing import Any
 
 from snapsync import __version__
-from snapsync.concurrency import Concurrency, Window
+from snapsync.concurrency import PACKS_IN_FLIGHT, Concurrency, Window
 from snapsync.core.chunking import Chunker
 from snapsync.core.codec import Codec
 from snapsync.core.ignore import resolve_rules
 from snapsync.core.keyed import Keyring
 from snapsync.core.manifest import DIR, FILE, SYMLINK, Entry, Location, Manifest, encode_manifest
-from snapsync.core.pack import PackBuilder
 from snapsync.errors import LocalFileError, UsageError
-from snapsync.local.tree import (
-    LocalEntry,
-    StatCache,
-    default_cache_dir,
-    git_info,
-    listing_digest,
-    read_chunks,
-    scan,
-)
+from snapsync.local.statcache import StatCache, listing_digest
+from snapsync.local.tree import LocalEntry, default_cache_dir, git_info, read_chunks, scan
 from snapsync.progress import NullProgress, Progress
 from snapsync.repository import Repository, SnapshotInfo, StoreConfig
 from snapsync.repository.journal import UploadJournal
-from snapsync.store.store import Layout, Store, check_ref_name
+from snapsync.repository.packer import PackWriter
+from snapsync.store import Store, as_store, check_ref_name
 
 
 @dataclass
@@ -80,7 +73,7 @@ class PushResult:
         return dict(self.__dict__)
 
 
-def push(root: str | os.PathLike[str], url: str, *,
+def push(root: str | os.PathLike[str], url: str | Store, *,
          storage_options: dict[str, Any] | None = None,
          ref: str = "latest",
          message: str = "",
@@ -100,7 +93,8 @@ def push(root: str | os.PathLike[str], url: str, *,
 
     Args:
         root: the project folder.
-        url: an fsspec URL (``s3://bucket/prefix``, ``gs://``, ``az://``, ``file://``...).
+        url: the store: a URL (``s3://bucket/prefix``, ``gs://``, ``az://``, ``file://``...)
+            or an open :class:`~snapsync.store.Store`.
         storage_options: passed to fsspec as they are (e.g. ``{"endpoint_url": ...}``).
         ref: the ref to update.
         message: free text stored with the snapshot.
@@ -139,7 +133,7 @@ def push(root: str | os.PathLike[str], url: str, *,
     codec = Codec(level)
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
 
-    store = Store(url, storage_options)
+    store = as_store(url, storage_options)
     repo = Repository(store, cache_root)
     cfg = _open_config(repo, dry_run, config)
     target_pack = pack_size or cfg.pack_size
@@ -181,7 +175,7 @@ def push(root: str | os.PathLike[str], url: str, *,
     # Packs a crashed push uploaded (this machine's journal) count as present.
     journal = None if dry_run else UploadJournal(cache_root, store.url)
     if journal is not None:
-        for cid, loc in journal.resume(store).items():
+        for cid, loc in journal.resume(repo).items():
             known.setdefault(cid, loc)
 
     chunks_of: dict[str, tuple[bytes, ...]] = {}
@@ -197,36 +191,10 @@ def push(root: str | os.PathLike[str], url: str, *,
             to_read.append(e)
 
     # 3. Read, cut, hash; compress and pack new chunks; upload full packs.
-    new_locs: dict[bytes, Location] = {}
     pending: set[bytes] = set()
-    stats = {"files_read": 0, "bytes_read": 0, "bytes_new": 0, "packs": 0, "uploaded": 0}
-    builder = PackBuilder()
+    stats = {"files_read": 0, "bytes_read": 0, "bytes_new": 0}
     chunker = Chunker(cfg.chunker)
     new_sigs: dict[str, tuple[int, ...]] = {}
-
-    def upload(pid: bytes, data: bytes, locs: dict[bytes, Location]) -> int:
-        if not dry_run:
-            if journal is not None:  # before the PUT: a resume checks the pack landed
-                journal.record(pid, len(data), locs)
-            store.put(Layout.pack(pid), data)
-        return len(data)
-
-    def uploaded(n: int) -> None:
-        stats["packs"] += 1
-        stats["uploaded"] += n
-
-    def seal() -> None:
-        nonlocal builder
-        pid, data, locs = builder.finish()
-        new_locs.update(locs)
-        builder = PackBuilder()
-        uploads.submit(upload, pid, data, locs)
-
-    def packed(batch: list[tuple[bytes, bytes, int]]) -> None:
-        for cid, blob, raw in batch:
-            builder.add(cid, blob, raw)
-            if builder.size >= target_pack:
-                seal()
 
     def compress(batch: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes, int]]:
         return [(cid, codec.encode(data), len(data)) for cid, data in batch]
@@ -238,9 +206,12 @@ def push(root: str | os.PathLike[str], url: str, *,
     total_read = sum(e.size for e in to_read)
     prog.phase("read", total_read, "B")
     with ThreadPoolExecutor(conc.cpu, thread_name_prefix="snapsync-cpu") as cpu_ex, \
-            ThreadPoolExecutor(min(conc.io, 4), thread_name_prefix="snapsync-up") as up_ex:
-        # At most four packs in flight: enough to keep the link busy, bounded in memory.
-        uploads: Window[int] = Window(up_ex, min(conc.io, 4), uploaded)
+            PackWriter(store, target_pack, journal=journal, dry_run=dry_run,
+                       in_flight=min(conc.io, PACKS_IN_FLIGHT)) as writer:
+        def packed(batch: list[tuple[bytes, bytes, int]]) -> None:
+            for cid, blob, raw in batch:
+                writer.add(cid, blob, raw)
+
         compressing: Window[list[tuple[bytes, bytes, int]]] = Window(
             cpu_ex, conc.cpu * 2, packed)
         batch: list[tuple[bytes, bytes]] = []
@@ -279,14 +250,12 @@ def push(root: str | os.PathLike[str], url: str, *,
             if batch:
                 compressing.submit(compress, batch)
             compressing.drain()
-            if len(builder):
-                seal()
-            uploads.drain()
+            new_locs = writer.finish()
         except BaseException:
             compressing.cancel()
-            uploads.cancel()
             raise
     prog.close()
+    stats["packs"], stats["uploaded"] = writer.packs, writer.bytes
 
     # 4. Manifest, then ref.
     entries = _entries(local, chunks_of)
