@@ -32,13 +32,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         tmp = f"{args.output}.snapsync-tmp"
         try:
-            with open(tmp, "wb") as f:
+            f = open(tmp, "wb")  # noqa: SIM115 (closed below; errors name the option)
+        except OSError as exc:
+            raise LocalFileError(f"--output {args.output}: {exc.strerror or exc}") from None
+        try:
+            with f:
                 r = export(args.url, f, storage_options=opts, ref=args.ref,
                            snapshot=args.snapshot, dockerfile=args.dockerfile,
                            cache_dir=args.cache_dir)
             os.replace(tmp, args.output)  # never a half-written tar under the real name
-        except OSError as exc:
-            raise LocalFileError(f"-o {args.output}: {exc.strerror or exc}") from None
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -54,8 +56,18 @@ def cmd_exec(args: argparse.Namespace) -> int:
     from snapsync.engine.pull import pull
 
     command = list(args.command)
-    if command[:1] == ["--"]:
-        command = command[1:]
+    # Options given after URL land in the remainder; they are parsed here, up to "--".
+    if "--" in command:
+        cut = command.index("--")
+        head, command = command[:cut], command[cut + 1:]
+    elif command[:1] and command[0].startswith("-"):
+        head, command = command, []
+    else:
+        head = []
+    if head:
+        args.exec_options.parse_args(head, namespace=args)
+    if not args.dir:
+        raise UsageError("exec needs --dir DIR (or $SNAPSYNC_DIR): the folder to pull into")
     if not command:
         raise UsageError("exec needs a command after --, e.g. snapsync exec URL -- python "
                          "flow.py")
@@ -77,6 +89,17 @@ def cmd_exec(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise LocalFileError(f"exec: cannot run {command[0]}: {exc.strerror}") from None
     return 0  # pragma: no cover (execvp does not return)
+
+
+def _exec_options(p: argparse.ArgumentParser, common: Callable[..., None]) -> None:
+    p.add_argument("--dir", "-d", default=os.environ.get("SNAPSYNC_DIR") or None,
+                   help="folder to pull into (default: $SNAPSYNC_DIR; required)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--ref", default=os.environ.get("SNAPSYNC_REF") or None,
+                   help="ref to pull (default: $SNAPSYNC_REF or latest)")
+    g.add_argument("--snapshot", default=os.environ.get("SNAPSYNC_SNAPSHOT") or None,
+                   help="snapshot id, prefix or git:<commit> (default: $SNAPSYNC_SNAPSHOT)")
+    common(p)
 
 
 def register(sub: Any, common: Callable[..., None]) -> None:
@@ -106,13 +129,9 @@ def register(sub: Any, common: Callable[..., None]) -> None:
                                    "$SNAPSYNC_CACHE_DIR) so a restart downloads only what "
                                    "changed.")
     p.add_argument("url", metavar="URL")
-    p.add_argument("--dir", "-d", default=os.environ.get("SNAPSYNC_DIR", "/app"),
-                   help="folder to pull into (default: $SNAPSYNC_DIR or /app)")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--ref", default=os.environ.get("SNAPSYNC_REF") or None,
-                   help="ref to pull (default: $SNAPSYNC_REF or latest)")
-    g.add_argument("--snapshot", default=os.environ.get("SNAPSYNC_SNAPSHOT") or None,
-                   help="snapshot id, prefix or git:<commit> (default: $SNAPSYNC_SNAPSHOT)")
+    _exec_options(p, common)
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND")
-    common(p)
+    late = argparse.ArgumentParser(prog="snapsync exec", add_help=False)
+    _exec_options(late, common)
+    p.set_defaults(exec_options=late)
     p.set_defaults(func=cmd_exec)
