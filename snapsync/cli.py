@@ -15,8 +15,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from snapsync import __version__
 from snapsync.errors import ProblemsFound, SnapsyncError, UsageError
+from snapsync.version import __version__
 
 EXIT_INTERRUPTED = 130
 
@@ -96,12 +96,20 @@ def cmd_push(args: argparse.Namespace) -> int:
     if len(args.paths) > 2:
         raise UsageError(f"push takes [DIR] URL, got {len(args.paths)} arguments")
     root, url = (".", args.paths[0]) if len(args.paths) == 1 else args.paths
+    only = facts = None
+    if args.git:  # ship exactly what git tracks (snapsync/local/git.py)
+        from snapsync.local.git import git_facts, git_files
+
+        only = git_files(root, untracked=args.untracked)
+        facts = git_facts(root, untracked=args.untracked)
+    elif args.untracked:
+        raise UsageError("--untracked needs --git")
     r = push(root, _store(args, url), ref=args.ref,
              message=args.message or "", ignore_file=args.ignore_file,
              use_default_ignore=not args.no_default_ignore, dry_run=args.dry_run,
              jobs=args.jobs, level=args.level, cache_dir=args.cache_dir,
              use_stat_cache=not args.no_stat_cache, skip_unreadable=args.skip_unreadable,
-             progress=args.progress, on_warning=args.warn)
+             progress=args.progress, on_warning=args.warn, only=only, git_facts=facts)
 
     def human() -> str:
         state = ("unchanged, nothing written" if r.unchanged else
@@ -158,6 +166,11 @@ def cmd_log(args: argparse.Namespace) -> int:
     from snapsync.engine.inspect import log
 
     entries = log(_store(args), ref=args.ref)
+    if args.commit:  # only the snapshots pushed from that commit
+        from snapsync.local.git import matches_commit, parse_git_name
+
+        prefix, _ = parse_git_name("git:" + args.commit)
+        entries = [e for e in entries if matches_commit(e, prefix)]
 
     def human() -> str:
         if not entries:
@@ -243,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-stat-cache", action="store_true", help="re-read every file")
     p.add_argument("--skip-unreadable", action="store_true",
                    help="warn about unreadable files and leave them out instead of failing")
+    p.add_argument("--git", action="store_true",
+                   help="ship exactly the files git tracks (.gitignore decides, not "
+                        ".prefectignore); the commit is recorded for --snapshot git:<commit>")
+    p.add_argument("--untracked", action="store_true",
+                   help="with --git, also ship untracked files that .gitignore does not "
+                        "exclude")
     _common(p)
     p.set_defaults(func=cmd_push)
 
@@ -253,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", nargs="?", default=".", metavar="DIR")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--ref", help="ref to pull (default: latest)")
-    g.add_argument("--snapshot", help="snapshot id (or a unique prefix) to pull")
+    g.add_argument("--snapshot", help="snapshot id (or a unique prefix, or git:<commit>) to "
+                   "pull")
     p.add_argument("--delete", action="store_true",
                    help="remove files in DIR that the snapshot does not hold (never paths the "
                         "snapshot's ignore rules match)")
@@ -266,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("log", help="list the snapshots of a ref, newest first")
     p.add_argument("url", metavar="URL")
     p.add_argument("--ref", default="latest")
+    p.add_argument("--commit", metavar="PREFIX",
+                   help="only snapshots pushed from a git commit starting with PREFIX")
     _common(p, jobs=False)
     p.set_defaults(func=cmd_log)
 
@@ -288,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_diff)
 
     _maintenance_commands(sub)
+    from snapsync import cli_deploy  # export, exec
+
+    cli_deploy.register(sub, _common)
     return parser
 
 
@@ -440,6 +465,7 @@ def main(argv: Sequence[str] | None = None, open_store: StoreOpener | None = Non
     if open_store is None:
         from snapsync.store import open_store
     args.open_store = open_store
+    args.store = lambda url=None: _store(args, url)  # for commands registered elsewhere
     try:
         return int(args.func(args) or 0)
     except SnapsyncError as exc:

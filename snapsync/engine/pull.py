@@ -145,7 +145,10 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
     seen = target.observe(destp, manifest.entries, stat_cache, chunker)
     plan = plan_pull(manifest.entries, seen)
     if rules is not None:
-        plan.delete = plan_deletes(manifest.entries, *target.scan_extras(destp, rules))
+        # Never delete snapsync's own cache or a local store that lives inside the target.
+        spare = [str(cache_root)] + ([getattr(store.backend, "root", "")] if store.local else [])
+        plan.delete = plan_deletes(manifest.entries,
+                                   *target.scan_extras(destp, rules, [s for s in spare if s]))
     files = plan.files
     need = plan.needed
     result = PullResult(snapshot_id=sid, url=store.display_url, directory=str(destp),

@@ -19,13 +19,12 @@ import hashlib
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from snapsync import __version__
 from snapsync.concurrency import PACKS_IN_FLIGHT, Concurrency, Window
 from snapsync.core.chunking import Chunker
 from snapsync.core.codec import Codec
@@ -40,6 +39,7 @@ from snapsync.repository import Repository, SnapshotInfo, StoreConfig
 from snapsync.repository.journal import UploadJournal
 from snapsync.repository.packer import PackWriter
 from snapsync.store import Store, as_store, check_ref_name
+from snapsync.version import __version__
 
 
 @dataclass
@@ -88,7 +88,9 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
          skip_unreadable: bool = False,
          config: StoreConfig | None = None,
          progress: Progress | None = None,
-         on_warning: Callable[[str], None] | None = None) -> PushResult:
+         on_warning: Callable[[str], None] | None = None,
+         only: Collection[str] | None = None,
+         git_facts: dict[str, Any] | None = None) -> PushResult:
     """Snapshot ``root`` into the store at ``url`` and point ``ref`` at it.
 
     Args:
@@ -109,6 +111,9 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
         skip_unreadable: warn about unreadable files and leave them out instead of failing.
         config: chunker and pack parameters for a store this push creates (benchmarks).
         progress: progress hooks; ``on_warning``: called with each warning as it happens.
+        only: ship exactly these relative paths (``push --git``: git's file list); the
+            ignore rules are then recorded for ``pull --delete`` but select nothing.
+        git_facts: the ``git`` facts to record in the log entry (default: probe ``root``).
 
     Returns:
         A :class:`PushResult`.
@@ -146,6 +151,10 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
     keyring = Keyring.from_env()
     rules, note = resolve_rules(rootp, ignore_file, use_default_ignore)
     notes = [note] if note else []
+    if only is not None:  # e.g. git's file list: exactly these files, whatever rules say
+        from snapsync.local.git import SelectedFiles
+
+        rules, notes = SelectedFiles(only, rules, "git ls-files"), []  # type: ignore[assignment]
     prog.phase("scan", None, "files")
     local = scan(rootp, rules, warn)
     prog.close()
@@ -154,7 +163,9 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
                            if use_stat_cache else None)
     listing = listing_digest(local)
     fast = _unchanged_since_last_push(local, stat_cache, parent, listing, keyring, dry_run)
-    if fast is not None:
+    # push --git: a new commit of the same tree is logged again, so git:<commit> finds it.
+    same_git = git_facts is None or (parent is not None and parent.git == git_facts)
+    if fast is not None and same_git:
         fast.ref, fast.url, fast.notes, fast.warnings = ref, store.display_url, notes, warnings
         fast.requests = store.stats.as_dict()["requests"]
         fast.seconds = round(time.perf_counter() - t0, 3)
@@ -267,7 +278,7 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
     sid, raw_manifest = encode_manifest(entries, locations, info_section)
     # With a key, an unsigned manifest of the same tree is replaced by a signed one.
     resign = keyring is not None and not keyring.signed(manifests.get(sid))
-    unchanged = parent is not None and parent.snapshot == sid and not resign
+    unchanged = parent is not None and parent.snapshot == sid and not resign and same_git
     totals = {
         "files": sum(1 for e in entries if e.kind == FILE),
         "dirs": sum(1 for e in entries if e.kind == DIR),
@@ -281,7 +292,8 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
         repo.write_ref(SnapshotInfo(
             snapshot=sid, ref=ref, time=when, time_ns=ns,
             parent=parent.snapshot if parent else None, host=socket.gethostname(),
-            version=__version__, message=message, totals=totals, git=git_info(rootp)))
+            version=__version__, message=message, totals=totals,
+            git=git_info(rootp) if git_facts is None else git_facts))
     if journal is not None:
         journal.forget()  # the ref now names what the journal kept alive
     if not dry_run:

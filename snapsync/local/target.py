@@ -9,10 +9,11 @@ protect) and emptied again on failure.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from pathlib import Path
 
@@ -198,10 +199,15 @@ def commit(destp: Path, plan: PullPlan, staged: dict[bytes, str],
         for e in plan.mkdir:
             make_dirs(root, e.path, made)
         for rel, is_dir in plan.delete:
-            if is_dir:
-                os.rmdir(os.path.join(root, rel))
-            else:
-                os.unlink(os.path.join(root, rel))
+            try:
+                if is_dir:
+                    os.rmdir(os.path.join(root, rel))
+                else:
+                    os.unlink(os.path.join(root, rel))
+            except OSError as exc:
+                # Gone already, or a folder that gained entries since the plan: leave it.
+                if not isinstance(exc, FileNotFoundError) and exc.errno != errno.ENOTEMPTY:
+                    raise
     except OSError as exc:
         raise LocalFileError(f"cannot update {destp}: {exc.strerror or exc} "
                              f"({os.fsdecode(exc.filename or b'')})") from None
@@ -225,10 +231,13 @@ def save_target_cache(destp: Path, manifest: Manifest, stat_cache: StatCache) ->
 
 
 
-def scan_extras(destp: Path, rules: IgnoreRules) -> tuple[list[tuple[bytes, bool]], set[bytes]]:
+def scan_extras(destp: Path, rules: IgnoreRules, exclude: Iterable[str] = ()
+                ) -> tuple[list[tuple[bytes, bool]], set[bytes]]:
     """What the target holds, for planning deletions: ``(path, is_dir)`` of every entry the
-    rules do not protect, and the folders that hold protected (ignored) entries."""
+    rules do not protect, and the folders that hold protected entries. Folders in
+    ``exclude`` (snapsync's own cache, a local store) are protected whatever the rules say."""
     root = os.fsencode(destp)
+    spared = {os.fsencode(os.path.realpath(x)) for x in exclude}
     found: list[tuple[bytes, bool]] = []
     held: set[bytes] = set()
     stack = [b""]
@@ -243,7 +252,8 @@ def scan_extras(destp: Path, rules: IgnoreRules) -> tuple[list[tuple[bytes, bool
                     continue
                 path = rel + b"/" + de.name if rel else de.name
                 is_dir = de.is_dir(follow_symlinks=False)
-                if rules.ignored(os.fsdecode(path), is_dir):
+                if rules.ignored(os.fsdecode(path), is_dir) or (
+                        is_dir and os.path.realpath(de.path) in spared):
                     held.add(rel)
                     continue
                 found.append((path, is_dir))

@@ -285,6 +285,10 @@ class Repository:
 
     def resolve(self, ref: str | None, snapshot: str | None) -> str:
         """The snapshot id named by ``--snapshot`` (full id or unique prefix) or ``--ref``."""
+        if snapshot and snapshot.strip().lower().startswith("git:"):
+            from snapsync.local.git import resolve_git  # git:<commit> (docs: git pinning)
+
+            return resolve_git(self, snapshot.strip(), [ref] if ref else None)
         if snapshot:
             snap = snapshot.lower()
             if len(snap) == 32 and all(c in "0123456789abcdef" for c in snap):
