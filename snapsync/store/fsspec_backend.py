@@ -16,6 +16,10 @@ from typing import Any
 from snapsync.local.atomic import atomic_write
 from snapsync.store.backend import Backend, ObjectMeta, PutMode
 
+# Per-attempt timeouts for s3fs when the options give none (seconds).
+S3_CONNECT_TIMEOUT = 5
+S3_READ_TIMEOUT = 10
+
 
 class FsspecBackend(Backend):
     """A store root on an fsspec file system ``fs`` (``root`` is the path inside it)."""
@@ -42,7 +46,18 @@ class FsspecBackend(Backend):
             url = "file://" + os.path.abspath(url)
         if url.startswith("file://"):
             opts.setdefault("auto_mkdir", True)
+        s3 = url.split("://", 1)[0] in ("s3", "s3a")
+        if s3:
+            # Bounded attempts (botocore's defaults are 60 s each, retried): the Store
+            # facade retries, so botocore must not.
+            cfg = dict(opts.get("config_kwargs") or {})
+            cfg.setdefault("connect_timeout", S3_CONNECT_TIMEOUT)
+            cfg.setdefault("read_timeout", S3_READ_TIMEOUT)
+            cfg.setdefault("retries", {"total_max_attempts": 1})
+            opts["config_kwargs"] = cfg
         fs, root = url_to_fs(url, **opts)
+        if s3 and getattr(fs, "retries", 1) > 1:
+            fs.retries = 1  # s3fs's own retry loop (5 tries, ~15 s on a silent endpoint)
         return cls(fs, root)
 
     def _path(self, key: str) -> str:
@@ -52,6 +67,8 @@ class FsspecBackend(Backend):
         return self.fs.cat_file(self._path(key))
 
     def get_many(self, keys: Sequence[str], concurrency: int) -> list[bytes | BaseException]:
+        if not keys:  # fsspec's cat([]) raises FileNotFoundError([])
+            return []
         paths = [self._path(k) for k in keys]
         got = self.fs.cat(paths, on_error="return", batch_size=concurrency)
         if not isinstance(got, dict):  # fsspec returns bare bytes for a single path
@@ -60,6 +77,8 @@ class FsspecBackend(Backend):
 
     def get_ranges(self, reqs: Sequence[tuple[str, int, int]],
                    concurrency: int) -> list[bytes | BaseException]:
+        if not reqs:
+            return []
         return list(self.fs.cat_ranges([self._path(k) for k, _, _ in reqs],
                                        [s for _, s, _ in reqs], [e for _, _, e in reqs],
                                        batch_size=concurrency, on_error="return"))
