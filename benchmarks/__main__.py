@@ -1,4 +1,4 @@
-"""``python -m benchmarks``: same entry as ``snapsync bench``."""
+"""``python -m benchmarks`` (what ``make bench`` runs)."""
 
 from __future__ import annotations
 

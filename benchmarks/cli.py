@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmarks`` and ``snapsync bench`` (same options, same entry)."""
+"""Command line: ``python -m benchmarks`` (``make bench``, ``make bench-full``)."""
 
 from __future__ import annotations
 

@@ -10,8 +10,6 @@ chunks the store lacks; pull it back verified, touching only what changed.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from snapsync.engine.pull import PullResult, pull
 from snapsync.engine.push import PushResult, push
 from snapsync.errors import (
@@ -28,6 +26,7 @@ from snapsync.errors import (
     UnsafePathError,
     UsageError,
 )
+from snapsync.version import __version__
 
 __all__ = [
     "ConflictError",

@@ -15,56 +15,19 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from snapsync import __version__
-from snapsync.errors import SnapsyncError, UsageError
+from snapsync.cli_args import (
+    URL_HELP,
+    SubcommandParser,
+    nonempty,
+    parse_duration,
+    storage_options,
+    zstd_level,
+)
+from snapsync.errors import ProblemsFound, SnapsyncError, UsageError
+from snapsync.version import __version__
 
 EXIT_DIFFERENT = 1  # `diff` found differences
 EXIT_INTERRUPTED = 130
-URL_HELP = "the store's URL: s3://bucket/prefix, gs://, az://, file:///path or a plain path"
-
-
-class _SubcommandParser(argparse.ArgumentParser):
-    """A subcommand's parser: options may come between positionals, as people type them
-    (``pull URL --snapshot ID DIR``), and its errors show its own usage, not the top level's.
-    """
-
-    _parsing = False
-
-    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
-        if self._parsing:  # parse_known_intermixed_args calls back into this method
-            return super().parse_known_args(args, namespace)
-        self._parsing = True
-        try:
-            ns, extras = self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._parsing = False
-        if extras:
-            self.error(f"unrecognized arguments: {' '.join(extras)}")
-        return ns, extras
-
-
-def _nonempty(option: str) -> Callable[[str], str]:
-    """argparse type: refuse an empty value (``--snapshot ""`` must not mean "latest")."""
-
-    def check(value: str) -> str:
-        if not value.strip():
-            raise argparse.ArgumentTypeError(f"{option} must not be empty")
-        return value
-
-    return check
-
-
-def _level(value: str) -> int:
-    from snapsync.core.codec import MAX_LEVEL, MIN_LEVEL
-
-    try:
-        level = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
-    if not MIN_LEVEL <= level <= MAX_LEVEL:
-        raise argparse.ArgumentTypeError(f"zstd levels run from {MIN_LEVEL} to {MAX_LEVEL}, "
-                                         f"got {level}")
-    return level
 
 
 class TqdmProgress:
@@ -105,18 +68,12 @@ class TqdmProgress:
             self._bar = None
 
 
-def _storage_options(pairs: Sequence[str]) -> dict[str, Any]:
-    """``-o KEY=VALUE``; values that parse as JSON (numbers, true, {...}) are decoded."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"-o {pair!r}: expected KEY=VALUE")
-        try:
-            out[key] = json.loads(value)
-        except ValueError:
-            out[key] = value
-    return out
+StoreOpener = Callable[[str, dict[str, Any]], Any]
+
+
+def _store(args: argparse.Namespace, url: str | None = None) -> Any:
+    """The store the command names, opened by ``main``'s opener (tests inject their own)."""
+    return args.open_store(args.url if url is None else url, storage_options(args.option))
 
 
 def _size(n: float) -> str:
@@ -144,12 +101,20 @@ def cmd_push(args: argparse.Namespace) -> int:
     if len(args.paths) > 2:
         raise UsageError(f"push takes [DIR] URL, got {len(args.paths)} arguments")
     root, url = (".", args.paths[0]) if len(args.paths) == 1 else args.paths
-    r = push(root, url, storage_options=_storage_options(args.option), ref=args.ref,
+    only = facts = None
+    if args.git:  # ship exactly what git tracks (snapsync/local/git.py)
+        from snapsync.local.git import git_facts, git_files
+
+        only = git_files(root, untracked=args.untracked)
+        facts = git_facts(root, untracked=args.untracked)
+    elif args.untracked:
+        raise UsageError("--untracked needs --git")
+    r = push(root, _store(args, url), ref=args.ref,
              message=args.message or "", ignore_file=args.ignore_file,
              use_default_ignore=not args.no_default_ignore, dry_run=args.dry_run,
              jobs=args.jobs, level=args.level, cache_dir=args.cache_dir,
              use_stat_cache=not args.no_stat_cache, skip_unreadable=args.skip_unreadable,
-             progress=args.progress, on_warning=args.warn)
+             progress=args.progress, on_warning=args.warn, only=only, git_facts=facts)
 
     def human() -> str:
         state = ("unchanged, nothing written" if r.unchanged else
@@ -179,7 +144,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     from snapsync.engine.pull import pull
 
     url = args.url
-    r = pull(url, args.dir, storage_options=_storage_options(args.option), ref=args.ref,
+    r = pull(_store(args, url), args.dir, ref=args.ref,
              snapshot=args.snapshot, delete=args.delete, delete_ignored=args.delete_ignored,
              jobs=args.jobs, cache_dir=args.cache_dir, use_cache=not args.no_cache,
              progress=args.progress, on_warning=args.warn)
@@ -206,7 +171,12 @@ def cmd_pull(args: argparse.Namespace) -> int:
 def cmd_log(args: argparse.Namespace) -> int:
     from snapsync.engine.inspect import log
 
-    entries = log(args.url, ref=args.ref, storage_options=_storage_options(args.option))
+    entries = log(_store(args), ref=args.ref)
+    if args.commit:  # only the snapshots pushed from that commit
+        from snapsync.local.git import matches_commit, parse_git_name
+
+        prefix, _ = parse_git_name("git:" + args.commit)
+        entries = [e for e in entries if matches_commit(e, prefix)]
 
     def human() -> str:
         if not entries:
@@ -228,8 +198,7 @@ def cmd_log(args: argparse.Namespace) -> int:
 def cmd_ls(args: argparse.Namespace) -> int:
     from snapsync.engine.inspect import list_entries
 
-    rows = list_entries(args.url, ref=args.ref, snapshot=args.snapshot,
-                        storage_options=_storage_options(args.option))
+    rows = list_entries(_store(args), ref=args.ref, snapshot=args.snapshot)
 
     def human() -> str:
         out = []
@@ -245,7 +214,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_diff(args: argparse.Namespace) -> int:
     from snapsync.engine.inspect import diff
 
-    d = diff(args.url, args.a, args.b, storage_options=_storage_options(args.option))
+    d = diff(_store(args), args.a, args.b)
 
     def human() -> str:
         lines = [f"+ {p}" for p in d.added] + [f"- {p}" for p in d.removed] + \
@@ -277,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "every byte and touches only what changed.")
     parser.add_argument("--version", action="version", version=f"snapsync {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                parser_class=_SubcommandParser)
+                                parser_class=SubcommandParser)
 
     p = sub.add_parser("push", help="snapshot a folder into a store",
                        usage="snapsync push [options] [DIR] URL",
@@ -293,11 +262,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-default-ignore", action="store_true",
                    help="with no ignore file, ship everything (Prefect's own behaviour)")
     p.add_argument("--dry-run", action="store_true", help="do everything but write the store")
-    p.add_argument("--level", type=_level, default=3,
+    p.add_argument("--level", type=zstd_level, default=3,
                    help="zstd level for new chunks, -7 to 22 (default 3)")
     p.add_argument("--no-stat-cache", action="store_true", help="re-read every file")
     p.add_argument("--skip-unreadable", action="store_true",
                    help="warn about unreadable files and leave them out instead of failing")
+    p.add_argument("--git", action="store_true",
+                   help="ship exactly the files git tracks (.gitignore decides, not "
+                        ".prefectignore); the commit is recorded for --snapshot git:<commit>")
+    p.add_argument("--untracked", action="store_true",
+                   help="with --git, also ship untracked files that .gitignore does not "
+                        "exclude")
     _common(p)
     p.set_defaults(func=cmd_push)
 
@@ -308,9 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", nargs="?", default=".", metavar="DIR",
                    help="the folder to make equal to the snapshot (default: the current one)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--ref", type=_nonempty("--ref"), help="ref to pull (default: latest)")
-    g.add_argument("--snapshot", type=_nonempty("--snapshot"),
-                   help="snapshot id (or a unique prefix of at least 4 characters) to pull")
+    g.add_argument("--ref", type=nonempty("--ref"), help="ref to pull (default: latest)")
+    g.add_argument("--snapshot", type=nonempty("--snapshot"),
+                   help="snapshot id (or a unique prefix of at least 4 characters, or "
+                        "git:<commit>) to pull")
     p.add_argument("--delete", action="store_true",
                    help="remove files in DIR that the snapshot does not hold (never paths the "
                         "snapshot's ignore rules match)")
@@ -324,15 +300,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("url", metavar="URL", help=URL_HELP)
     p.add_argument("--ref", default="latest", help="the ref whose history to list "
                                                    "(default: latest)")
+    p.add_argument("--commit", metavar="PREFIX",
+                   help="only snapshots pushed from a git commit starting with PREFIX")
     _common(p, jobs=False)
     p.set_defaults(func=cmd_log)
 
     p = sub.add_parser("ls", help="list the entries of a snapshot")
     p.add_argument("url", metavar="URL", help=URL_HELP)
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--ref", type=_nonempty("--ref"),
+    g.add_argument("--ref", type=nonempty("--ref"),
                    help="list the snapshot this ref names (default: latest)")
-    g.add_argument("--snapshot", type=_nonempty("--snapshot"),
+    g.add_argument("--snapshot", type=nonempty("--snapshot"),
                    help="list this snapshot (an id or a unique prefix)")
     _common(p, jobs=False)
     p.set_defaults(func=cmd_ls)
@@ -349,52 +327,128 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, jobs=False)
     p.set_defaults(func=cmd_diff)
 
-    _extend(sub)
-    # Commands registered elsewhere (check, gc) get the common URL description too.
-    for cmd in sub.choices.values():
-        for action in cmd._actions:
-            if not action.option_strings and action.help is None and action.dest == "url":
-                action.help = URL_HELP
+    _maintenance_commands(sub)
+    from snapsync import cli_deploy  # export, exec
+
+    cli_deploy.register(sub, _common)
     return parser
 
 
-def _extend(sub: Any) -> None:
-    """Commands that live in their own modules register here.
+def cmd_check(args: argparse.Namespace) -> int:
+    from snapsync.engine.check import check
 
-    The benchmark suite lives in a source checkout, not in the installed package: from a
-    checkout's root ``snapsync bench`` runs it; elsewhere it says where to find it.
+    r = check(_store(args), read_data=args.read_data)
+
+    def human() -> str:
+        lines = [f"{'OK' if r.ok else 'PROBLEMS'}: {r.url}",
+                 f"  refs {r.refs}, log entries {r.log_entries}, snapshots {r.snapshots}, "
+                 f"packs {r.packs} ({r.packs_referenced} referenced), chunks {r.chunks}"]
+        if r.read_data:
+            lines.append(f"  read {r.packs_read} packs ({_size(r.bytes_read)}), verified "
+                         f"{r.chunks_verified} chunks")
+        lines += [f"  problem: {p}" for p in r.problems]
+        lines += [f"  note: {n}" for n in r.notes]
+        return "\n".join(lines)
+
+    _emit(args, r.as_dict(), human)
+    if not r.ok and args.quiet:  # quiet drops the summary, not the problems
+        for p in r.problems:
+            print(f"snapsync: problem: {p}", file=sys.stderr)
+    return 0 if r.ok else ProblemsFound.exit_code
+
+
+_PLAN_ITEMS = 20  # items of each kind a human-readable gc plan lists (--json has them all)
+
+
+def _items(label: str, items: Sequence[str]) -> list[str]:
+    lines = [f"  {label} ({len(items)}):"] if items else []
+    lines += [f"    {x}" for x in items[:_PLAN_ITEMS]]
+    if len(items) > _PLAN_ITEMS:
+        lines.append(f"    ... and {len(items) - _PLAN_ITEMS} more (--json lists all)")
+    return lines
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from snapsync.engine.gc import gc
+
+    keep_within = parse_duration(args.keep_within, "--keep-within") \
+        if args.keep_within else None
+    r = gc(_store(args), keep_last=args.keep_last, keep_within=keep_within,
+           dry_run=args.dry_run, grace=parse_duration(args.grace, "--grace"),
+           repack=args.repack, repack_below=args.repack_below)
+
+    def human() -> str:
+        verb = "would delete" if r.dry_run else "deleted"
+        lines = [f"gc {r.url}{' (dry run: the plan)' if r.dry_run else ''}: kept "
+                 f"{len(r.snapshots_kept)} snapshots, dropped {len(r.snapshots_dropped)}",
+                 f"  {verb} {r.log_entries_deleted} log entries, {r.manifests_deleted} "
+                 f"manifests, {r.packs_deleted} packs ({_size(r.bytes_freed)})",
+                 f"  packs kept {r.packs_kept}, young unreferenced packs kept {r.packs_young}",
+                 f"  {'would repack' if r.dry_run else 'repacked'} {r.packs_repacked} mostly "
+                 f"dead packs ({_size(r.bytes_repacked)} live, "
+                 f"{r.manifests_rewritten} manifests rewritten)"]
+        if r.dry_run and r.plan is not None:
+            p = r.plan
+            lines += _items("snapshots to drop", p.snapshots_dropped)
+            lines += _items("log entries to delete", p.log_entries)
+            lines += _items("manifests to delete", p.manifests)
+            lines += _items("packs to delete", p.packs)
+            lines += _items("packs to repack", [f"{c.pack} ({_size(c.live_bytes)} live of "
+                                                f"{_size(c.size)})" for c in p.repack])
+        lines += [f"  note: {n}" for n in r.notes]
+        return "\n".join(lines)
+
+    _emit(args, r.as_dict(), human)
+    return 0
+
+
+def _maintenance_commands(sub: Any) -> None:
+    from snapsync.engine.gc import DEFAULT_REPACK_BELOW
+
+    p = sub.add_parser("check", help="verify that every snapshot in a store is complete",
+                       description="Follow refs and log entries to manifests, manifests to "
+                                   "packs. Exit code 10 when anything is wrong.")
+    p.add_argument("url", metavar="URL", help=URL_HELP)
+    p.add_argument("--read-data", action="store_true",
+                   help="download every referenced pack and verify every chunk")
+    _common(p, jobs=False)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("gc", help="drop old snapshots and delete unreferenced data",
+                       description="Keep, per ref, the newest --keep-last snapshots (and those "
+                                   "newer than --keep-within); delete log entries, manifests "
+                                   "and packs no kept snapshot needs; repack mostly dead "
+                                   "packs. Safe while pushes run, as long as no push takes "
+                                   "longer than --grace. --dry-run prints the plan that gc "
+                                   "would carry out.")
+    p.add_argument("url", metavar="URL", help=URL_HELP)
+    p.add_argument("--keep-last", type=int, required=True, metavar="N",
+                   help="per ref, keep the newest N distinct snapshots (at least 1)")
+    p.add_argument("--keep-within", metavar="DURATION",
+                   help="per ref, also keep snapshots logged within DURATION (e.g. 7d, 12h)")
+    p.add_argument("--grace", default="24h", metavar="DURATION",
+                   help="never delete anything younger, keep snapshots that were ref heads "
+                        "this recently (default 24h; must exceed the longest push "
+                        "plus 1h)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (what would be deleted and repacked), change nothing")
+    p.add_argument("--no-repack", dest="repack", action="store_false",
+                   help="do not copy the live chunks of mostly dead packs into new packs")
+    p.add_argument("--repack-below", type=float, default=DEFAULT_REPACK_BELOW,
+                   metavar="FRACTION",
+                   help="repack packs whose live bytes are below this fraction of their size "
+                        f"(default {DEFAULT_REPACK_BELOW}); the old packs are deleted by a "
+                        "later gc, after --grace")
+    _common(p, jobs=False)
+    p.set_defaults(func=cmd_gc)
+
+def main(argv: Sequence[str] | None = None, open_store: StoreOpener | None = None) -> int:
+    """Run the command line ``argv``; return the exit code.
+
+    ``open_store(url, storage_options)`` opens each store a command uses (default:
+    :func:`snapsync.store.open_store`); tests pass one that wraps the backend to inject faults.
     """
-    from snapsync.engine import maintenance
-
-    maintenance.register(sub, _common)
-    p = sub.add_parser("bench", help="benchmark snapsync against its peers (from a checkout)",
-                       description="Run the benchmark suite of a snapsync source checkout "
-                                   "(the current folder); `snapsync bench --help` there lists "
-                                   "its options.", add_help=False)
-    p.set_defaults(func=lambda args: _bench([]))
-
-
-def _bench(argv: list[str]) -> int:
-    # The suite is not part of the installed package. Only a folder that is a snapsync
-    # checkout is put on sys.path, and only for this command.
-    if not (os.path.isfile(os.path.join("benchmarks", "cli.py"))
-            and os.path.isfile(os.path.join("snapsync", "cli.py"))):
-        raise UsageError("the benchmark suite runs from a snapsync source checkout: run "
-                         "`snapsync bench` (or `make bench`) in its root folder")
-    sys.path.insert(0, os.getcwd())
-    from benchmarks.cli import main as bench_main
-
-    return bench_main(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:  # the suite parses its own options (see `_bench`)
-        try:
-            return _bench(argv[1:])
-        except SnapsyncError as exc:
-            print(f"snapsync: error: {exc}", file=sys.stderr)
-            return exc.exit_code
     parser = build_parser()
     args = parser.parse_args(argv)
     quiet = getattr(args, "quiet", False)
@@ -410,6 +464,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"snapsync: {msg}", file=sys.stderr)
 
     args.warn, args.note = warn, note
+    if open_store is None:
+        from snapsync.store import open_store
+    args.open_store = open_store
+    args.store = lambda url=None: _store(args, url)  # for commands registered elsewhere
     try:
         return int(args.func(args) or 0)
     except SnapsyncError as exc:

@@ -1,7 +1,7 @@
 """Every bound on concurrency lives here: CPU threads, requests in flight, windows.
 
 CPU work (hashing, zstd, file writes) runs in threads: zstd and xxh3 release the GIL, and the
-reading stays on one thread because threads lose on many small files (limits.md §4).
+reading stays on one thread because threads lose on many small files (docs/design.md, "Bounds").
 Network requests go through fsspec's bulk verbs, bounded by ``io`` (its ``batch_size``).
 """
 
@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+
+DEFAULT_IO = 16  # requests in flight (``--jobs``): enough to hide a bucket's latency
+META_BATCH = 64  # small objects (refs, logs, manifests) read in one concurrent batch
+PACKS_IN_FLIGHT = 4  # uploads of pack-size objects at once: keeps the link busy, bounds memory
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,7 @@ class Concurrency:
             from snapsync.errors import UsageError
 
             raise UsageError(f"--jobs must be at least 1, got {jobs}")
-        io = jobs if jobs is not None else 16
+        io = jobs if jobs is not None else DEFAULT_IO
         return cls(cpu=max(1, min(cores, io)), io=io)
 
 

@@ -1,7 +1,8 @@
 """One root error type, with subclasses that the CLI maps to exit codes.
 
 Every error a user can cause names the file, the URL or the option at fault in its message.
-Provider exceptions are translated into these once, at the store edge (``store.py``).
+Provider exceptions are translated into these once, at the store edge (``store/store.py``);
+the CLI maps ``exit_code`` to the process's exit status.
 """
 
 from __future__ import annotations
@@ -11,6 +12,12 @@ class SnapsyncError(Exception):
     """Root of every error snapsync raises on purpose."""
 
     exit_code = 1
+
+
+class ProblemsFound(SnapsyncError):
+    """``check`` finished and found problems (its report says which)."""
+
+    exit_code = 10
 
 
 class UsageError(SnapsyncError):
@@ -71,3 +78,17 @@ class ConflictError(SnapsyncError):
     """Another writer changed what this operation depends on."""
 
     exit_code = 8
+
+
+class AlreadyExistsError(ConflictError):
+    """A create-only write found the object already there."""
+
+
+class PreconditionError(ConflictError):
+    """A compare-and-swap write found another version of the object."""
+
+
+class CacheError(SnapsyncError):
+    """The local cache lost or garbled an entry it promised (the store is not at fault)."""
+
+    exit_code = 3

@@ -30,6 +30,7 @@ them as ``fn(**inputs)`` from a worker thread.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict
@@ -39,7 +40,7 @@ from snapsync.engine.pull import PullResult
 from snapsync.engine.pull import pull as _engine_pull
 from snapsync.engine.push import PushResult
 from snapsync.engine.push import push as _engine_push
-from snapsync.errors import UsageError
+from snapsync.errors import SnapsyncError, UsageError
 
 log = logging.getLogger("snapsync")
 
@@ -173,8 +174,22 @@ def _opt(value: Any) -> str | None:
     return text or None
 
 
+def _report(level: int, msg: str) -> None:
+    """Log on ``snapsync``, and, under Prefect, where its users look (deploy output, run logs).
+
+    Prefect shows neither a plain logger's INFO records nor a step's exception text by
+    default; ``snapsync.prefect.step_log`` routes to the flow run's logger or Prefect's
+    console. Prefect is only used when it is already loaded (these steps never import it).
+    """
+    log.log(level, "%s", msg)
+    if "prefect" in sys.modules:
+        from snapsync.prefect import step_log
+
+        step_log(level, msg)
+
+
 def _warn(msg: str) -> None:
-    log.warning("snapsync: %s", msg)
+    _report(logging.WARNING, f"snapsync: {msg}")
 
 
 def _size(n: int) -> str:
@@ -186,23 +201,32 @@ def _size(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+def _requests(req: Mapping[str, int]) -> int:
+    return sum(req.values())
+
+
 def _do_push(url: str, storage_options: Mapping[str, Any] | None, ignore_file: str | None,
              ref: str | None, message: str | None) -> PushResult:
     root = Path.cwd()
     # Prefect reads the ignore file relative to cwd; a missing .prefectignore falls back to
     # Prefect's default template (so .git/ never ships), another missing name is an error.
-    result = _engine_push(root, url, storage_options=dict(storage_options or {}),
-                          ref=_opt(ref) or "latest", message=_opt(message) or "",
-                          ignore_file=_opt(ignore_file), on_warning=_warn)
+    try:
+        result = _engine_push(root, url, storage_options=dict(storage_options or {}),
+                              ref=_opt(ref) or "latest", message=_opt(message) or "",
+                              ignore_file=_opt(ignore_file), on_warning=_warn)
+    except SnapsyncError as exc:
+        _report(logging.ERROR, f"snapsync: push of {root} to {url} failed: {exc}")
+        raise
     for note in result.notes:
         # The engine's notes mention CLI flags; a step user's lever is the ignore file.
         if note.startswith("no ") and "default ignore template" in note:
             note = note.split(";")[0] + "; add one to choose what ships"
-        log.info("snapsync: %s", note)
+        _report(logging.INFO, f"snapsync: {note}")
     state = "unchanged" if result.unchanged else f"{_size(result.bytes_uploaded)} uploaded"
-    log.info("snapsync: pushed %s (%d files) to %s as snapshot %s, ref %s: %s in %.1f s",
-             root, result.files, result.url, result.snapshot_id[:12], result.ref, state,
-             result.seconds)
+    _report(logging.INFO,
+            f"snapsync: pushed {root} ({result.files} files) to {result.url} as snapshot "
+            f"{result.snapshot_id[:12]}, ref {result.ref}: {state} in "
+            f"{_requests(result.requests)} requests, {result.seconds:.1f} s")
     return result
 
 
@@ -211,13 +235,18 @@ def _do_pull(url: str, storage_options: Mapping[str, Any] | None, ref: str | Non
     dest = Path.cwd().absolute()
     # delete=True: the directory ends up holding exactly the snapshot, except paths its
     # ignore rules match (a local .venv or __pycache__ survives).
-    result = _engine_pull(url, dest, storage_options=dict(storage_options or {}),
-                          ref=_opt(ref), snapshot=_opt(snapshot), delete=True,
-                          on_warning=_warn)
-    log.info("snapsync: pulled snapshot %s from %s into %s: %d files, %d written, "
-             "%d removed, %s downloaded in %.1f s", result.snapshot_id[:12], result.url,
-             result.directory, result.files, result.files_written, result.deleted,
-             _size(result.bytes_downloaded), result.seconds)
+    try:
+        result = _engine_pull(url, dest, storage_options=dict(storage_options or {}),
+                              ref=_opt(ref), snapshot=_opt(snapshot), delete=True,
+                              on_warning=_warn)
+    except SnapsyncError as exc:
+        _report(logging.ERROR, f"snapsync: pull from {url} into {dest} failed: {exc}")
+        raise
+    _report(logging.INFO,
+            f"snapsync: pulled snapshot {result.snapshot_id[:12]} from {result.url} into "
+            f"{result.directory}: {result.files} files, {result.files_written} written, "
+            f"{result.deleted} removed, {_size(result.bytes_downloaded)} downloaded in "
+            f"{_requests(result.requests)} requests, {result.seconds:.1f} s")
     return result
 
 

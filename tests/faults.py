@@ -12,7 +12,7 @@
 * ``kill``     SIGKILL of the whole process right after the matching request completed.
 
 Bulk verbs (``cat``, ``cat_ranges``) get faults per item, returned in the result as fsspec does
-with ``on_error="return"``. Hand the wrapper to ``Store(url, fs=...)`` or install it for every
+with ``on_error="return"``. Hand the wrapper to ``open_store(url, fs=...)`` or install it for every
 Store a process opens with :func:`install` (sets ``snapsync.store.fs_wrapper``).
 
 Run as a script to execute the snapsync CLI under faults (crash tests use this)::
@@ -209,17 +209,20 @@ class FaultyFS:
         return dict(zip(paths, vals, strict=True))
 
 
-def install(make: Callable[[Any], Any]) -> Callable[[], None]:
-    """Wrap every file system a Store opens with ``make(fs)``; returns an undo function."""
-    import snapsync.store.store as store_mod
+def faulty_store(url: str, faults: Iterable[Fault] = (),
+                 options: dict[str, Any] | None = None, *, kill_after: int | None = None,
+                 retry: Any = None) -> tuple[Any, FaultyFS]:
+    """A snapsync Store at ``url`` whose fsspec file system is wrapped in a FaultyFS.
 
-    old = store_mod.fs_wrapper
-    store_mod.fs_wrapper = make
+    Hand the store to the engines (``snapsync.push(root, store)``); the wrapper counts and
+    injects. Other stores opened on the same URL are not affected.
+    """
+    from snapsync.store import RetryPolicy, Store
+    from snapsync.store.fsspec_backend import FsspecBackend
 
-    def undo() -> None:
-        store_mod.fs_wrapper = old
-
-    return undo
+    base = FsspecBackend.open(url, dict(options or {}))
+    w = FaultyFS(base.fs, faults, kill_after=kill_after)
+    return Store(url, FsspecBackend(w, base.root), retry=retry or RetryPolicy()), w
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -234,18 +237,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     rest = a.rest[1:] if a.rest and a.rest[0] == "--" else a.rest
     wrappers: list[FaultyFS] = []
 
-    def make(fs: Any) -> FaultyFS:
+    def open_store(url: str, options: dict[str, Any]) -> Any:
         faults = [Fault("slow", ops=(WRITE,), times=None, delay=a.slow_writes)] \
             if a.slow_writes else []
-        w = FaultyFS(fs, faults, kill_after=a.kill_after)
+        store, w = faulty_store(url, faults, options, kill_after=a.kill_after)
         wrappers.append(w)
-        return w
+        return store
 
-    install(make)
     from snapsync.cli import main as cli_main
 
     try:
-        return cli_main(rest)
+        return cli_main(rest, open_store=open_store)
     finally:
         if a.count_file:
             with open(a.count_file, "w") as f:

@@ -20,7 +20,7 @@ from snapsync.core.chunking import ChunkerParams
 from snapsync.errors import FormatError, IgnoreFileError, NotAStoreError, UsageError
 from snapsync.local.tree import git_info, scan
 from snapsync.repository.config import SnapshotInfo, StoreConfig
-from snapsync.store.store import Layout
+from snapsync.store import Layout
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

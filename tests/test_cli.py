@@ -90,9 +90,3 @@ def test_push_defaults_to_current_directory(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path / "here")
     assert run(capsys, "pull", url, "-q")[0] == 0
     assert describe(tmp_path / "here") == describe(src)
-
-
-def test_bench_outside_a_checkout_says_where_to_run_it(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    code, _, err = run(capsys, "bench", "--quick")
-    assert code == 2 and "source checkout" in err

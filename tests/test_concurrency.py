@@ -19,28 +19,30 @@ from test_faults import report
 from treeutil import backdate, describe, make_project
 
 import snapsync
-from snapsync.engine.maintenance import check, gc
+from snapsync.engine.check import check
+from snapsync.engine.gc import gc
 from snapsync.repository import Repository
-from snapsync.store.store import Layout, Store
+from snapsync.store import Layout, open_store
 
 _PUSHER = """
 import json, os, random, sys
 from pathlib import Path
 sys.path.insert(0, os.path.dirname(sys.argv[1]))
-from faults import Fault, FaultyFS, WRITE, install
+from faults import Fault, WRITE, faulty_store
 import snapsync
 from treeutil import make_project
 _, url, opts, base, who, count, slow = sys.argv[1:]
 opts = json.loads(opts)
+store = url
 if float(slow):
-    install(lambda fs: FaultyFS(fs, [Fault("slow", ops=(WRITE,), times=None,
-                                           delay=float(slow))]))
+    store, _w = faulty_store(url, [Fault("slow", ops=(WRITE,), times=None, delay=float(slow))],
+                             opts)
 for i in range(int(count)):
     root = make_project(Path(base) / f"{who}-{i}", seed=1, files=15)
     rng = random.Random(f"{who}-{i}")
     for j in range(6):
         (root / f"unique{j}.bin").write_bytes(rng.randbytes(40_000))
-    r = snapsync.push(root, url, storage_options=opts, ref="main", jobs=2)
+    r = snapsync.push(root, store, storage_options=opts, ref="main", jobs=2)
     print(json.dumps({"sid": r.snapshot_id, "root": str(root)}), flush=True)
 """
 
@@ -89,7 +91,7 @@ def test_many_pushes_to_one_ref_at_once(s3_server, s3_bucket, tmp_path):
         sids.append(json.loads(out)["snapshot_id"])
     assert len(set(sids)) == 4
 
-    repo = Repository(Store(url, opts), None)
+    repo = Repository(open_store(url, opts), None)
     head = repo.read_ref("main")
     assert head is not None and head.snapshot in sids  # last writer wins...
     assert {e.snapshot for e in repo.log("main")} == set(sids)  # ...with history
@@ -150,10 +152,10 @@ def test_gc_in_a_loop_while_pushes_run(s3_server, s3_bucket, tmp_path):
 
     rep = check(url, read_data=True, storage_options=opts)
     assert rep.ok, rep.problems
-    repo = Repository(Store(url, opts), None)
+    repo = Repository(open_store(url, opts), None)
     head = repo.read_ref("main")
     assert head is not None and head.snapshot in {p["sid"] for p in pushed}
-    store = Store(url, opts)
+    store = open_store(url, opts)
     verified = 0
     for p in pushed:
         exists = store.get_optional(Layout.manifest(p["sid"])) is not None
@@ -189,7 +191,7 @@ def test_gc_keeps_heads_retention_and_young_data(tmp_path):
     assert r.snapshots_dropped == [] and r.packs_deleted == 0
     r = gc(url, keep_last=1, grace=0, dry_run=True)
     assert r.snapshots_dropped == [sids[2]]
-    assert Store(url).get_optional(Layout.manifest(sids[2])) is not None
+    assert open_store(url).get_optional(Layout.manifest(sids[2])) is not None
 
 
 def test_gc_keeps_snapshot_a_running_push_reuses(tmp_path):
@@ -282,8 +284,7 @@ def test_gc_spares_objects_rewritten_while_it_deletes(tmp_path):
 
 
 def test_gc_and_check_cli(tmp_path, capsys):
-    from snapsync.cli import main
-    from snapsync.engine.maintenance import parse_duration
+    from snapsync.cli import main, parse_duration
 
     assert parse_duration("1d12h") == 1.5 * 86400 and parse_duration("90") == 90
     url = (tmp_path / "store").as_uri()

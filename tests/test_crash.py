@@ -18,15 +18,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 from test_faults import report
 from treeutil import describe, make_project
 
 import snapsync
 from snapsync.core.pack import parse_pack
-from snapsync.engine.maintenance import check
+from snapsync.engine.check import check
 from snapsync.repository import Repository, StoreConfig
-from snapsync.store.store import Layout, Store
+from snapsync.store import Layout, open_store
 
 FAULTS = Path(__file__).with_name("faults.py")
 SMALL = StoreConfig(pack_size=1 << 16)  # many packs: many points to crash at
@@ -51,12 +50,12 @@ def _cli(args: list[str], kill_after: int | None = None, count_file: Path | None
 
 
 def _packs(url: str, opts: dict[str, Any]) -> set[str]:
-    store = Store(url, opts)
-    return {k for k in store.list(Layout.PACKS + "/") if k.endswith(".pack")}
+    store = open_store(url, opts)
+    return {o.key for o in store.list(Layout.PACKS) if o.key.endswith(".pack")}
 
 
 def _chunks_in(url: str, opts: dict[str, Any], keys: set[str]) -> int:
-    store = Store(url, opts)
+    store = open_store(url, opts)
     return sum(len(parse_pack(store.get(k), k)) for k in keys)
 
 
@@ -102,7 +101,7 @@ def test_push_killed_at_every_stage(s3_server, s3_bucket, tmp_path):
         # Every ref names a complete snapshot; check passes.
         rep = check(url, storage_options=opts)
         assert rep.ok, (k, rep.problems)
-        head = Repository(Store(url, opts), None).read_ref("latest")
+        head = Repository(open_store(url, opts), None).read_ref("latest")
         assert head is not None and head.snapshot in (s1, s2), k
 
         # The next push succeeds and sends only the chunks that did not land.
@@ -206,10 +205,3 @@ def test_pull_killed_during_commit_completes_next_time(tmp_path):
         assert describe(dst) == describe(v2)
         assert p.chunks_downloaded == 0  # everything came from the verified local cache
     report("SIGKILL of a pull in its commit phase", 3)
-
-
-@pytest.fixture(autouse=True)
-def _no_fault_wrapper() -> None:
-    import snapsync.store.store as store_mod
-
-    store_mod.fs_wrapper = None

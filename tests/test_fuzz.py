@@ -26,7 +26,7 @@ from treeutil import describe
 import snapsync
 from snapsync.cli import main
 from snapsync.core.hashing import chunk_id
-from snapsync.store.store import Layout
+from snapsync.store import Layout
 
 EXIT_CODES = {0, 2, 3, 4, 5, 6, 7, 8, 10}  # README's table, without diff's 1 and 130
 PEAK_MIB = 64  # per CLI run; the honest store's whole content is ~1 MiB

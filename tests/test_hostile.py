@@ -29,7 +29,7 @@ from snapsync.core.manifest import (
 from snapsync.core.pack import PackBuilder
 from snapsync.core.plan import check_paths
 from snapsync.errors import FormatError, IntegrityError, SnapsyncError, StoreError, UnsafePathError
-from snapsync.store.store import Layout, Store
+from snapsync.store import Layout, open_store
 
 _KIND = {FILE: ord("f"), SYMLINK: ord("l"), DIR: ord("d")}
 
@@ -41,7 +41,7 @@ class Hostile:
         self.root = tmp / "store"
         self.url = self.root.as_uri()
         snapsync.push(make_project(tmp / "honest", files=3), self.url)
-        self.store = Store(self.url)
+        self.store = open_store(self.url)
 
     def pack(self, chunks: list[tuple[bytes, bytes, int]]) -> dict[bytes, Location]:
         """Upload a pack of ``(id, stored blob, raw size)``; return its locations."""
@@ -271,7 +271,7 @@ def test_hostile_ref_refused(env):
 
 
 def test_check_flags_hostile_manifest(env):
-    from snapsync.engine.maintenance import check
+    from snapsync.engine.check import check
 
     h, _sandbox, _target = env
     e, locs = _file(h, b"../escape")

@@ -17,7 +17,7 @@ import snapsync
 from snapsync.cli import main
 from snapsync.errors import LocalFileError, UsageError
 from snapsync.repository import Repository
-from snapsync.store.store import Store
+from snapsync.store import open_store
 
 push_mod = sys.modules["snapsync.engine.push"]  # the module (``snapsync.push`` is the function)
 
@@ -76,7 +76,7 @@ def test_file_changing_while_pushed_is_read_again(tmp_path, monkeypatch):
     r = snapsync.push(src, (tmp_path / "store").as_uri())
     snapsync.pull((tmp_path / "store").as_uri(), tmp_path / "dst")
     assert (tmp_path / "dst" / "hot.log").read_bytes() == b"a" * 5000 + b"b" * 3000
-    m = Repository(Store((tmp_path / "store").as_uri()), None).load_manifest(r.snapshot_id)
+    m = Repository(open_store((tmp_path / "store").as_uri()), None).load_manifest(r.snapshot_id)
     assert next(e for e in m.entries if e.path == b"hot.log").size == 8000
 
 

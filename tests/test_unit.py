@@ -194,7 +194,7 @@ def test_plan_pull_and_diff():
 def test_stat_cache_distrusts_racy_entries(tmp_path):
     import time
 
-    from snapsync.local.tree import StatCache
+    from snapsync.local.statcache import StatCache
 
     path = tmp_path / "stat.msgpack"
     now = time.time_ns()

@@ -23,8 +23,8 @@ MAX_THRESHOLD = 64 << 20  # a whole file below it is one chunk, and chunks are a
 class ChunkerParams:
     """How files are cut. Files up to ``threshold`` bytes are one chunk.
 
-    pyfastcdc's mean chunk is about ``avg + min`` (limits.md §2), so the defaults give chunks
-    of roughly 1 MiB on average, between 256 KiB and 4 MiB.
+    pyfastcdc's mean chunk is about ``avg + min`` (docs/design.md, "Bounds"), so the defaults
+    give chunks of roughly 1 MiB on average, between 256 KiB and 4 MiB.
     """
 
     threshold: int = 1 << 20

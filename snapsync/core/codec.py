@@ -1,7 +1,7 @@
 """Chunk codec: a one-byte header, then the payload (raw or zstd).
 
 Pure: no I/O. Compressors are reused per thread because building one costs ~10x a small
-compress call (limits.md §3). A chunk that zstd does not shrink is stored raw.
+compress call (docs/design.md, "Bounds"). A chunk that zstd does not shrink is stored raw.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ CODEC_NAME = "zstd"
 MIN_LEVEL, MAX_LEVEL = -7, 22
 RAW = 0
 ZSTD = 1
+RAW_TAG = bytes([RAW])  # a stored blob is one of these tags, then the payload
+ZSTD_TAG = bytes([ZSTD])
 
 
 class Codec:
@@ -45,8 +47,8 @@ class Codec:
         """Return the stored form of ``data``: header byte plus zstd or raw payload."""
         packed = self._compressor().compress(data)
         if len(packed) < len(data):
-            return b"\x01" + packed
-        return b"\x00" + bytes(data)
+            return ZSTD_TAG + packed
+        return RAW_TAG + bytes(data)
 
     def decode(self, blob: bytes | memoryview, raw_size: int, expect_id: bytes) -> bytes:
         """Decode a stored blob and check it is ``raw_size`` bytes hashing to ``expect_id``.

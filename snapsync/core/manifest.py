@@ -8,7 +8,7 @@ Pure: no I/O. Layout (docs/format.md §4):
 
 The snapshot id is xxh3-128 of the ``tree`` bytes only. The tree holds nothing volatile (no
 times, hosts or locations), entries are sorted by path bytes and paths are posix, so the same
-tree always gives the same id. Columns instead of rows load ~8x faster (limits.md §5).
+tree always gives the same id. Columns instead of rows load ~8x faster (docs/design.md, "Bounds").
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def _unpack(data: bytes, what: str, min_item_bytes: int = 1) -> Any:
     header that claims more elements than the object's size allows is refused up front.
     """
     n = len(data)
-    # The cyclic GC dominates unpacking of big nested lists (limits.md §5).
+    # The cyclic GC dominates unpacking of big nested lists (docs/design.md, "Bounds").
     was = gc.isenabled()
     gc.disable()
     try:

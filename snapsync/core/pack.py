@@ -26,6 +26,7 @@ from snapsync.errors import FormatError
 PACK_MAGIC = b"SNAPPACK"
 PACK_VERSION = 1
 _TAIL = struct.Struct("<I8s")
+TAIL_SIZE = _TAIL.size  # u32 trailer length + magic, at the very end of every pack
 
 
 class PackBuilder:

@@ -10,10 +10,11 @@ snapshots.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from snapsync.core.manifest import DIR, FILE, SYMLINK, Entry
+from snapsync.core.manifest import DIR, FILE, SYMLINK, Entry, Location
 from snapsync.errors import UnsafePathError
 
 
@@ -78,7 +79,18 @@ class PullPlan:
     write: list[Entry] = field(default_factory=list)  # files and symlinks to (re)create
     chmod: list[Entry] = field(default_factory=list)  # same content, different mode
     mkdir: list[Entry] = field(default_factory=list)  # empty directories to create
+    delete: list[tuple[bytes, bool]] = field(default_factory=list)  # (path, is_dir), deepest first
     unchanged: int = 0
+
+    @property
+    def files(self) -> list[Entry]:
+        """The regular files to write."""
+        return [e for e in self.write if e.kind == FILE]
+
+    @property
+    def needed(self) -> set[bytes]:
+        """Chunk ids the files to write are made of."""
+        return {c for e in self.write if e.kind == FILE for c in e.chunks}
 
 
 def plan_pull(entries: Iterable[Entry], seen: dict[bytes, Seen]) -> PullPlan:
@@ -105,6 +117,52 @@ def plan_pull(entries: Iterable[Entry], seen: dict[bytes, Seen]) -> PullPlan:
     return plan
 
 
+def plan_deletes(entries: Iterable[Entry], found: Iterable[tuple[bytes, bool]],
+                 held: set[bytes]) -> list[tuple[bytes, bool]]:
+    """Target entries the snapshot does not hold, deepest first (``found``: ``(path,
+    is_dir)`` from a walk that skipped protected paths; ``held``: folders holding those).
+
+    A folder goes only when nothing of the snapshot lies below it and no protected entry does.
+    """
+    keep: set[bytes] = set()
+    leaves: set[bytes] = set()
+    keep_dirs = {b""}
+    for e in entries:
+        keep.add(e.path)
+        if e.kind != DIR:
+            leaves.add(e.path)
+        parts = e.path.split(b"/")
+        for i in range(1, len(parts)):
+            keep_dirs.add(b"/".join(parts[:i]))
+        if e.kind == DIR:
+            keep_dirs.add(e.path)
+    protected = set()
+    for h in held:  # a folder holding protected entries keeps its ancestors too
+        parts = h.split(b"/") if h else []
+        for i in range(1, len(parts) + 1):
+            protected.add(b"/".join(parts[:i]))
+    out = []
+    for path, is_dir in found:
+        # The commit itself replaces whatever sits at a snapshot path, or below one of its
+        # files and symlinks; only the rest is stale.
+        if path in keep or path in keep_dirs or _under(path, leaves):
+            continue
+        if not is_dir or path not in protected:
+            out.append((path, is_dir))
+    # Deepest first, files before their folder; the order is stable for equal depth.
+    out.sort(key=lambda pd: (-pd[0].count(b"/"), pd[1], pd[0]))
+    return out
+
+
+def _under(path: bytes, leaves: set[bytes]) -> bool:
+    i = path.find(b"/")
+    while i != -1:
+        if path[:i] in leaves:
+            return True
+        i = path.find(b"/", i + 1)
+    return False
+
+
 @dataclass
 class TreeDiff:
     """Paths added, removed and modified (content, mode, kind or link target)."""
@@ -129,3 +187,58 @@ def diff_trees(old: Iterable[Entry], new: Iterable[Entry]) -> TreeDiff:
         elif a[p] != b[p]:
             d.modified.append(b[p].name)
     return d
+
+
+# Ranged reads (docs/design.md, "Bounds"): ranges closer than MAX_GAP are merged, since one
+# request beats two; a merged range stays under MAX_RANGE; a batch of concurrent requests
+# holds at most FETCH_BATCH_BYTES, which bounds a pull's download memory.
+MAX_GAP = 256 << 10
+MAX_RANGE = 16 << 20
+FETCH_BATCH_BYTES = 32 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """One ranged read: ``[start, end)`` of ``pack``, holding ``chunks`` (ids)."""
+
+    pack: bytes
+    start: int
+    end: int
+    chunks: tuple[bytes, ...]
+
+
+def plan_fetch(locations: Mapping[bytes, Location], ids: Iterable[bytes], max_bytes: int,
+               max_count: int) -> list[list[Fetch]]:
+    """Group chunks by pack, merge nearby ranges, and split the reads into batches bounded
+    in count and bytes. Deterministic: packs and offsets in order."""
+    by_pack: dict[bytes, list[tuple[int, int, bytes]]] = defaultdict(list)
+    for cid in ids:
+        loc = locations[cid]
+        by_pack[loc.pack].append((loc.offset, loc.length, cid))
+    reads: list[Fetch] = []
+    for pack in sorted(by_pack):
+        items = sorted(by_pack[pack])
+        cur: list[bytes] = []
+        start = end = 0
+        for off, ln, cid in items:
+            if cur and (off - end > MAX_GAP or off + ln - start > MAX_RANGE):
+                reads.append(Fetch(pack, start, end, tuple(cur)))
+                cur = []
+            if not cur:
+                start = off
+            cur.append(cid)
+            end = max(end, off + ln)
+        if cur:
+            reads.append(Fetch(pack, start, end, tuple(cur)))
+    batches: list[list[Fetch]] = []
+    size = 0
+    for r in reads:
+        n = r.end - r.start
+        if batches and batches[-1] and (len(batches[-1]) < max_count
+                                        and size + n <= max_bytes):
+            batches[-1].append(r)
+            size += n
+        else:
+            batches.append([r])
+            size = n
+    return batches

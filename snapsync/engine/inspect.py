@@ -17,13 +17,13 @@ from snapsync.core.plan import TreeDiff, diff_trees
 from snapsync.errors import LocalFileError, NotFoundError
 from snapsync.local.tree import default_cache_dir, read_chunks, scan
 from snapsync.repository import Repository, SnapshotInfo
-from snapsync.store.store import Store
+from snapsync.store import as_store
 
 _KIND_NAMES = {"f": "file", "l": "symlink", "d": "dir"}
 
 
 def _repo(url: str, storage_options: dict[str, Any] | None) -> Repository:
-    repo = Repository(Store(url, storage_options), default_cache_dir())
+    repo = Repository(as_store(url, storage_options), default_cache_dir())
     repo.open(create=False)
     return repo
 

@@ -19,27 +19,24 @@ import hashlib
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from snapsync import __version__
-from snapsync.concurrency import Concurrency, Window
+from snapsync.concurrency import PACKS_IN_FLIGHT, Concurrency, Window
 from snapsync.core.chunking import Chunker
 from snapsync.core.codec import Codec
 from snapsync.core.ignore import default_ignore_digest, default_ignore_note, resolve_rules
 from snapsync.core.keyed import Keyring
 from snapsync.core.manifest import DIR, FILE, SYMLINK, Entry, Location, Manifest, encode_manifest
-from snapsync.core.pack import PackBuilder
 from snapsync.errors import LocalFileError, UsageError
+from snapsync.local.statcache import StatCache, listing_digest
 from snapsync.local.tree import (
     LocalEntry,
-    StatCache,
     default_cache_dir,
     git_info,
-    listing_digest,
     own_dirs,
     read_chunks,
     scan,
@@ -48,7 +45,9 @@ from snapsync.local.tree import (
 from snapsync.progress import NullProgress, Progress
 from snapsync.repository import Repository, SnapshotInfo, StoreConfig
 from snapsync.repository.journal import UploadJournal
-from snapsync.store.store import Layout, Store, check_ref_name
+from snapsync.repository.packer import PackWriter
+from snapsync.store import Store, as_store, check_ref_name
+from snapsync.version import __version__
 
 
 @dataclass
@@ -84,7 +83,7 @@ class PushResult:
         return dict(self.__dict__)
 
 
-def push(root: str | os.PathLike[str], url: str, *,
+def push(root: str | os.PathLike[str], url: str | Store, *,
          storage_options: dict[str, Any] | None = None,
          ref: str = "latest",
          message: str = "",
@@ -99,12 +98,15 @@ def push(root: str | os.PathLike[str], url: str, *,
          skip_unreadable: bool = False,
          config: StoreConfig | None = None,
          progress: Progress | None = None,
-         on_warning: Callable[[str], None] | None = None) -> PushResult:
+         on_warning: Callable[[str], None] | None = None,
+         only: Collection[str] | None = None,
+         git_facts: dict[str, Any] | None = None) -> PushResult:
     """Snapshot ``root`` into the store at ``url`` and point ``ref`` at it.
 
     Args:
         root: the project folder.
-        url: an fsspec URL (``s3://bucket/prefix``, ``gs://``, ``az://``, ``file://``...).
+        url: the store: a URL (``s3://bucket/prefix``, ``gs://``, ``az://``, ``file://``...)
+            or an open :class:`~snapsync.store.Store`.
         storage_options: passed to fsspec as they are (e.g. ``{"endpoint_url": ...}``).
         ref: the ref to update.
         message: free text stored with the snapshot.
@@ -119,6 +121,9 @@ def push(root: str | os.PathLike[str], url: str, *,
         skip_unreadable: warn about unreadable files and leave them out instead of failing.
         config: chunker and pack parameters for a store this push creates (benchmarks).
         progress: progress hooks; ``on_warning``: called with each warning as it happens.
+        only: ship exactly these relative paths (``push --git``: git's file list); the
+            ignore rules are then recorded for ``pull --delete`` but select nothing.
+        git_facts: the ``git`` facts to record in the log entry (default: probe ``root``).
 
     Returns:
         A :class:`PushResult`.
@@ -143,7 +148,7 @@ def push(root: str | os.PathLike[str], url: str, *,
     codec = Codec(level)
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
 
-    store = Store(url, storage_options)
+    store = as_store(url, storage_options)
     repo = Repository(store, cache_root)
     cfg = _open_config(repo, dry_run, config)
     target_pack = pack_size or cfg.pack_size
@@ -155,9 +160,13 @@ def push(root: str | os.PathLike[str], url: str, *,
     parent = refs.get(ref)
     keyring = Keyring.from_env()
     rules, note = resolve_rules(rootp, ignore_file, use_default_ignore)
+    if only is not None:  # e.g. git's file list: exactly these files, whatever rules say
+        from snapsync.local.git import SelectedFiles
+
+        rules, note = SelectedFiles(only, rules, "git ls-files"), None  # type: ignore[assignment]
     prog.phase("scan", None, "files")
     skipped: list[str] = []  # --skip-unreadable: summarized in one warning, not one each
-    local = scan(rootp, rules, warn, exclude=own_dirs(store, cache_root),
+    local = scan(rootp, rules, warn, exclude=own_dirs(cache_root, store.local_root),
                  skip=skipped.append if skip_unreadable else None)
     prog.close()
     if skipped:
@@ -171,7 +180,9 @@ def push(root: str | os.PathLike[str], url: str, *,
         "default_ignore") != noted else []
     listing = listing_digest(local)
     fast = _unchanged_since_last_push(local, stat_cache, parent, listing, keyring, dry_run)
-    if fast is not None:
+    # push --git: a new commit of the same tree is logged again, so git:<commit> finds it.
+    same_git = git_facts is None or (parent is not None and parent.git == git_facts)
+    if fast is not None and same_git:
         if notes and not dry_run:  # the tree did not change, but what the template drops did
             stat_cache.meta["default_ignore"] = noted
             stat_cache.save()
@@ -195,7 +206,7 @@ def push(root: str | os.PathLike[str], url: str, *,
     # Packs a crashed push uploaded (this machine's journal) count as present.
     journal = None if dry_run else UploadJournal(cache_root, store.url)
     if journal is not None:
-        for cid, loc in journal.resume(store).items():
+        for cid, loc in journal.resume(repo).items():
             known.setdefault(cid, loc)
 
     chunks_of: dict[str, tuple[bytes, ...]] = {}
@@ -211,38 +222,10 @@ def push(root: str | os.PathLike[str], url: str, *,
             to_read.append(e)
 
     # 3. Read, cut, hash; compress and pack new chunks; upload full packs.
-    new_locs: dict[bytes, Location] = {}
     pending: set[bytes] = set()
-    stats = {"files_read": 0, "bytes_read": 0, "bytes_new": 0, "packs": 0, "uploaded": 0,
-             "pack_bytes": 0}
-    builder = PackBuilder()
+    stats = {"files_read": 0, "bytes_read": 0, "bytes_new": 0}
     chunker = Chunker(cfg.chunker)
     new_sigs: dict[str, tuple[int, ...]] = {}
-
-    def upload(pid: bytes, data: bytes, locs: dict[bytes, Location]) -> int:
-        if not dry_run:
-            if journal is not None:  # before the PUT: a resume checks the pack landed
-                journal.record(pid, len(data), locs)
-            store.put(Layout.pack(pid), data)
-        return len(data)
-
-    def uploaded(n: int) -> None:
-        stats["packs"] += 1
-        stats["uploaded"] += n
-        stats["pack_bytes"] += n
-
-    def seal() -> None:
-        nonlocal builder
-        pid, data, locs = builder.finish()
-        new_locs.update(locs)
-        builder = PackBuilder()
-        uploads.submit(upload, pid, data, locs)
-
-    def packed(batch: list[tuple[bytes, bytes, int]]) -> None:
-        for cid, blob, raw in batch:
-            builder.add(cid, blob, raw)
-            if builder.size >= target_pack:
-                seal()
 
     def compress(batch: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes, int]]:
         return [(cid, codec.encode(data), len(data)) for cid, data in batch]
@@ -254,9 +237,12 @@ def push(root: str | os.PathLike[str], url: str, *,
     total_read = sum(e.size for e in to_read)
     prog.phase("read", total_read, "B")
     with ThreadPoolExecutor(conc.cpu, thread_name_prefix="snapsync-cpu") as cpu_ex, \
-            ThreadPoolExecutor(min(conc.io, 4), thread_name_prefix="snapsync-up") as up_ex:
-        # At most four packs in flight: enough to keep the link busy, bounded in memory.
-        uploads: Window[int] = Window(up_ex, min(conc.io, 4), uploaded)
+            PackWriter(store, target_pack, journal=journal, dry_run=dry_run,
+                       in_flight=min(conc.io, PACKS_IN_FLIGHT)) as writer:
+        def packed(batch: list[tuple[bytes, bytes, int]]) -> None:
+            for cid, blob, raw in batch:
+                writer.add(cid, blob, raw)
+
         compressing: Window[list[tuple[bytes, bytes, int]]] = Window(
             cpu_ex, conc.cpu * 2, packed)
         batch: list[tuple[bytes, bytes]] = []
@@ -296,14 +282,13 @@ def push(root: str | os.PathLike[str], url: str, *,
             if batch:
                 compressing.submit(compress, batch)
             compressing.drain()
-            if len(builder):
-                seal()
-            uploads.drain()
+            new_locs = writer.finish()
         except BaseException:
             compressing.cancel()
-            uploads.cancel()
             raise
     prog.close()
+    stats["packs"], stats["uploaded"] = writer.packs, writer.bytes
+    stats["pack_bytes"] = writer.bytes  # of what is uploaded: packs; the rest is metadata
     if unread:
         warn(summarize("skipped unreadable files (--skip-unreadable)", unread))
 
@@ -317,7 +302,7 @@ def push(root: str | os.PathLike[str], url: str, *,
     sid, raw_manifest = encode_manifest(entries, locations, info_section)
     # With a key, an unsigned manifest of the same tree is replaced by a signed one.
     resign = keyring is not None and not keyring.signed(manifests.get(sid))
-    unchanged = parent is not None and parent.snapshot == sid and not resign
+    unchanged = parent is not None and parent.snapshot == sid and not resign and same_git
     totals = {
         "files": sum(1 for e in entries if e.kind == FILE),
         "dirs": sum(1 for e in entries if e.kind == DIR),
@@ -331,7 +316,8 @@ def push(root: str | os.PathLike[str], url: str, *,
         repo.write_ref(SnapshotInfo(
             snapshot=sid, ref=ref, time=when, time_ns=ns,
             parent=parent.snapshot if parent else None, host=socket.gethostname(),
-            version=__version__, message=message, totals=totals, git=git_info(rootp)))
+            version=__version__, message=message, totals=totals,
+            git=git_info(rootp) if git_facts is None else git_facts))
     if journal is not None:
         journal.forget()  # the ref now names what the journal kept alive
     if not dry_run:

@@ -2,8 +2,8 @@
 
 The chunk cache is the worker's friend: every flow run pulls into a fresh folder, and with a
 warm cache that pull downloads nothing. SQLite (stdlib) instead of one file per chunk, because
-creating thousands of small files costs more than the pull itself (limits.md §6), and because
-it takes concurrent pulls on one machine safely (WAL mode, busy timeout).
+creating thousands of small files costs more than the pull itself (docs/design.md, "Bounds"),
+and because it takes concurrent pulls on one machine safely (WAL mode, busy timeout).
 Chunks are stored in their encoded (usually compressed) form and verified again when read.
 """
 
@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from snapsync.local.tree import atomic_write
+from snapsync.local.atomic import atomic_write
 
 
 class ChunkCache:

@@ -9,11 +9,11 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from snapsync import __version__
 from snapsync.core.chunking import ChunkerParams
 from snapsync.core.codec import CODEC_NAME
 from snapsync.core.hashing import HASH_NAME
 from snapsync.errors import FormatError, NotAStoreError
+from snapsync.version import __version__
 
 STORE_FORMAT = "snapsync"
 STORE_VERSION = 1

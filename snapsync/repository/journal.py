@@ -19,12 +19,17 @@ import hashlib
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgpack
 
 from snapsync.core.manifest import Location
-from snapsync.local.tree import atomic_write
-from snapsync.store.store import Layout, Store
+from snapsync.local.atomic import atomic_write
+from snapsync.store import Layout
+from snapsync.store.layout import PACK
+
+if TYPE_CHECKING:
+    from snapsync.repository.repo import Repository
 
 MAX_AGE = 3600.0
 VERSION = 1
@@ -47,7 +52,7 @@ class UploadJournal:
             atomic_write(self.dir / f"{pid.hex()}.jpack", data)
         self.mine.add(pid)
 
-    def resume(self, store: Store) -> dict[bytes, Location]:
+    def resume(self, repo: Repository) -> dict[bytes, Location]:
         """Chunk locations of journaled packs that are recent and still in the store."""
         found: dict[bytes, tuple[int, list[list[int]]]] = {}
         now = time.time()
@@ -70,17 +75,14 @@ class UploadJournal:
             found[pid] = (size, rows)
         if not found:
             return {}
-        prefixes = sorted({Layout.pack(p).rsplit("/", 1)[0] + "/" for p in found})
-        listed: dict[str, dict] = {}
-        if len(prefixes) <= 16:
-            for prefix in prefixes:
-                listed.update(store.list(prefix))
-        else:
-            listed = store.list(Layout.PACKS + "/")
+        prefixes = sorted({Layout.pack_prefix(p) for p in found})
+        listed: dict[bytes, int] = {}
+        for prefix in prefixes if len(prefixes) <= 16 else [Layout.PACKS]:
+            objs, _ = repo.objects(prefix)
+            listed.update((o.raw_id, o.size) for o in objs if o.kind == PACK)
         out: dict[bytes, Location] = {}
         for pid, (size, rows) in found.items():
-            info = listed.get(Layout.pack(pid))
-            if info is None or int(info.get("size") or -1) != size:
+            if listed.get(pid) != size:
                 self._drop(pid)  # gone (collected) or not what we wrote: send again
                 continue
             self.resumed.add(pid)

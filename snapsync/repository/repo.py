@@ -1,34 +1,79 @@
-"""The repository layer: store config, manifests, refs and their logs, over a ``Store``.
+"""The repository: a store seen as typed objects — config, packs, manifests, refs and logs.
 
 Write order for a snapshot is packs, then manifest, then log entry, then ref: a crash at any
 point leaves every ref naming a complete snapshot. Refs follow "last writer wins, with
 history": each update first writes an immutable log entry, then overwrites the ref object.
+
+Everything that reads or writes those objects goes through here, once: listing by kind (keys
+parsed by :class:`~snapsync.store.layout.Layout` only), manifests with their local cache and
+its staleness rules, signature checks in tamper-evident mode, refs and logs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from snapsync.concurrency import META_BATCH
 from snapsync.core.codec import Codec
 from snapsync.core.hashing import chunk_id
+from snapsync.core.keyed import Keyring
 from snapsync.core.manifest import Location, Manifest, decode_manifest
-from snapsync.errors import FormatError, NotAStoreError, NotFoundError, UsageError
+from snapsync.errors import FormatError, NotAStoreError, NotFoundError, SnapsyncError, UsageError
 from snapsync.local.cache import ManifestCache
 from snapsync.repository.config import SnapshotInfo, StoreConfig, manifest_limit
-from snapsync.store.store import Layout, Store, check_ref_name
+from snapsync.store import Layout, Store, check_ref_name
+from snapsync.store import layout as kinds
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """One listed object, typed: what :meth:`Layout.parse` made of its key, plus size and time."""
+
+    kind: str
+    key: str
+    size: int
+    mtime: float | None
+    id: str | None = None
+    ref: str | None = None
+    time_ns: int | None = None
+
+    @property
+    def raw_id(self) -> bytes:
+        assert self.id is not None
+        return bytes.fromhex(self.id)
+
+
+@dataclass
+class Listing:
+    """One look at the store: packs and markers by raw id, manifests by snapshot id, logs."""
+
+    packs: dict[bytes, StoredObject] = field(default_factory=dict)
+    manifests: dict[str, StoredObject] = field(default_factory=dict)
+    logs: list[StoredObject] = field(default_factory=list)
+    markers: dict[bytes, StoredObject] = field(default_factory=dict)
+    stray: list[str] = field(default_factory=list)
 
 
 class Repository:
-    """Content-addressed view of a store. ``cache_dir=None`` disables the manifest cache."""
+    """Content-addressed view of a store.
 
-    def __init__(self, store: Store, cache_dir: Path | None) -> None:
+    ``cache_dir=None`` disables the local manifest cache (check and gc always read the
+    store). With a ``keyring`` (tamper-evident mode) manifests are verified as they load.
+    """
+
+    def __init__(self, store: Store, cache_dir: Path | None = None,
+                 keyring: Keyring | None = None) -> None:
         self.store = store
         self.codec = Codec(3)
+        self.keyring = keyring
         self.manifests = ManifestCache(cache_dir) if cache_dir is not None else None
         self.config: StoreConfig | None = None
         self.digests: dict[str, str] = {}  # sid -> digest of the manifest object used
         self.expected: dict[str, str] = {}  # sid -> digest that a ref read says it has
         self.from_cache: set[str] = set()  # sids whose last load came from the local cache
+        self.macs: dict[str, dict[bytes, bytes]] = {}  # sid -> chunk MACs of a verified one
 
     # ---- config ---------------------------------------------------------------------------
     def open(self, create: bool = False, want: StoreConfig | None = None) -> StoreConfig:
@@ -36,7 +81,7 @@ class Repository:
         raw = self.store.get_optional(Layout.CONFIG)
         if raw is None:
             if not create:
-                if not self.store.local and not self.store.bucket_exists():
+                if not self.store.local and not self.store.root_exists():
                     raise NotFoundError(f"{self.store.display_url}: bucket or container does "
                                         "not exist")
                 raise NotAStoreError(f"{self.store.display_url}: no snapsync store here "
@@ -47,45 +92,140 @@ class Repository:
         self.config = StoreConfig.from_json(raw, self.store.where(Layout.CONFIG))
         return self.config
 
+    # ---- typed listing --------------------------------------------------------------------
+    def objects(self, prefix: str) -> tuple[list[StoredObject], list[str]]:
+        """The objects under one of :class:`Layout`'s folders, and the stray keys there."""
+        out: list[StoredObject] = []
+        stray: list[str] = []
+        for meta in self.store.list(prefix):
+            k = Layout.parse(meta.key)
+            if k is None:
+                stray.append(meta.key)
+            else:
+                out.append(StoredObject(k.kind, meta.key, meta.size, meta.mtime, k.id, k.ref,
+                                        k.time_ns))
+        return out, stray
+
+    def listing(self) -> Listing:
+        """Log entries, manifests, packs and superseded markers, from fresh listings."""
+        self.store.invalidate()
+        lst = Listing()
+        for prefix in (Layout.LOGS, Layout.MANIFESTS, Layout.PACKS, Layout.SUPERSEDED):
+            objs, stray = self.objects(prefix)
+            lst.stray += stray
+            for o in objs:
+                if o.kind == kinds.LOG:
+                    lst.logs.append(o)
+                elif o.kind == kinds.MANIFEST:
+                    lst.manifests[o.id] = o  # type: ignore[index]
+                elif o.kind == kinds.PACK:
+                    lst.packs[o.raw_id] = o
+                elif o.kind == kinds.SUPERSEDED:
+                    lst.markers[o.raw_id] = o
+                else:
+                    lst.stray.append(o.key)
+        return lst
+
+    def packs(self) -> dict[bytes, StoredObject]:
+        """Every pack in the store, from a fresh listing."""
+        self.store.invalidate()
+        objs, _ = self.objects(Layout.PACKS)
+        return {o.raw_id: o for o in objs if o.kind == kinds.PACK}
+
+    def manifest_objects(self) -> dict[str, StoredObject]:
+        """Every manifest in the store, from a fresh listing."""
+        self.store.invalidate()
+        objs, _ = self.objects(Layout.MANIFESTS)
+        return {o.id: o for o in objs if o.kind == kinds.MANIFEST}  # type: ignore[misc]
+
     # ---- manifests ------------------------------------------------------------------------
-    def load_manifest(self, sid: str) -> Manifest:
-        """Fetch (or take from the local cache), decompress, verify and decode a manifest."""
+    def _decode(self, sid: str, blob: bytes) -> Manifest:
         where = self.store.where(Layout.manifest(sid))
+        return decode_manifest(self.codec.decompress_blob(blob, where, manifest_limit(blob)),
+                               sid, where)
+
+    def load_manifest(self, sid: str, verify: bool = True) -> Manifest:
+        """A manifest, from the local cache by id when it is there, else from the store.
+
+        The cached copy is skipped when a ref recorded another digest for it (gc rewrote the
+        manifest) and dropped when it does not decode. With a keyring and ``verify``, the
+        signature is checked; a cached copy that fails is re-fetched once.
+        """
         blob = self.manifests.get(sid) if self.manifests else None
         expect = self.expected.get(sid)
         if blob is not None and expect and chunk_id(blob).hex() != expect:
             blob = None  # the store holds another manifest of this tree: the cache is stale
-        cached = blob is not None
-        if blob is None:
+        if blob is not None:
             try:
-                blob = self.store.get(Layout.manifest(sid))
-            except NotFoundError:
-                raise NotFoundError(f"snapshot {sid} not found in {self.store.display_url}")\
-                    from None
-        try:
-            m = decode_manifest(self.codec.decompress_blob(blob, where, manifest_limit(blob)),
-                                sid, where)
-        except FormatError:
-            if cached and self.manifests:
-                self.manifests.drop(sid)  # a corrupt cache entry: fetch it fresh
-                return self.load_manifest(sid)
-            raise
-        if not cached and self.manifests:
-            self.manifests.put(sid, blob)
-        if cached:
+                m = self._decode(sid, blob)
+                self._verify(m, verify)
+            except FormatError:
+                return self.reload_manifest(sid, verify)  # a corrupt or stale cache entry
             self.from_cache.add(sid)
-        else:
-            self.from_cache.discard(sid)
+            self.digests[sid] = chunk_id(blob).hex()
+            return m
+        return self.reload_manifest(sid, verify)
+
+    def reload_manifest(self, sid: str, verify: bool = True) -> Manifest:
+        """A manifest from the store itself, replacing any cached copy."""
+        if self.manifests:
+            self.manifests.drop(sid)
+        try:
+            blob = self.store.get(Layout.manifest(sid))
+        except NotFoundError:
+            raise NotFoundError(f"snapshot {sid} not found in {self.store.display_url}")\
+                from None
+        m = self._decode(sid, blob)
+        self._verify(m, verify)
+        if self.manifests:
+            self.manifests.put(sid, blob)
+        self.from_cache.discard(sid)
         self.digests[sid] = chunk_id(blob).hex()
         return m
 
+    def _verify(self, m: Manifest, verify: bool) -> None:
+        if self.keyring is not None and verify:
+            self.macs[m.id] = self.keyring.verify_manifest(m)
+
+    def fetch_manifests(self, sids: Iterable[str]) -> dict[str, Manifest | SnapsyncError]:
+        """Manifests straight from the store (never the cache), fetched concurrently.
+
+        Each id maps to its manifest, or to the error that loading it raised (``NotFoundError``
+        when it is missing), so check and gc can report and decide per snapshot.
+        """
+        todo = sorted(set(sids))
+        out: dict[str, Manifest | SnapsyncError] = {}
+        for i in range(0, len(todo), META_BATCH):
+            part = todo[i:i + META_BATCH]
+            got = self.store.get_many([Layout.manifest(s) for s in part])
+            for sid in part:
+                blob = got[Layout.manifest(sid)]
+                if blob is None:
+                    out[sid] = NotFoundError(f"{self.store.where(Layout.manifest(sid))}: "
+                                             "not found")
+                    continue
+                self.digests[sid] = chunk_id(blob).hex()
+                try:
+                    out[sid] = self._decode(sid, blob)
+                except FormatError as exc:
+                    out[sid] = exc
+        return out
+
     def save_manifest(self, sid: str, raw: bytes) -> int:
+        """Compress and store a manifest (and cache it); return its stored size."""
         blob = self.codec.compress_blob(raw)
         self.store.put(Layout.manifest(sid), blob)
         self.digests[sid] = chunk_id(blob).hex()
         if self.manifests:
             self.manifests.put(sid, blob)
         return len(blob)
+
+    def chunk_codec(self, m: Manifest) -> Codec:
+        """The codec that verifies ``m``'s chunks: ids always, keyed MACs when verified."""
+        macs = self.macs.get(m.id)
+        if self.keyring is None or macs is None:
+            return Codec()
+        return self.keyring.wrap_codec(Codec(), macs)
 
     # ---- refs -----------------------------------------------------------------------------
     def read_ref(self, name: str) -> SnapshotInfo | None:
@@ -99,15 +239,31 @@ class Repository:
             self.expected[info.snapshot] = info.manifest
         return info
 
+    def read_refs(self) -> tuple[dict[str, SnapshotInfo], dict[str, str]]:
+        """All refs with what they point to, and the refs that do not parse (name -> error).
+
+        One LIST plus one concurrent batch of GETs.
+        """
+        objs, _ = self.objects(Layout.REFS)
+        keys = {o.key: o.ref for o in objs if o.kind == kinds.REF}
+        refs: dict[str, SnapshotInfo] = {}
+        bad: dict[str, str] = {}
+        for key, raw in self.store.get_many(sorted(keys)).items():
+            if raw is None:
+                continue  # deleted since the listing
+            name = keys[key]
+            try:
+                refs[name] = self._expect(SnapshotInfo.from_json(raw, self.store.where(key)))
+            except FormatError as exc:
+                bad[name] = str(exc)  # type: ignore[index]
+        return refs, bad  # type: ignore[return-value]
+
     def list_refs(self) -> dict[str, SnapshotInfo]:
-        """All refs with what they point to: one LIST plus one concurrent batch of GETs."""
-        keys = [k for k in self.store.list(Layout.REFS + "/") if k.endswith(".json")]
-        out: dict[str, SnapshotInfo] = {}
-        for key, raw in self.store.get_many(keys).items():
-            if raw is not None:
-                name = key[len(Layout.REFS) + 1:-len(".json")]
-                out[name] = self._expect(SnapshotInfo.from_json(raw, self.store.where(key)))
-        return out
+        """All refs with what they point to; an unreadable ref is an error."""
+        refs, bad = self.read_refs()
+        if bad:
+            raise FormatError("; ".join(bad.values()))
+        return refs
 
     def write_ref(self, info: SnapshotInfo) -> None:
         """Publish ``info``: an immutable log entry first, then the mutable ref."""
@@ -120,9 +276,8 @@ class Repository:
     def log(self, name: str) -> list[SnapshotInfo]:
         """A ref's history, newest first."""
         check_ref_name(name)
-        prefix = f"{Layout.LOGS}/{name}/"
-        # Hierarchical names: the listing of logs/a/ also holds logs/a/b/...; keep a's own.
-        keys = sorted((k for k in self.store.list(prefix) if "/" not in k[len(prefix):]),
+        objs, _ = self.objects(Layout.log_prefix(name))
+        keys = sorted((o.key for o in objs if o.kind == kinds.LOG and o.ref == name),
                       reverse=True)
         got = self.store.get_many(keys)
         return [SnapshotInfo.from_json(got[k], self.store.where(k))  # type: ignore[arg-type]
@@ -130,6 +285,10 @@ class Repository:
 
     def resolve(self, ref: str | None, snapshot: str | None) -> str:
         """The snapshot id named by ``--snapshot`` (full id or unique prefix) or ``--ref``."""
+        if snapshot and snapshot.strip().lower().startswith("git:"):
+            from snapsync.local.git import resolve_git  # git:<commit> (docs: git pinning)
+
+            return resolve_git(self, snapshot.strip(), [ref] if ref else None)
         if snapshot:
             snap = snapshot.lower()
             if len(snap) == 32 and all(c in "0123456789abcdef" for c in snap):
@@ -137,24 +296,24 @@ class Repository:
             if len(snap) < 4 or not all(c in "0123456789abcdef" for c in snap):
                 raise UsageError(f"--snapshot {snapshot!r}: give a hex id or a prefix of at "
                                  "least 4 characters")
-            keys = self.store.list(f"{Layout.MANIFESTS}/{snap[:2]}/")
-            hits = sorted({k.rsplit("/", 1)[-1][:-3] for k in keys
-                           if k.rsplit("/", 1)[-1].startswith(snap)})
+            objs, _ = self.objects(Layout.manifest_prefix(snap))
+            hits = sorted({o.id for o in objs if o.kind == kinds.MANIFEST
+                           and o.id.startswith(snap)})  # type: ignore[union-attr]
             if not hits:
                 raise NotFoundError(f"no snapshot {snapshot} in {self.store.display_url}")
             if len(hits) > 1:
                 raise UsageError(f"--snapshot {snapshot} is ambiguous: {', '.join(hits[:5])}")
-            return hits[0]
+            return hits[0]  # type: ignore[return-value]
         name = ref or "latest"
         info = self.read_ref(name)
         if info is None:
             raise NotFoundError(f"ref {name!r} does not exist in {self.store.display_url}")
         return info.snapshot
 
-    def known_locations(self, manifests: list[Manifest]) -> dict[bytes, Location]:
+    @staticmethod
+    def known_locations(manifests: Iterable[Manifest]) -> dict[bytes, Location]:
         """Chunk locations that the given manifests prove to exist in the store."""
         out: dict[bytes, Location] = {}
         for m in manifests:
             out.update(m.locations)
         return out
-

@@ -1,79 +1,33 @@
-"""The store edge: the only module that imports fsspec.
+"""The store facade: one backend, with retries, request counts and error translation.
 
-It owns the key layout (``Layout``), counts requests by kind, retries transient faults with
-backoff and jitter, writes local objects atomically, and translates provider exceptions into
-snapsync's own errors once, naming the URL or key at fault.
+Engines and the repository talk to a :class:`Store`; it talks to a
+:class:`~snapsync.store.backend.Backend`. Retrying (backoff with jitter, per item in bulk
+calls) is written once, in :meth:`Store._attempt`, and provider errors become snapsync errors
+once, in :meth:`Store.translate`, naming the URL or key at fault.
 """
 
 from __future__ import annotations
 
 import errno
-import os
 import random
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import fsspec
-from fsspec.core import url_to_fs
-
-# Ref names are validated by the pure core; re-exported because callers import it from here.
-from snapsync.core.names import check_ref_name as check_ref_name
+from snapsync.concurrency import DEFAULT_IO
 from snapsync.errors import (
+    AlreadyExistsError,
     NotFoundError,
+    PreconditionError,
     SnapsyncError,
     StoreAccessError,
     StoreError,
     UsageError,
 )
-from snapsync.local.tree import atomic_write
-
-T = TypeVar("T")
-
-# Test hook (tests/faults.py): applied to every file system a Store opens itself.
-fs_wrapper: Callable[[Any], Any] | None = None
-
-class Layout:
-    """Every key in a store, relative to the store's root. Nothing else builds keys."""
-
-    CONFIG = "snapsync.json"
-    PACKS = "packs"
-    MANIFESTS = "manifests"
-    REFS = "refs"
-    LOGS = "logs"
-    SUPERSEDED = "superseded"
-
-    @staticmethod
-    def pack(pack_id: bytes) -> str:
-        h = pack_id.hex()
-        return f"packs/{h[:2]}/{h}.pack"
-
-    @staticmethod
-    def manifest(snapshot_id: str) -> str:
-        return f"manifests/{snapshot_id[:2]}/{snapshot_id}.mf"
-
-    @staticmethod
-    def ref(name: str) -> str:
-        return f"refs/{name}.json"
-
-    @staticmethod
-    def log(name: str, time_ns: int, snapshot_id: str) -> str:
-        return f"logs/{name}/{time_ns:020d}-{snapshot_id}.json"
-
-    @staticmethod
-    def superseded(pack_id: bytes) -> str:
-        """Marker written by gc when it repacked a pack's live chunks elsewhere (§8)."""
-        h = pack_id.hex()
-        return f"superseded/{h[:2]}/{h}.json"
-
-    @staticmethod
-    def pack_id_of(key: str) -> bytes | None:
-        m = re.search(r"([0-9a-f]{32})\.pack$", key)
-        return bytes.fromhex(m.group(1)) if m else None
+from snapsync.store.backend import Backend, ObjectMeta, PreconditionFailed, PutMode
 
 
 @dataclass
@@ -96,6 +50,27 @@ class RequestStats:
                 "bytes_received": self.bytes_received}
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """``retries`` more tries after the first, sleeping ``base`` seconds doubling to ``cap``,
+    each scaled by a random factor in [0.5, 1.5) so that clients do not retry in step.
+    ``sleep`` is injectable so tests can record the schedule instead of waiting."""
+
+    retries: int = 4
+    base: float = 0.1
+    cap: float = 5.0
+    sleep: Callable[[float], None] | None = None
+
+    def delays(self) -> Iterator[float]:
+        d = self.base
+        for _ in range(self.retries):
+            yield d * (0.5 + random.random())
+            d = min(d * 2, self.cap)
+
+    def wait(self, seconds: float) -> None:
+        (self.sleep or time.sleep)(seconds)
+
+
 def redact_url(url: str) -> str:
     """Drop any ``user:password@`` and query string (SAS tokens, signatures) from a URL."""
     url = re.sub(r"^([a-z0-9+.-]+://)[^/@]*@", r"\1***@", url)
@@ -108,98 +83,101 @@ def _scrub(text: str) -> str:
     return re.sub(r"(://[^\s'\"?]*)\?[^\s'\"]*", r"\1?***", text)
 
 
-# Exceptions that mean "try again": connection trouble, timeouts, throttling, 5xx.
-_TRANSIENT_WORDS = ("slowdown", "throttl", "timeout", "timed out", "temporarily", "connection",
-                    "reset by peer", "service unavailable", "internal error", "503", "500",
-                    "502", "504", "too many requests", "429", "serverdisconnected")
-
-
-def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, (FileNotFoundError, PermissionError, FileExistsError, IsADirectoryError,
-                        NotADirectoryError, SnapsyncError, ValueError, TypeError)):
-        return False
-    if isinstance(exc, (TimeoutError, ConnectionError)):
-        return True
-    name = type(exc).__name__.lower()
-    text = f"{name} {exc}".lower()
-    return any(w in text for w in _TRANSIENT_WORDS)
+def check_store_url(url: str) -> str:
+    """Refuse URLs that would silently name the wrong place; return it without a trailing /."""
+    # "s3://" would otherwise become the local folder "s3:", and "" the current one.
+    if not url.strip():
+        raise UsageError("the store URL is empty")
+    if "://" in url and not url.split("://", 1)[1].strip("/"):
+        raise UsageError(f"{redact_url(url)}: the store URL names no bucket or path")
+    return url.rstrip("/") or url
 
 
 class Store:
-    """A snapsync store at one fsspec URL.
+    """A snapsync store: one URL, one backend. Safe to use from many threads.
 
-    ``storage_options`` go to fsspec as they are (for example ``endpoint_url`` for s3fs);
-    providers' usual environment variables apply too. Safe to use from many threads.
+    Open one with :func:`snapsync.store.open_store`, or pass ``backend`` yourself (tests wrap
+    a backend to inject faults). ``io`` is the default number of requests in flight.
     """
 
-    def __init__(self, url: str, storage_options: dict[str, Any] | None = None, *,
-                 retries: int = 4, fs: Any = None) -> None:
-        # "s3://" would otherwise become the local folder "s3:", and "" the current one.
-        if not url.strip():
-            raise UsageError("the store URL is empty")
-        if "://" in url and not url.split("://", 1)[1].strip("/"):
-            raise UsageError(f"{redact_url(url)}: the store URL names no bucket or path")
-        self.url = url.rstrip("/") or url
+    def __init__(self, url: str, backend: Backend, *, retry: RetryPolicy | None = None,
+                 io: int = DEFAULT_IO) -> None:
+        self.url = check_store_url(url)
         self.display_url = redact_url(self.url)
+        self.backend = backend
+        self.retry = retry or RetryPolicy()
+        self.io = io
         self.stats = RequestStats()
-        self.retries = retries
-        opts = dict(storage_options or {})
-        if fs is not None:
-            self.fs, self.root = fs, url.split("://", 1)[-1].rstrip("/")
-        else:
-            self.fs, self.root = self._connect(self.url, opts)
-            if fs_wrapper is not None:
-                self.fs = fs_wrapper(self.fs)
-        self.local = "file" in _protocols(self.fs)
 
-    def _connect(self, url: str, opts: dict[str, Any]) -> tuple[Any, str]:
-        if "://" not in url:
-            url = "file://" + os.path.abspath(url)
-        protocol = url.split("://", 1)[0]
-        if protocol == "file":
-            opts.setdefault("auto_mkdir", True)
-        try:
-            fs, root = url_to_fs(url, **opts)
-        except ImportError as exc:
-            raise UsageError(f"{self.display_url}: the {protocol}:// protocol needs a package "
-                             f"that is not installed ({exc})") from None
-        except ValueError as exc:
-            raise UsageError(f"{self.display_url}: not a usable store URL ({exc})") from None
-        except TypeError as exc:
-            raise UsageError(f"{self.display_url}: bad storage option for {protocol}:// "
-                             f"(-o KEY=VALUE): {exc}") from None
-        except Exception as exc:
-            raise StoreError(f"{self.display_url}: cannot open store: {_describe(exc)}") from None
-        return fs, root.rstrip("/")
+    @property
+    def local(self) -> bool:
+        """Whether the objects are files on this machine."""
+        return self.backend.local
 
-    # ---- helpers -------------------------------------------------------------------------
-    def path(self, key: str) -> str:
-        return f"{self.root}/{key}" if self.root else key
+    @property
+    def local_root(self) -> str | None:
+        """The folder holding the objects when they are files on this machine, else ``None``."""
+        if not self.local:
+            return None
+        return getattr(self.backend, "root", None) or None
+
+    @property
+    def conditional(self) -> bool:
+        """Whether writes can be create-only or compare-and-swap."""
+        return self.backend.conditional
 
     def where(self, key: str) -> str:
         return f"{self.display_url}/{key}"
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run one provider call with retries, translating its errors (``what`` names it)."""
-        delay = 0.1
-        for attempt in range(self.retries + 1):
+    # ---- retries and translation, once ---------------------------------------------------
+    def _attempt(self, n: int, call: Callable[[list[int]], Sequence[Any]],
+                 short: Callable[[int, Any], bool] | None = None) -> list[Any]:
+        """Run ``call`` on item indices until each succeeds or fails for good.
+
+        ``call(todo)`` returns one value or exception per index in ``todo`` (an exception
+        raised by the call itself counts for all of them). Items that failed transiently, or
+        that ``short`` says came back incomplete (a dropped connection), are tried again after
+        a backoff; the rest keep their result. Returns the last result of every item.
+        """
+        out: list[Any] = [None] * n
+        todo = list(range(n))
+        delays = self.retry.delays()
+        while True:
             try:
-                return fn()
-            except SnapsyncError:
-                raise
-            except Exception as exc:
-                if attempt < self.retries and _is_transient(exc):
-                    self.stats.add("RETRY")
-                    time.sleep(delay * (0.5 + random.random()))
-                    delay = min(delay * 2, 5.0)
+                got = list(call(todo))
+            except Exception as exc:  # the whole call failed
+                got = [exc] * len(todo)
+            again = []
+            for i, val in zip(todo, got, strict=True):
+                out[i] = val
+                if isinstance(val, SnapsyncError):
                     continue
-                raise self.translate(exc, what) from None
-        raise AssertionError("unreachable")
+                if (self.backend.is_transient(val) if isinstance(val, BaseException)
+                        else short is not None and short(i, val)):
+                    again.append(i)
+            delay = next(delays, None) if again else None
+            if delay is None:
+                return out
+            self.stats.add("RETRY", len(again))
+            self.retry.wait(delay)
+            todo = again
+
+    def _one(self, what: str, fn: Callable[[], Any]) -> Any:
+        val = self._attempt(1, lambda _todo: [fn()])[0]
+        if isinstance(val, BaseException):
+            raise self.translate(val, what) from None
+        return val
 
     def translate(self, exc: BaseException, what: str) -> SnapsyncError:
-        """Map a provider exception to a snapsync error that names ``what``."""
-        desc = _describe(exc)
+        """Map a backend exception to a snapsync error that names ``what``."""
+        if isinstance(exc, SnapsyncError):
+            return exc
+        desc = describe(exc)
         low = desc.lower()
+        if isinstance(exc, FileExistsError):
+            return AlreadyExistsError(f"{what}: already exists")
+        if isinstance(exc, PreconditionFailed):
+            return PreconditionError(f"{what}: changed by another writer")
         if isinstance(exc, FileNotFoundError) or "nosuchbucket" in low or (
                 "not found" in low and "bucket" in low):
             if "bucket" in low or "container" in low:
@@ -215,11 +193,12 @@ class Store:
     # ---- object verbs --------------------------------------------------------------------
     def get(self, key: str) -> bytes:
         """Read a whole object; ``NotFoundError`` when missing."""
-        data = self._call(self.where(key), lambda: self.fs.cat_file(self.path(key)))
+        data = self._one(self.where(key), lambda: self.backend.get(key))
         self.stats.add("GET", received=len(data))
         return data
 
     def get_optional(self, key: str) -> bytes | None:
+        """Read a whole object; ``None`` when it is missing (a missing bucket still raises)."""
         try:
             return self.get(key)
         except NotFoundError as exc:
@@ -228,32 +207,29 @@ class Store:
             self.stats.add("GET")
             return None
 
-    def get_many(self, keys: Sequence[str], batch_size: int = 32) -> dict[str, bytes | None]:
+    def get_versioned(self, key: str) -> tuple[bytes, str | None] | None:
+        """An object and its version token, or ``None`` when it is missing."""
+        try:
+            data, etag = self._one(self.where(key), lambda: self.backend.get_versioned(key))
+        except NotFoundError as exc:
+            if "bucket" in str(exc):
+                raise
+            self.stats.add("GET")
+            return None
+        self.stats.add("GET", received=len(data))
+        return data, etag
+
+    def get_many(self, keys: Sequence[str], batch_size: int | None = None
+                 ) -> dict[str, bytes | None]:
         """Read many small objects concurrently; missing ones map to ``None``."""
         if not keys:
             return {}
-        paths = [self.path(k) for k in keys]
-        out: Any = {}
-        todo = paths
-        delay = 0.1
-        for attempt in range(self.retries + 1):
-            got = self._call(self.where(keys[0]), lambda todo=todo: self.fs.cat(
-                todo, on_error="return", batch_size=batch_size))
-            if not isinstance(got, dict):  # fsspec returns bare bytes for a single path
-                got = {todo[0]: got}
-            out.update(got)
-            # Per-item transient failures come back as values: retry just those.
-            todo = [p for p in todo if isinstance(got.get(p), BaseException)
-                    and not isinstance(got.get(p), FileNotFoundError) and _is_transient(got[p])]
-            if not todo or attempt == self.retries:
-                break
-            self.stats.add("RETRY", len(todo))
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 5.0)
+        io = batch_size or self.io
+        vals = self._attempt(len(keys), lambda todo: self.backend.get_many(
+            [keys[i] for i in todo], io))
         result: dict[str, bytes | None] = {}
-        for key, p in zip(keys, paths, strict=True):
-            val = out.get(p)
-            if isinstance(val, FileNotFoundError) or val is None:
+        for key, val in zip(keys, vals, strict=True):
+            if isinstance(val, FileNotFoundError):
                 result[key] = None
                 self.stats.add("GET")
             elif isinstance(val, BaseException):
@@ -263,53 +239,17 @@ class Store:
                 self.stats.add("GET", received=len(val))
         return result
 
-    def get_ranges(self, key: str, ranges: Sequence[tuple[int, int]],
-                   batch_size: int = 16) -> list[bytes]:
-        """Read ``[start, end)`` byte ranges of one object, concurrently."""
-        path = self.path(key)
-        n = len(ranges)
-        out = self._call(self.where(key), lambda: self.fs.cat_ranges(
-            [path] * n, [r[0] for r in ranges], [r[1] for r in ranges],
-            batch_size=batch_size))
-        return self._check_ranges(key, ranges, out)
-
-    def get_ranges_multi(self, reqs: Sequence[tuple[str, int, int]],
-                         batch_size: int = 16) -> list[bytes]:
-        """Read ranges of many objects in one concurrent batch: ``(key, start, end)``."""
+    def get_ranges(self, reqs: Sequence[tuple[str, int, int]],
+                   batch_size: int | None = None) -> list[bytes]:
+        """Read ``(key, start, end)`` byte ranges of many objects in one concurrent batch."""
         if not reqs:
             return []
-        # Bulk verbs report per-item failures in their result instead of raising: retry the
-        # items that failed transiently or came back short (a dropped connection).
-        out: list[Any] = [None] * len(reqs)
-        todo = list(range(len(reqs)))
-        delay = 0.1
-        for attempt in range(self.retries + 1):
-            sub = [reqs[i] for i in todo]
-            got = self._call(self.where(sub[0][0]), lambda sub=sub: self.fs.cat_ranges(
-                [self.path(k) for k, _, _ in sub], [r[1] for r in sub], [r[2] for r in sub],
-                batch_size=batch_size))
-            again = []
-            for i, val in zip(todo, got, strict=True):
-                bad = _is_transient(val) if isinstance(val, BaseException) else \
-                    len(val) != reqs[i][2] - reqs[i][1]
-                if bad and attempt < self.retries:
-                    again.append(i)
-                out[i] = val
-            if not again:
-                break
-            self.stats.add("RETRY", len(again))
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 5.0)
-            todo = again
+        io = batch_size or self.io
+        vals = self._attempt(
+            len(reqs), lambda todo: self.backend.get_ranges([reqs[i] for i in todo], io),
+            short=lambda i, v: len(v) != reqs[i][2] - reqs[i][1])
         result = []
-        for (key, start, end), val in zip(reqs, out, strict=True):
-            result.extend(self._check_ranges(key, [(start, end)], [val]))
-        return result
-
-    def _check_ranges(self, key: str, ranges: Sequence[tuple[int, int]],
-                      out: Sequence[Any]) -> list[bytes]:
-        result: list[bytes] = []
-        for (start, end), val in zip(ranges, out, strict=True):
+        for (key, start, end), val in zip(reqs, vals, strict=True):
             if isinstance(val, BaseException):
                 raise self.translate(val, self.where(key))
             if len(val) != end - start:
@@ -319,68 +259,52 @@ class Store:
             result.append(val)
         return result
 
-    def put(self, key: str, data: bytes) -> None:
-        """Write one object (atomically on local file systems)."""
-        if self.local:
-            self._call(self.where(key), lambda: atomic_write(Path(self.path(key)), data))
-        else:
-            self._call(self.where(key), lambda: self.fs.pipe_file(self.path(key), data))
+    def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str | None:
+        """Write one object (atomically on local stores); return its version token if known.
+
+        ``mode="create"`` raises ``AlreadyExistsError`` when the key exists; ``IfMatch``
+        raises ``PreconditionError`` when another writer changed it (only where
+        :attr:`conditional`).
+        """
+        etag = self._one(self.where(key), lambda: self.backend.put(key, data, mode))
         self.stats.add("PUT", sent=len(data))
+        return etag
 
     def delete(self, keys: Sequence[str]) -> None:
+        """Remove objects; missing ones are fine."""
         for key in keys:
             try:
-                self._call(self.where(key), lambda k=key: self.fs.rm_file(self.path(k)))
+                self._one(self.where(key), lambda k=key: self.backend.delete(k))
             except NotFoundError:
                 pass
             self.stats.add("DELETE")
 
-    def list(self, prefix: str) -> dict[str, dict[str, Any]]:
-        """Keys under ``prefix`` (relative to the store root) with their info dicts."""
-        base = self.path(prefix)
+    def list(self, prefix: str) -> list[ObjectMeta]:
+        """Objects under ``prefix`` (a folder relative to the store root, ending in ``/``)."""
         try:
-            found = self._call(self.where(prefix), lambda: self.fs.find(base, detail=True))
+            found = self._one(self.where(prefix), lambda: self.backend.list(prefix))
         except NotFoundError:
-            found = {}
+            found = []
         self.stats.add("LIST")
-        strip = len(self.path("")) if self.root else 0
-        out = {}
-        for p, info in found.items():
-            p = p.lstrip("/") if not self.local else p
-            root = self.path("").lstrip("/") if not self.local else self.path("")
-            rel = p[len(root):] if p.startswith(root) else p[strip:]
-            out[rel.lstrip("/")] = info
-        return out
+        return found
 
-    def bucket_exists(self) -> bool:
+    def root_exists(self) -> bool:
         """Whether the store's bucket or top directory exists (for clear errors)."""
-        top = self.root.split("/", 1)[0] if not self.local else self.root
         try:
-            return bool(self._call(self.display_url, lambda: self.fs.exists(top)))
+            return bool(self._one(self.display_url, self.backend.root_exists))
         except StoreAccessError:
             raise
         except SnapsyncError:
             return False
 
     def invalidate(self) -> None:
-        """Drop fsspec's listing cache so listings see other writers."""
-        try:
-            self.fs.invalidate_cache()
-        except Exception:
-            pass
+        """Drop any listing cache so listings see other writers."""
+        self.backend.invalidate()
 
 
-def _protocols(fs: Any) -> tuple[str, ...]:
-    p = fs.protocol
-    return (p,) if isinstance(p, str) else tuple(p)
-
-
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
+    """A one-line description of a provider exception, with credentials in URLs redacted."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, OSError) and exc.errno and not text:
         text = errno.errorcode.get(exc.errno, str(exc.errno))
     return f"{type(exc).__name__}: {_scrub(text)}" if text else type(exc).__name__
-
-
-def available_protocols() -> list[str]:
-    return sorted(fsspec.available_protocols())

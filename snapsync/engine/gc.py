@@ -1,0 +1,517 @@
+"""GC engine: drop snapshots outside retention, delete what no kept snapshot needs, repack.
+
+Plan, then execute: :func:`plan_gc` looks at the store and returns a :class:`GcPlan` — what
+would be deleted and repacked, and why — without writing anything; ``gc --dry-run`` shows
+exactly that plan, and :func:`execute_gc` carries it out. Never prints.
+
+GC takes no lock (docs/format.md §8). A push learns what the store holds from the manifests of
+the ref heads it read when it started, and uploads packs before the manifest that names them.
+So gc keeps, besides what retention keeps:
+
+* every ref head, re-read right before the plan is final;
+* every snapshot that was a ref head less than ``grace`` ago, and every manifest younger than
+  ``grace``;
+* every pack younger than ``grace`` (packs of pushes still running) and every pack a kept
+  manifest names, including manifests that appeared while gc ran.
+
+Packs that are mostly dead are repacked: their live chunks are copied into new packs and the
+kept manifests rewritten at the same key; the old packs get a ``superseded`` marker and are
+deleted by a later run, once the marker is older than ``grace`` and no ref head still records
+the manifest version that named them (a cached copy of it may still be trusted). Right before
+each kind of delete, execute looks once more and spares objects rewritten meanwhile.
+
+Safe as long as no push runs longer than ``grace`` (default 24 h) and clocks are within
+``grace`` of the store's clock.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from snapsync.core.codec import Codec
+from snapsync.core.hashing import chunk_id
+from snapsync.core.manifest import Location, Manifest, encode_manifest
+from snapsync.core.pack import parse_pack
+from snapsync.errors import FormatError, IntegrityError, NotFoundError, SnapsyncError, UsageError
+from snapsync.repository import DEFAULT_PACK_SIZE, Repository, SnapshotInfo
+from snapsync.repository.packer import PackWriter
+from snapsync.repository.reader import ChunkReader
+from snapsync.repository.repo import Listing, StoredObject
+from snapsync.store import Layout, Store, as_store
+
+DEFAULT_GRACE = 24 * 3600.0
+DEFAULT_REPACK_BELOW = 0.5
+REPACK_SINGLE_BELOW = 0.1  # one lone candidate is repacked only when it is this empty
+
+
+@dataclass
+class RepackCandidate:
+    """A mostly dead pack: its live chunks (by the kept manifests) and who uses them."""
+
+    pack: str
+    size: int
+    live_bytes: int
+    snapshots: list[str]
+
+
+@dataclass
+class GcPlan:
+    """What gc will do. ``--dry-run`` renders this; :func:`execute_gc` carries it out."""
+
+    url: str
+    keep_last: int
+    keep_within: float | None
+    grace: float
+    snapshots_kept: list[str] = field(default_factory=list)
+    snapshots_dropped: list[str] = field(default_factory=list)
+    log_entries: list[str] = field(default_factory=list)  # keys to delete
+    manifests: list[str] = field(default_factory=list)  # snapshot ids whose manifest goes
+    packs: list[str] = field(default_factory=list)  # pack ids (hex) to delete
+    bytes_freed: int = 0
+    packs_kept: int = 0
+    packs_young: int = 0
+    packs_superseded_kept: int = 0
+    markers: list[str] = field(default_factory=list)  # superseded markers whose pack is gone
+    repack: list[RepackCandidate] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    # What execute needs, not part of the rendered plan:
+    _kept: dict[str, Manifest] = field(default_factory=dict, repr=False)
+    _live: dict[bytes, dict[bytes, Location]] = field(default_factory=dict, repr=False)
+    _digests: dict[str, str] = field(default_factory=dict, repr=False)
+    _now: float = 0.0
+
+    @property
+    def manifests_rewritten(self) -> int:
+        return len({s for c in self.repack for s in c.snapshots})
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        out["repack"] = [c.__dict__ for c in self.repack]
+        out["manifests_rewritten"] = self.manifests_rewritten
+        return out
+
+
+@dataclass
+class GcReport:
+    """What ``gc`` did (or, with ``dry_run``, would do): the plan and the counts."""
+
+    url: str
+    dry_run: bool
+    keep_last: int
+    keep_within: float | None
+    grace: float
+    plan: GcPlan | None = None
+    snapshots_kept: list[str] = field(default_factory=list)
+    snapshots_dropped: list[str] = field(default_factory=list)
+    log_entries_deleted: int = 0
+    manifests_deleted: int = 0
+    packs_deleted: int = 0
+    bytes_freed: int = 0
+    packs_kept: int = 0
+    packs_young: int = 0
+    packs_repacked: int = 0
+    bytes_repacked: int = 0
+    packs_superseded: int = 0
+    packs_written: int = 0
+    manifests_rewritten: int = 0
+    packs_superseded_kept: int = 0
+    markers_deleted: int = 0
+    notes: list[str] = field(default_factory=list)
+    requests: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "plan"}
+        out["plan"] = self.plan.as_dict() if self.plan else None
+        return out
+
+
+def _young(t: float | None, now: float, grace: float) -> bool:
+    # Unknown age counts as young: never delete what we cannot date.
+    return t is None or now - t < grace
+
+
+def _retained(refs: dict[str, SnapshotInfo], lst: Listing, keep_last: int,
+              keep_within: float | None, grace: float, now: float) -> set[str]:
+    """Snapshot ids that retention, ref heads or the grace period keep."""
+    keep = {info.snapshot for info in refs.values()}
+    by_ref: dict[str, list[StoredObject]] = {}
+    for e in lst.logs:
+        by_ref.setdefault(e.ref, []).append(e)  # type: ignore[arg-type]
+    for entries in by_ref.values():
+        entries.sort(key=lambda e: e.time_ns or 0, reverse=True)
+        distinct: list[str] = []
+        newer_ns: int | None = None  # when the entry above replaced this one as head
+        for e in entries:
+            sid, ns = e.id, e.time_ns or 0
+            t = ns / 1e9
+            if sid not in distinct:
+                distinct.append(sid)  # type: ignore[arg-type]
+            if sid in distinct[:keep_last]:
+                keep.add(sid)  # type: ignore[arg-type]
+            if keep_within is not None and now - t < keep_within:
+                keep.add(sid)  # type: ignore[arg-type]
+            # Head less than `grace` ago: a running push may reuse its chunks.
+            if newer_ns is None or _young(newer_ns / 1e9, now, grace) or _young(t, now, grace):
+                keep.add(sid)  # type: ignore[arg-type]
+            newer_ns = ns
+    for sid, o in lst.manifests.items():
+        if _young(o.mtime, now, grace):
+            keep.add(sid)  # a push may be about to write its log entry and ref
+    return keep
+
+
+def _read_markers(repo: Repository, listed: Iterable[bytes]) -> dict[bytes, dict[str, Any]]:
+    """The superseded markers' contents by pack id (unreadable ones are left out)."""
+    out: dict[bytes, dict[str, Any]] = {}
+    keys = {Layout.superseded(p): p for p in listed}
+    for key, raw in repo.store.get_many(sorted(keys)).items():
+        if raw is None:
+            continue
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("snapshots") or {}, dict):
+            out[keys[key]] = doc
+    return out
+
+
+def _check_args(keep_last: int, keep_within: float | None, grace: float,
+                repack_below: float) -> None:
+    if keep_last < 1:
+        raise UsageError(f"--keep-last must be at least 1, got {keep_last}")
+    if grace < 0 or (keep_within is not None and keep_within < 0):
+        raise UsageError("--grace and --keep-within must not be negative")
+    if not 0 <= repack_below <= 1:
+        raise UsageError(f"--repack-below must be between 0 and 1, got {repack_below}")
+
+
+def plan_gc(repo: Repository, keep_last: int, keep_within: float | None = None,
+            grace: float = DEFAULT_GRACE, *, repack: bool = True,
+            repack_below: float = DEFAULT_REPACK_BELOW,
+            on_progress: Callable[[str], None] | None = None) -> GcPlan:
+    """Look at the store and decide what gc deletes and repacks; writes nothing."""
+    _check_args(keep_last, keep_within, grace, repack_below)
+    say = on_progress or (lambda _m: None)
+    store = repo.store
+    plan = GcPlan(url=store.display_url, keep_last=keep_last, keep_within=keep_within,
+                  grace=grace, _now=time.time())
+    now = plan._now
+
+    say("listing the store")
+    lst = repo.listing()
+    refs, bad = repo.read_refs()
+    if bad:
+        # A ref we cannot read might name anything: refuse rather than guess.
+        raise FormatError("gc stopped: unreadable refs: " + "; ".join(bad.values()))
+    keep = _retained(refs, lst, keep_last, keep_within, grace, now)
+    known = set(lst.manifests) | {e.id for e in lst.logs}
+    live: set[bytes] = set()
+    loaded: set[str] = set()
+
+    def mark(sids: Iterable[str]) -> None:
+        """Load kept manifests; their packs are live. A kept manifest that cannot be read
+        stops gc: its packs are unknown, so nothing can be called dead."""
+        todo = sorted(set(sids) - loaded)
+        for sid, m in repo.fetch_manifests(todo).items():
+            loaded.add(sid)
+            if isinstance(m, NotFoundError):
+                if sid in lst.manifests or any(i.snapshot == sid for i in refs.values()):
+                    raise SnapsyncError(f"gc stopped: kept snapshot {sid} has no manifest "
+                                        "(run `snapsync check`)") from None
+                continue
+            if isinstance(m, Exception):
+                raise m
+            plan._kept[sid] = m
+            live.update(loc.pack for loc in m.locations.values())
+
+    say(f"reading {len(keep)} kept manifests")
+    mark(keep)
+
+    # Re-check the roots right before deciding: refs and manifests that appeared meanwhile
+    # are kept, and their packs are live.
+    say("re-reading refs")
+    again = repo.listing()
+    refs, bad = repo.read_refs()
+    if bad:
+        raise FormatError("gc stopped: unreadable refs: " + "; ".join(bad.values()))
+    drop = known - keep
+    new_roots = {i.snapshot for i in refs.values()} | (set(again.manifests) - set(lst.manifests))
+    new_roots |= _retained(refs, again, keep_last, keep_within, grace, time.time()) & drop
+    keep |= new_roots
+    mark(new_roots)
+    drop -= keep
+    plan._digests = dict(repo.digests)
+
+    # Superseded packs (repacked by an earlier run) wait for their marker to age past
+    # `grace`, and for every ref head whose snapshot gc rewrote to record the rewritten
+    # manifest: until a push moves such a ref, clients may trust a cached copy of the old
+    # manifest (its digest still matches the ref), and that copy names the old packs.
+    markers = _read_markers(repo, again.markers)
+    replaced: dict[str, set[str]] = {}  # sid -> digests of manifest versions gc replaced
+    for doc in markers.values():
+        for sid, old in (doc.get("snapshots") or {}).items():
+            replaced.setdefault(sid, set()).add(str(old))
+    stale: set[str] = set()  # snapshots some ref head names with another manifest digest
+    unexplained: list[str] = []
+    for name, info in sorted(refs.items()):
+        if info.manifest == repo.digests.get(info.snapshot):
+            continue
+        stale.add(info.snapshot)
+        if info.manifest and info.manifest not in replaced.get(info.snapshot, set()):
+            unexplained.append(name)
+    if unexplained:
+        # A ref records a manifest version the store no longer holds, and no repack explains
+        # it (two pushes of one tree raced): clients may trust that version from their
+        # caches, and its packs are unknown. Delete no unreferenced pack until the ref moves.
+        plan.notes.append(f"refs {', '.join(unexplained)} record a manifest digest that "
+                          "differs from the stored manifest; no unreferenced pack is deleted "
+                          "until they are pushed again")
+
+    for pid, o in sorted(lst.packs.items()):
+        marker = again.markers.get(pid)
+        if pid in live:
+            plan.packs_kept += 1
+        elif _young(o.mtime, now, grace):
+            plan.packs_young += 1
+        elif marker is not None and (
+                _young(marker.mtime, now, grace)
+                or stale & set((markers.get(pid) or {}).get("snapshots") or {})
+                or pid not in markers):
+            plan.packs_superseded_kept += 1
+        elif unexplained:
+            plan.packs_kept += 1
+        elif pid in again.packs:
+            plan.packs.append(pid.hex())
+            plan.bytes_freed += o.size
+    gone = set(plan.packs) | {p.hex() for p in again.markers if p not in again.packs}
+    plan.markers = sorted(p.hex() for p in again.markers if p.hex() in gone)
+
+    if repack:
+        say("looking for mostly dead packs")
+        _plan_repack(plan, {s: plan._kept[s] for s in sorted(keep) if s in plan._kept},
+                     again.packs, now, grace, repack_below)
+    plan.snapshots_kept = sorted(keep & known)  # type: ignore[operator]
+    plan.snapshots_dropped = sorted(drop)  # type: ignore[arg-type]
+    drop_set = set(drop)
+    plan.log_entries = sorted(e.key for e in again.logs if e.id in drop_set)
+    plan.manifests = [s for s in plan.snapshots_dropped if s in again.manifests
+                      and not _young(again.manifests[s].mtime, now, grace)]
+    if plan.packs_young:
+        plan.notes.append(f"{plan.packs_young} unreferenced packs are younger than the grace "
+                          "period and were kept (a push may still need them)")
+    if plan.packs_superseded_kept:
+        plan.notes.append(f"{plan.packs_superseded_kept} repacked packs were kept: superseded "
+                          "less than the grace period ago, or a ref head still records the "
+                          "manifest version that names them (they go after its next push)")
+    return plan
+
+
+def _plan_repack(plan: GcPlan, manifests: dict[str, Manifest],
+                 packs: dict[bytes, StoredObject], now: float, grace: float,
+                 below: float) -> None:
+    """Choose the mostly dead packs to repack.
+
+    Candidates: packs older than ``grace`` whose live bytes (the stored lengths of the chunks
+    kept manifests use) are below ``below`` of their size, none of whose users is signed (the
+    signature covers chunk locations, and gc holds no key). Repacking is worth a request only
+    when it merges at least two candidates, or frees a pack at least 90% dead.
+    """
+    live: dict[bytes, dict[bytes, Location]] = {}
+    users: dict[bytes, set[str]] = {}
+    conflicted: set[bytes] = set()
+    for sid, m in manifests.items():
+        for cid in m.chunk_ids():
+            loc = m.locations[cid]
+            seen = live.setdefault(loc.pack, {}).setdefault(cid, loc)
+            if seen != loc:
+                conflicted.add(loc.pack)
+            users.setdefault(loc.pack, set()).add(sid)
+    cands: list[RepackCandidate] = []
+    signed = 0
+    for pid, locs in sorted(live.items()):
+        o = packs.get(pid)
+        if o is None or pid in conflicted or o.size <= 0 or _young(o.mtime, now, grace):
+            continue
+        live_bytes = sum(loc.length for loc in locs.values())
+        if live_bytes >= below * o.size:
+            continue
+        if any("auth" in manifests[s].info for s in users[pid]):
+            signed += 1
+            continue
+        cands.append(RepackCandidate(pid.hex(), o.size, live_bytes, sorted(users[pid])))
+    if signed:
+        plan.notes.append(f"{signed} mostly dead packs are used by signed snapshots and were "
+                          "not repacked (their signatures cover chunk locations)")
+    if not cands or (len(cands) == 1 and cands[0].live_bytes
+                     >= REPACK_SINGLE_BELOW * cands[0].size):
+        return
+    plan.repack = cands
+    plan._live = {bytes.fromhex(c.pack): live[bytes.fromhex(c.pack)] for c in cands}
+
+
+def execute_gc(repo: Repository, plan: GcPlan, report: GcReport,
+               on_progress: Callable[[str], None] | None = None) -> None:
+    """Carry out ``plan``: repack, then delete log entries, manifests, packs and markers.
+
+    Deletes run in the reverse of the push's write order, so a gc stopped half-way leaves
+    only unreferenced objects behind; each kind is listed once more right before its delete.
+    """
+    say = on_progress or (lambda _m: None)
+    store, now, grace = repo.store, plan._now, plan.grace
+    if plan.repack:
+        say(f"repacking {len(plan.repack)} mostly dead packs")
+        _repack(repo, plan, report)
+    say(f"deleting {len(plan.log_entries)} log entries, {len(plan.manifests)} manifests, "
+        f"{len(plan.packs)} packs")
+    store.delete(plan.log_entries)
+    report.log_entries_deleted = len(plan.log_entries)
+    # A push re-publishing a dropped tree rewrites the same manifest and pack keys (ids are
+    # content hashes): look once more right before deleting and spare rewritten ones.
+    fresh_m = repo.manifest_objects()
+    dead_manifests = [s for s in plan.manifests
+                      if s in fresh_m and not _young(fresh_m[s].mtime, now, grace)]
+    store.delete([Layout.manifest(s) for s in dead_manifests])
+    report.manifests_deleted = len(dead_manifests)
+    fresh_p = repo.packs()
+    dead = {bytes.fromhex(p) for p in plan.packs}
+    dead_packs = [p for p in sorted(dead)
+                  if p in fresh_p and not _young(fresh_p[p].mtime, now, grace)]
+    store.delete([Layout.pack(p) for p in dead_packs])
+    report.packs_deleted = len(dead_packs)
+    report.bytes_freed = sum(fresh_p[p].size for p in dead_packs)
+    # Markers of packs that are gone (deleted now or earlier) have done their job.
+    deleted = set(dead_packs)
+    dead_markers = [p for p in (bytes.fromhex(m) for m in plan.markers)
+                    if p in deleted or p not in fresh_p]
+    store.delete([Layout.superseded(p) for p in dead_markers])
+    report.markers_deleted = len(dead_markers)
+
+
+def _repack(repo: Repository, plan: GcPlan, rep: GcReport) -> None:
+    """Copy the live chunks of the planned packs into new packs; rewrite the kept manifests.
+
+    Order: new packs, then a ``superseded`` marker per old pack (naming the rewritten
+    snapshots and the manifest digests they replace), then the manifests at the same keys.
+    The old packs stay: a later gc deletes them once unreferenced and the marker rules allow.
+    """
+    store = repo.store
+    pack_size = repo.config.pack_size if repo.config else DEFAULT_PACK_SIZE
+    done: list[RepackCandidate] = []
+    queued: set[bytes] = set()
+    with PackWriter(store, pack_size) as writer:
+        for c in plan.repack:
+            pid = bytes.fromhex(c.pack)
+            key = Layout.pack(pid)
+            live = plan._live[pid]
+            reader = ChunkReader(store, live, Codec(), keep=False)
+            try:
+                data = store.get(key)
+                if chunk_id(data) != pid:
+                    raise IntegrityError(f"{store.where(key)}: content does not hash to its id")
+                trailer = parse_pack(data, store.where(key))
+                blobs = []
+                for cid, loc in sorted(live.items(), key=lambda kv: kv[1].offset):
+                    t = trailer.get(cid)
+                    if t is None or (t.offset, t.length, t.raw_size) != (
+                            loc.offset, loc.length, loc.raw_size):
+                        raise FormatError(f"chunk {cid.hex()}: manifest location disagrees "
+                                          f"with the trailer of {store.where(key)}")
+                    blob = data[loc.offset:loc.offset + loc.length]
+                    reader.verify(cid, blob)  # copy only what proves to be the chunk
+                    blobs.append((cid, blob, loc.raw_size))
+            except (NotFoundError, FormatError) as exc:
+                rep.notes.append(f"pack {c.pack} not repacked: {exc} (run `snapsync check`)")
+                continue
+            del data
+            for cid, blob, raw in blobs:
+                if cid in queued:
+                    continue  # the same chunk in two candidates: one copy
+                queued.add(cid)
+                writer.add(cid, blob, raw)
+                rep.bytes_repacked += len(blob)
+            done.append(c)
+        moved = writer.finish()
+    rep.packs_written = writer.packs
+    if not done:
+        return
+    gone = {bytes.fromhex(c.pack) for c in done}
+    when = time.time()
+    for c in done:  # markers before manifests: a crash leaves the old packs referenced
+        pid = bytes.fromhex(c.pack)
+        snaps = {s: plan._digests.get(s, "") for s in c.snapshots}
+        # A pack repacked before (and named again by a push meanwhile) keeps what its old
+        # marker knew: those manifest versions may still be cached somewhere.
+        prev = _read_markers(repo, [pid]).get(pid, {}).get("snapshots") or {}
+        snaps.update({s: d for s, d in prev.items() if s not in snaps})
+        doc = {"time": datetime.fromtimestamp(when).astimezone().isoformat(),
+               "time_ns": time.time_ns(), "snapshots": snaps}
+        store.put(Layout.superseded(pid), json.dumps(doc, sort_keys=True).encode())
+    rewrite = sorted({s for c in done for s in c.snapshots})
+    for sid in rewrite:
+        m = plan._kept[sid]
+        locs = {cid: moved[cid] if m.locations[cid].pack in gone else m.locations[cid]
+                for cid in m.chunk_ids()}
+        new_sid, raw = encode_manifest(m.entries, locs, m.info)
+        if new_sid != sid:
+            raise AssertionError(f"repacking changed snapshot id {sid} to {new_sid}")
+        repo.save_manifest(sid, raw)
+    rep.packs_repacked = rep.packs_superseded = len(done)
+    rep.manifests_rewritten = len(rewrite)
+
+
+def gc(url: str | Store, keep_last: int, keep_within: float | None = None,
+       dry_run: bool = False, grace: float = DEFAULT_GRACE, *, repack: bool = True,
+       repack_below: float = DEFAULT_REPACK_BELOW,
+       storage_options: dict[str, Any] | None = None,
+       on_progress: Callable[[str], None] | None = None) -> GcReport:
+    """Drop snapshots outside retention and delete what no kept snapshot needs.
+
+    Args:
+        url: the store (a URL or an open Store).
+        keep_last: per ref, keep the newest N distinct snapshots of its log (at least 1).
+        keep_within: per ref, also keep snapshots logged less than this many seconds ago.
+        dry_run: plan only: report what would be deleted and repacked, change nothing.
+        grace: seconds; nothing younger is deleted and snapshots that were ref heads less
+            than this long ago are kept (see the module docstring for why).
+        repack: copy the live chunks of mostly dead packs into new packs and point the kept
+            manifests at them; the old packs go in a later run.
+        repack_below: a pack is mostly dead when its live bytes are below this fraction.
+        storage_options: passed to the store.
+        on_progress: called with a short line per phase.
+
+    Returns:
+        A :class:`GcReport` whose ``plan`` is what was (or would be) carried out.
+    """
+    _check_args(keep_last, keep_within, grace, repack_below)
+    t0 = time.perf_counter()
+    store = as_store(url, storage_options)
+    repo = Repository(store, None)
+    repo.open(create=False)
+    plan = plan_gc(repo, keep_last, keep_within, grace, repack=repack,
+                   repack_below=repack_below, on_progress=on_progress)
+    rep = GcReport(url=store.display_url, dry_run=dry_run, keep_last=keep_last,
+                   keep_within=keep_within, grace=grace, plan=plan,
+                   snapshots_kept=plan.snapshots_kept, snapshots_dropped=plan.snapshots_dropped,
+                   packs_kept=plan.packs_kept, packs_young=plan.packs_young,
+                   packs_superseded_kept=plan.packs_superseded_kept, notes=plan.notes)
+    if dry_run:
+        rep.log_entries_deleted = len(plan.log_entries)
+        rep.manifests_deleted = len(plan.manifests)
+        rep.packs_deleted = len(plan.packs)
+        rep.bytes_freed = plan.bytes_freed
+        rep.markers_deleted = len(plan.markers)
+        rep.packs_repacked = rep.packs_superseded = len(plan.repack)
+        rep.bytes_repacked = sum(c.live_bytes for c in plan.repack)
+        rep.manifests_rewritten = plan.manifests_rewritten
+    else:
+        execute_gc(repo, plan, rep, on_progress)
+    rep.requests = store.stats.as_dict()["requests"]
+    rep.seconds = round(time.perf_counter() - t0, 3)
+    return rep

@@ -1,0 +1,276 @@
+"""The pull target edge: look at the folder, stage new entries, commit them, delete extras.
+
+Nothing here reads or writes through a symlink: a path whose parent chain holds a symlink or
+a file is treated as absent and replaced. New files are staged in a folder inside the target
+and renamed into place at commit; an empty target is written in place instead (no old tree to
+protect) and emptied again on failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import stat
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
+from pathlib import Path
+
+from snapsync.core.chunking import Chunker
+from snapsync.core.ignore import IgnoreRules
+from snapsync.core.manifest import DIR, FILE, SYMLINK, Entry, Manifest
+from snapsync.core.plan import PullPlan, Seen
+from snapsync.errors import LocalFileError
+from snapsync.local.statcache import StatCache
+from snapsync.local.tree import STAGING_PREFIX, dir_ids, file_chunk_ids, normal_mode
+from snapsync.progress import Progress
+
+
+def is_empty(destp: Path) -> bool:
+    with os.scandir(destp) as it:
+        return not any(True for _ in it)
+
+
+def empty_again(destp: Path, keep: Path) -> None:
+    """Undo a failed direct write: the target was empty, so it is emptied again."""
+    with os.scandir(destp) as it:
+        for de in it:
+            if de.path == str(keep):
+                continue
+            if de.is_dir(follow_symlinks=False):
+                shutil.rmtree(de.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(de.path)
+
+
+def remove_stale_staging(destp: Path) -> None:
+    """A pull killed mid-way leaves its staging folder; the next pull removes it."""
+    with contextlib.suppress(OSError), os.scandir(destp) as it:
+        for de in it:
+            if de.name.startswith(STAGING_PREFIX) and de.is_dir(follow_symlinks=False):
+                shutil.rmtree(de.path, ignore_errors=True)
+
+
+class SafeDirs:
+    """Answers "is this relative directory a real directory inside the target?" (memoized).
+
+    A path whose parent chain holds a symlink or a file is treated as absent: it will be
+    replaced, and nothing is ever read or written through a symlink.
+    """
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self._ok: dict[bytes, bool] = {b"": True}
+
+    def ok(self, rel_dir: bytes) -> bool:
+        hit = self._ok.get(rel_dir)
+        if hit is not None:
+            return hit
+        parent, _, _ = rel_dir.rpartition(b"/")
+        good = self.ok(parent)
+        if good:
+            try:
+                st = os.lstat(os.path.join(os.fsencode(self.root), rel_dir))
+                good = stat.S_ISDIR(st.st_mode)
+            except OSError:
+                good = False
+        self._ok[rel_dir] = good
+        return good
+
+
+def observe(destp: Path, entries: list[Entry], stat_cache: StatCache,
+             chunker: Chunker) -> dict[bytes, Seen]:
+    root = os.fsencode(destp)
+    dirs = SafeDirs(str(destp))
+    seen: dict[bytes, Seen] = {}
+    for e in entries:
+        parent = e.path.rpartition(b"/")[0]
+        if not dirs.ok(parent):
+            continue
+        abs_path = os.path.join(root, e.path)
+        try:
+            st = os.lstat(abs_path)
+        except OSError:
+            continue
+        m = st.st_mode
+        if stat.S_ISDIR(m):
+            seen[e.path] = Seen(DIR)
+        elif stat.S_ISLNK(m):
+            seen[e.path] = Seen(SYMLINK, target=os.readlink(abs_path))
+        elif stat.S_ISREG(m):
+            chunks = None
+            if e.kind == FILE and st.st_size == e.size:
+                sig = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode)
+                chunks = stat_cache.lookup(e.name, sig)
+                if chunks is None:
+                    try:
+                        chunks = file_chunk_ids(os.fsdecode(abs_path), chunker)
+                    except LocalFileError:
+                        chunks = None
+            seen[e.path] = Seen(FILE, normal_mode(m), st.st_size, chunks)
+        else:
+            seen[e.path] = Seen("other")
+    return seen
+
+
+def stage(staging: Path, plan: PullPlan, chunk: Callable[[bytes], bytes],
+           cpu_ex: Executor, prog: Progress,
+           direct: Path | None = None) -> dict[bytes, str]:
+    """Write every planned file and symlink into ``staging``; return path -> staged name.
+
+    With ``direct`` (an empty target), write them at their final paths in ``direct`` instead.
+    """
+    staged: dict[bytes, str] = {}
+    jobs: list[list[tuple[Entry, str]]] = [[]]
+    if direct is not None:
+        root = os.fsencode(direct)
+        made: set[bytes] = set()
+        for e in plan.write:  # directories first, on this thread: mkdir races between threads
+            make_dirs(root, e.path.rpartition(b"/")[0], made)
+    for n, e in enumerate(plan.write):
+        name = (os.fsdecode(os.path.join(root, e.path)) if direct is not None
+                else os.path.join(staging, f"{n:08d}"))
+        staged[e.path] = name
+        jobs[-1].append((e, name))
+        if len(jobs[-1]) >= 64:
+            jobs.append([])
+
+    def write(items: list[tuple[Entry, str]]) -> None:
+        for e, name in items:
+            if e.kind == SYMLINK:
+                os.symlink(e.target, os.fsencode(name))
+                continue
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                for cid in e.chunks:
+                    data = chunk(cid)
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                os.fchmod(fd, e.mode)
+            finally:
+                os.close(fd)
+            prog.advance(e.size)
+
+    try:
+        for _ in cpu_ex.map(write, jobs):
+            pass
+    except OSError as exc:
+        raise LocalFileError(f"cannot write into {staging.parent}: {exc.strerror or exc}")\
+            from None
+    return staged
+
+
+def make_dirs(root: bytes, rel_dir: bytes, made: set[bytes]) -> None:
+    """Create ``rel_dir`` under ``root``, replacing any file or symlink in the way."""
+    if not rel_dir or rel_dir in made:
+        return
+    make_dirs(root, rel_dir.rpartition(b"/")[0], made)
+    p = os.path.join(root, rel_dir)
+    try:
+        st = os.lstat(p)
+        if not stat.S_ISDIR(st.st_mode):
+            os.unlink(p)
+            os.mkdir(p)
+    except FileNotFoundError:
+        os.mkdir(p)
+    made.add(rel_dir)
+
+
+def commit(destp: Path, plan: PullPlan, staged: dict[bytes, str],
+           direct: bool = False) -> None:
+    """Move staged entries into place (already there when ``direct``), then modes, dirs and
+    the planned deletions (deepest first)."""
+    root = os.fsencode(destp)
+    made: set[bytes] = set()
+    try:
+        for e in plan.write:
+            if not direct:
+                make_dirs(root, e.path.rpartition(b"/")[0], made)
+                final = os.path.join(root, e.path)
+                with contextlib.suppress(FileNotFoundError):
+                    if stat.S_ISDIR(os.lstat(final).st_mode):
+                        shutil.rmtree(final)
+                os.replace(os.fsencode(staged[e.path]), final)
+        for e in plan.chmod:
+            os.chmod(os.path.join(root, e.path), e.mode)
+        for e in plan.mkdir:
+            make_dirs(root, e.path, made)
+        for rel, is_dir in plan.delete:
+            try:
+                if is_dir:
+                    os.rmdir(os.path.join(root, rel))
+                else:
+                    os.unlink(os.path.join(root, rel))
+            except OSError as exc:
+                # Gone already, or a folder that gained entries since the plan: leave it.
+                if not isinstance(exc, FileNotFoundError) and exc.errno != errno.ENOTEMPTY:
+                    raise
+    except OSError as exc:
+        raise LocalFileError(f"cannot update {destp}: {exc.strerror or exc} "
+                             f"({os.fsdecode(exc.filename or b'')})") from None
+
+
+def save_target_cache(destp: Path, manifest: Manifest, stat_cache: StatCache) -> None:
+    if stat_cache.path is None:
+        return
+    root = os.fsencode(destp)
+    rows = {}
+    for e in manifest.files():
+        try:
+            st = os.lstat(os.path.join(root, e.path))
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_size == e.size:
+            rows[e.name] = ((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode),
+                            e.chunks)
+    stat_cache.replace(rows)
+    stat_cache.save()
+
+
+
+def scan_extras(destp: Path, rules: IgnoreRules,
+                exclude: Iterable[str | os.PathLike[str]] = ()
+                ) -> tuple[list[tuple[bytes, bool]], set[bytes]]:
+    """What the target holds, for planning deletions: ``(path, is_dir)`` of every entry the
+    rules do not protect, and the folders that hold protected entries. Folders in
+    ``exclude`` (snapsync's own cache, a local store) are protected whatever the rules say;
+    they are matched by device and inode, so any spelling of their path (a symlink, a bind
+    mount, a relative path) is recognised."""
+    root = os.fsencode(destp)
+    spared = dir_ids(exclude)
+    found: list[tuple[bytes, bool]] = []
+    held: set[bytes] = set()
+    stack = [b""]
+    try:
+        while stack:
+            rel = stack.pop()
+            with os.scandir(os.path.join(root, rel) if rel else root) as it:
+                items = list(it)
+            for de in items:
+                if not rel and de.name.startswith(STAGING_PREFIX.encode()):
+                    held.add(rel)
+                    continue
+                path = rel + b"/" + de.name if rel else de.name
+                is_dir = de.is_dir(follow_symlinks=False)
+                if rules.ignored(os.fsdecode(path), is_dir) or (
+                        is_dir and _is_one_of(de, spared)):
+                    held.add(rel)
+                    continue
+                found.append((path, is_dir))
+                if is_dir:
+                    stack.append(path)
+    except OSError as exc:
+        raise LocalFileError(f"cannot list {destp} to find stale files: "
+                             f"{exc.strerror or exc}") from None
+    return found, held
+
+
+def _is_one_of(de: os.DirEntry[bytes], ids: set[tuple[int, int]]) -> bool:
+    """Whether the directory ``de`` is one of ``ids`` (device, inode)."""
+    if not ids:
+        return False
+    st = de.stat(follow_symlinks=False)
+    return (st.st_dev, st.st_ino) in ids

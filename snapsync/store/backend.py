@@ -1,0 +1,122 @@
+"""The backend contract: keys to bytes under one store root, and nothing more.
+
+A backend knows one provider library (fsspec, obstore...). It never retries, never counts and
+never raises snapsync errors: it raises builtin exceptions with these meanings, and the
+:class:`~snapsync.store.store.Store` facade above it retries and translates them once.
+
+* ``FileNotFoundError``: the key (or the bucket) does not exist;
+* ``PermissionError``: access denied or bad credentials;
+* ``FileExistsError``: a ``mode="create"`` write found the key already there;
+* :class:`PreconditionFailed`: an ``IfMatch`` write found another version;
+* ``NotImplementedError``: a conditional mode this backend cannot honour;
+* anything else: provider trouble; :meth:`Backend.is_transient` says whether to retry.
+
+Bulk reads return one result per item, an exception in place of a failed item, so the facade
+can retry just those (fsspec's ``on_error="return"``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectMeta:
+    """One listed object: ``key`` relative to the store root, ``mtime`` in epoch seconds
+    (``None`` when the provider does not say), ``etag`` a version token when it has one."""
+
+    key: str
+    size: int
+    mtime: float | None
+    etag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IfMatch:
+    """Write only if the object's current version is ``etag`` (compare-and-swap)."""
+
+    etag: str
+
+
+PutMode = Literal["overwrite", "create"] | IfMatch
+
+
+class PreconditionFailed(Exception):
+    """An ``IfMatch`` write lost: another writer changed the object first."""
+
+
+# Words in provider errors that mean "try again": connection trouble, timeouts, throttling, 5xx.
+TRANSIENT_WORDS = ("slowdown", "throttl", "timeout", "timed out", "temporarily", "connection",
+                   "reset by peer", "service unavailable", "internal error", "503", "500",
+                   "502", "504", "too many requests", "429", "serverdisconnected")
+
+_PERMANENT = (FileNotFoundError, PermissionError, FileExistsError, IsADirectoryError,
+              NotADirectoryError, PreconditionFailed, NotImplementedError, ValueError, TypeError)
+
+
+def looks_transient(exc: BaseException) -> bool:
+    """The default classification: timeouts, connection errors and 5xx/throttling texts."""
+    if isinstance(exc, _PERMANENT):
+        return False
+    if isinstance(exc, (TimeoutError, ConnectionError)):
+        return True
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(w in text for w in TRANSIENT_WORDS)
+
+
+class Backend(ABC):
+    """Keys to bytes under one root. Implementations must be safe to use from many threads.
+
+    ``local`` says the keys are files on this machine; ``conditional`` that ``put`` honours
+    ``"create"`` and :class:`IfMatch` (otherwise it raises ``NotImplementedError`` for them).
+    """
+
+    name: str = "backend"
+    local: bool = False
+    conditional: bool = False
+
+    @abstractmethod
+    def get(self, key: str) -> bytes:
+        """The whole object."""
+
+    def get_versioned(self, key: str) -> tuple[bytes, str | None]:
+        """The whole object and its version token (``None`` when unknown)."""
+        return self.get(key), None
+
+    @abstractmethod
+    def get_many(self, keys: Sequence[str], concurrency: int) -> list[bytes | BaseException]:
+        """Whole objects, read concurrently; one result (or exception) per key, in order."""
+
+    @abstractmethod
+    def get_ranges(self, reqs: Sequence[tuple[str, int, int]],
+                   concurrency: int) -> list[bytes | BaseException]:
+        """``[start, end)`` byte ranges ``(key, start, end)``, read concurrently, in order."""
+
+    @abstractmethod
+    def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str | None:
+        """Write one object whole; return its new version token when the provider gives one."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[ObjectMeta]:
+        """Every object whose key starts with ``prefix`` (a folder, ending in ``/``)."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove one object; a missing one raises ``FileNotFoundError``."""
+
+    @abstractmethod
+    def root_exists(self) -> bool:
+        """Whether the bucket, container or top folder exists (for clear errors)."""
+
+    def invalidate(self) -> None:  # noqa: B027 - most backends cache nothing
+        """Forget any listing cache, so the next listing sees other writers."""
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Whether ``exc`` from this backend is worth retrying."""
+        return looks_transient(exc)
+
+    def close(self) -> None:  # noqa: B027 - optional
+        """Release connections."""

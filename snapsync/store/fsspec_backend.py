@@ -1,0 +1,154 @@
+"""The fsspec backend: any fsspec file system (s3fs, gcsfs, adlfs, local, memory...).
+
+The only module that imports fsspec. It maps the contract's verbs onto fsspec's bulk calls
+(``cat``, ``cat_ranges`` with ``on_error="return"``, bounded by ``batch_size``), writes local
+objects atomically, and turns the providers' listing dicts into :class:`ObjectMeta`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from snapsync.local.atomic import atomic_write
+from snapsync.store.backend import Backend, ObjectMeta, PutMode
+
+# Per-attempt timeouts for s3fs when the options give none (seconds).
+S3_CONNECT_TIMEOUT = 5
+S3_READ_TIMEOUT = 10
+
+
+class FsspecBackend(Backend):
+    """A store root on an fsspec file system ``fs`` (``root`` is the path inside it)."""
+
+    name = "fsspec"
+
+    def __init__(self, fs: Any, root: str) -> None:
+        self.fs = fs
+        self.root = root.rstrip("/")
+        protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+        self.local = "file" in protocols
+
+    @classmethod
+    def open(cls, url: str, options: dict[str, Any]) -> FsspecBackend:
+        """Open ``url`` with fsspec; ``options`` go to the file system as they are.
+
+        Raises ``ImportError`` (protocol package missing), ``ValueError`` / ``TypeError`` (bad
+        URL or option) or the provider's own error, for the facade to translate.
+        """
+        from fsspec.core import url_to_fs
+
+        opts = dict(options)
+        if "://" not in url:
+            url = "file://" + os.path.abspath(url)
+        if url.startswith("file://"):
+            opts.setdefault("auto_mkdir", True)
+        s3 = url.split("://", 1)[0] in ("s3", "s3a")
+        if s3:
+            # Bounded attempts (botocore's defaults are 60 s each, retried): the Store
+            # facade retries, so botocore must not.
+            cfg = dict(opts.get("config_kwargs") or {})
+            cfg.setdefault("connect_timeout", S3_CONNECT_TIMEOUT)
+            cfg.setdefault("read_timeout", S3_READ_TIMEOUT)
+            cfg.setdefault("retries", {"total_max_attempts": 1})
+            opts["config_kwargs"] = cfg
+        fs, root = url_to_fs(url, **opts)
+        if s3 and getattr(fs, "retries", 1) > 1:
+            fs.retries = 1  # s3fs's own retry loop (5 tries, ~15 s on a silent endpoint)
+        return cls(fs, root)
+
+    def _path(self, key: str) -> str:
+        return f"{self.root}/{key}" if self.root else key
+
+    def get(self, key: str) -> bytes:
+        return self.fs.cat_file(self._path(key))
+
+    def get_many(self, keys: Sequence[str], concurrency: int) -> list[bytes | BaseException]:
+        if not keys:  # fsspec's cat([]) raises FileNotFoundError([])
+            return []
+        paths = [self._path(k) for k in keys]
+        got = self.fs.cat(paths, on_error="return", batch_size=concurrency)
+        if not isinstance(got, dict):  # fsspec returns bare bytes for a single path
+            got = {paths[0]: got}
+        return [_missing_as_error(got.get(p), p) for p in paths]
+
+    def get_ranges(self, reqs: Sequence[tuple[str, int, int]],
+                   concurrency: int) -> list[bytes | BaseException]:
+        if not reqs:
+            return []
+        return list(self.fs.cat_ranges([self._path(k) for k, _, _ in reqs],
+                                       [s for _, s, _ in reqs], [e for _, _, e in reqs],
+                                       batch_size=concurrency, on_error="return"))
+
+    def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str | None:
+        if mode != "overwrite":
+            raise NotImplementedError("conditional writes through fsspec")
+        if self.local:
+            atomic_write(Path(self._path(key)), data)
+        else:
+            self.fs.pipe_file(self._path(key), data)
+        return None
+
+    def list(self, prefix: str) -> list[ObjectMeta]:
+        base = self._path(prefix)
+        try:
+            found = self.fs.find(base, detail=True)
+        except FileNotFoundError:
+            return []
+        # Providers disagree on leading slashes; keys are whatever follows the root.
+        root = self._path("").lstrip("/")
+        out = []
+        for p, info in found.items():
+            p = p.lstrip("/")
+            rel = p[len(root):] if p.startswith(root) else p
+            out.append(ObjectMeta(rel.lstrip("/"), int(info.get("size") or 0), _mtime(info),
+                                  _etag(info)))
+        return out
+
+    def delete(self, key: str) -> None:
+        self.fs.rm_file(self._path(key))
+
+    def root_exists(self) -> bool:
+        top = self.root if self.local else self.root.split("/", 1)[0]
+        return bool(self.fs.exists(top))
+
+    def invalidate(self) -> None:
+        try:
+            self.fs.invalidate_cache()
+        except Exception:
+            pass
+
+
+def _missing_as_error(val: Any, path: str) -> bytes | BaseException:
+    return FileNotFoundError(path) if val is None else val
+
+
+# Where fsspec implementations put an object's modification time.
+_TIME_KEYS = ("LastModified", "last_modified", "mtime", "updated", "created", "creation_time",
+              "timeCreated")
+
+
+def _mtime(info: dict[str, Any]) -> float | None:
+    """An object's modification time (seconds since the epoch) from an fsspec info dict."""
+    for key in _TIME_KEYS:
+        v = info.get(key)
+        if v is None or v == "":
+            continue
+        if isinstance(v, int | float):
+            return float(v)
+        if isinstance(v, datetime):
+            return v.timestamp()
+        if isinstance(v, str):
+            try:
+                return datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return None
+
+
+def _etag(info: dict[str, Any]) -> str | None:
+    v = info.get("ETag") or info.get("etag")
+    return str(v) if v else None

@@ -1,0 +1,382 @@
+"""The obstore backend: S3 and Azure Blob through obstore (Rust ``object_store`` bindings).
+
+Why obstore: it imports in ~15 ms (s3fs + aiobotocore: ~0.4 s), signs requests in Rust, and
+honours conditional puts (``If-None-Match: *`` and ``If-Match``), which the repository layer
+uses for create-only objects and compare-and-swap ref updates.
+
+How the contract maps:
+
+* single verbs call obstore's synchronous functions (they release the GIL, so the store is
+  safe to use from many threads);
+* bulk verbs (``get_many``, ``get_ranges``) run obstore's async verbs on **one private event
+  loop thread** per backend, at most ``concurrency`` requests in flight; ``get_ranges``
+  hands each object's ranges to obstore's ``get_ranges`` (it coalesces nearby ranges: 6-10x
+  faster than one GET per range on SeaweedFS, see ``_RANGE_MODE``);
+* obstore never retries here (``max_retries=0``): the :class:`~snapsync.store.store.Store`
+  facade does, once. A connect or read timeout is transient only while the endpoint has
+  been silent for less than ``retry_timeout`` seconds (default 10), so an unreachable
+  endpoint fails in about that time instead of retrying for minutes;
+* obstore's exceptions become the contract's builtins (:func:`_builtin`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from snapsync.store.backend import (
+    Backend,
+    IfMatch,
+    ObjectMeta,
+    PreconditionFailed,
+    PutMode,
+    looks_transient,
+)
+from snapsync.store.options import ObstoreOptions, obstore_options
+
+if TYPE_CHECKING:
+    import asyncio
+
+T = TypeVar("T")
+
+# "object" (default): obstore's get_ranges per object, which coalesces ranges less than 1 MiB
+# apart and fetches them 10 at a time. Measured on SeaweedFS, 1,024 x 32 KiB ranges over 5
+# packs of 16 MiB: 0.15-0.20 s, against 1.2-1.8 s with "single" (one GET per range, any
+# concurrency from 4 to 64): per-request server cost dominates, not bytes. The price is
+# reading the gaps (< 1 MiB each). "single" is kept for measurements and small bounds.
+_RANGE_MODE = os.environ.get("SNAPSYNC_OBSTORE_RANGES", "object")
+# Requests obstore's get_ranges keeps in flight per object (object_store's
+# OBJECT_STORE_COALESCE_PARALLEL).
+_PER_OBJECT_PARALLEL = 10
+
+# object_store's HttpError kinds in an error's debug text.
+_TIMEOUT_RE = re.compile(r"kind: Timeout|TimedOut|operation timed out|deadline has elapsed")
+_CONNECT_RE = re.compile(r"kind: Connect\b|tcp connect error|ConnectionRefused|"
+                         r"ConnectionReset|connection closed before|kind: Interrupted|"
+                         r"dns error|broken pipe", re.IGNORECASE)
+_STATUS_RE = re.compile(r"status code: (\d{3})")
+_ELAPSED_RE = re.compile(r" in [\d.]+\s*(?:ns|µs|us|ms|s)\b")
+_MISSING_BUCKET = ("NoSuchBucket", "ContainerNotFound", "The specified container does not exist",
+                   "The specified bucket does not exist")
+
+
+class ObstoreBackend(Backend):
+    """A store root in an S3 bucket or Azure container, through obstore.
+
+    Build one with :meth:`open` (from a URL and storage options) or pass any obstore
+    ``store`` (``MemoryStore`` in tests). ``conditional`` says the server honours
+    ``"create"`` and :class:`IfMatch` puts; ``retry_timeout`` bounds retries of an endpoint
+    that never answers.
+    """
+
+    name = "obstore"
+
+    def __init__(self, store: Any, *, where: str, conditional: bool = True,
+                 retry_timeout: float = 10.0, bucket_store: Any = None) -> None:
+        self.store = store
+        self.where = where
+        self.conditional = conditional
+        self.retry_timeout = retry_timeout
+        self._bucket_store = bucket_store
+        self._stalled_since: float | None = None  # start of the oldest unanswered request
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    @classmethod
+    def open(cls, url: str, options: dict[str, Any]) -> ObstoreBackend:
+        """The backend for ``s3://`` or ``az://`` ``url``; ``options`` are fsspec- or
+        obstore-shaped (:mod:`snapsync.store.options`). Contacts nothing.
+
+        Raises ``UsageError`` for a bad option, ``ValueError`` for one obstore refuses.
+        """
+        return cls.from_options(obstore_options(url, options), where=url)
+
+    @classmethod
+    def from_options(cls, opts: ObstoreOptions, *, where: str) -> ObstoreBackend:
+        """Build the obstore store described by ``opts``."""
+        from obstore.store import AzureStore, S3Store
+
+        kw: dict[str, Any] = {
+            "prefix": opts.prefix or None,
+            "config": dict(opts.config),
+            "client_options": dict(opts.client_options),
+            # The Store facade retries (once, with per-item backoff); never retry twice.
+            "retry_config": {"max_retries": 0},
+        }
+        if opts.credential_provider is not None:
+            kw["credential_provider"] = opts.credential_provider
+        make = S3Store if opts.kind == "s3" else AzureStore
+        try:
+            store = make(opts.bucket, **kw)
+        except Exception as exc:  # UnknownConfigurationKeyError, GenericError(bad value)
+            raise ValueError(_first_line(exc)) from None
+        return cls(store, where=where, conditional=opts.conditional,
+                   retry_timeout=opts.retry_timeout)
+
+    # ---- the private loop ----------------------------------------------------------------
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on this backend's event loop thread and wait for it."""
+        import asyncio  # ~14 ms: paid at the first bulk read, not at start-up
+
+        loop = self._ensure_loop()
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        import asyncio
+
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid():  # new, or forked
+                self._pid = os.getpid()
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="snapsync-obstore",
+                                          daemon=True)
+                thread.start()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+    async def _bounded(self, jobs: Sequence[Callable[[], Awaitable[T]]],
+                       concurrency: int) -> list[T | BaseException]:
+        """Run ``jobs`` with at most ``concurrency`` in flight; exceptions in place."""
+        import asyncio
+
+        sem = asyncio.Semaphore(max(1, concurrency))
+
+        async def one(job: Callable[[], Awaitable[T]]) -> T | BaseException:
+            async with sem:
+                started = time.monotonic()
+                try:
+                    val = await job()
+                except Exception as exc:
+                    return self._failed(exc, started)
+                self._stalled_since = None
+                return val
+
+        return list(await asyncio.gather(*(one(j) for j in jobs)))
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        """A synchronous obstore call with errors made builtin."""
+        started = time.monotonic()
+        try:
+            val = fn()
+        except Exception as exc:
+            raise self._failed(exc, started) from None
+        self._stalled_since = None
+        return val
+
+    def _failed(self, exc: BaseException, started: float) -> BaseException:
+        out = _builtin(exc, self.where)
+        if isinstance(out, TimeoutError):
+            # Remember since when the endpoint has been silent (the oldest such request).
+            with self._lock:
+                if self._stalled_since is None or started < self._stalled_since:
+                    self._stalled_since = started
+        return out
+
+    # ---- verbs ---------------------------------------------------------------------------
+    def get(self, key: str) -> bytes:
+        import obstore
+
+        return self._call(lambda: bytes(obstore.get(self.store, key).bytes()))
+
+    def get_versioned(self, key: str) -> tuple[bytes, str | None]:
+        import obstore
+
+        def fetch() -> tuple[bytes, str | None]:
+            res = obstore.get(self.store, key)
+            return bytes(res.bytes()), res.meta.get("e_tag")
+
+        return self._call(fetch)
+
+    def get_many(self, keys: Sequence[str], concurrency: int) -> list[bytes | BaseException]:
+        import obstore
+
+        def job(key: str) -> Callable[[], Awaitable[bytes]]:
+            async def run() -> bytes:
+                res = await obstore.get_async(self.store, key)
+                return bytes(await res.bytes_async())
+            return run
+
+        return self._run(self._bounded([job(k) for k in keys], concurrency))
+
+    def get_ranges(self, reqs: Sequence[tuple[str, int, int]],
+                   concurrency: int) -> list[bytes | BaseException]:
+        if _RANGE_MODE == "object" and concurrency >= _PER_OBJECT_PARALLEL:
+            return self._get_ranges_by_object(reqs, concurrency)
+        import obstore
+
+        def job(key: str, start: int, end: int) -> Callable[[], Awaitable[bytes]]:
+            async def run() -> bytes:
+                if end <= start:
+                    return b""
+                return bytes(await obstore.get_range_async(self.store, key, start=start,
+                                                           end=end))
+            return run
+
+        return self._run(self._bounded([job(*r) for r in reqs], concurrency))
+
+    def _get_ranges_by_object(self, reqs: Sequence[tuple[str, int, int]],
+                              concurrency: int) -> list[bytes | BaseException]:
+        """One obstore ``get_ranges`` per object (it coalesces nearby ranges itself)."""
+        import obstore
+
+        by_key: dict[str, list[int]] = {}
+        for i, (key, _, _) in enumerate(reqs):
+            by_key.setdefault(key, []).append(i)
+
+        def job(key: str, idx: list[int]) -> Callable[[], Awaitable[list[bytes]]]:
+            async def run() -> list[bytes]:
+                got = await obstore.get_ranges_async(
+                    self.store, key, starts=[reqs[i][1] for i in idx],
+                    ends=[reqs[i][2] for i in idx])
+                return [bytes(b) for b in got]
+            return run
+
+        groups = list(by_key.items())
+        # Objects in flight such that requests in flight stay within `concurrency`.
+        objects = max(1, concurrency // _PER_OBJECT_PARALLEL)
+        results = self._run(self._bounded([job(k, idx) for k, idx in groups], objects))
+        out: list[bytes | BaseException] = [b""] * len(reqs)
+        for (_, idx), res in zip(groups, results, strict=True):
+            for n, i in enumerate(idx):
+                out[i] = res if isinstance(res, BaseException) else res[n]
+        return out
+
+    def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str | None:
+        import obstore
+
+        if isinstance(mode, IfMatch):
+            if not self.conditional:
+                raise NotImplementedError(f"{self.where}: compare-and-swap writes are off "
+                                          "(storage option conditional=false)")
+            omode: Any = {"e_tag": mode.etag}
+        elif mode == "create":
+            if not self.conditional:
+                raise NotImplementedError(f"{self.where}: create-only writes are off "
+                                          "(storage option conditional=false)")
+            omode = "create"
+        elif mode == "overwrite":
+            omode = "overwrite"
+        else:
+            raise NotImplementedError(f"put mode {mode!r}")
+        # One request per object: packs are ~16 MiB, and 4 x 16 MiB took 0.64-1.03 s as single
+        # PUTs vs 0.76-0.83 s multipart on SeaweedFS (within noise), while a failed single
+        # PUT leaves no half-done multipart upload behind. Conditional puts are single anyway.
+        res = self._call(lambda: obstore.put(self.store, key, data, mode=omode,
+                                             use_multipart=False))
+        return res.get("e_tag")
+
+    def list(self, prefix: str) -> list[ObjectMeta]:
+        import obstore
+
+        def run() -> list[ObjectMeta]:
+            out = []
+            for chunk in obstore.list(self.store, prefix.rstrip("/") or None,
+                                      chunk_size=1000):
+                for m in chunk:
+                    mod = m.get("last_modified")
+                    out.append(ObjectMeta(m["path"], int(m["size"]),
+                                          mod.timestamp() if mod is not None else None,
+                                          m.get("e_tag")))
+            return out
+
+        return self._call(run)
+
+    def delete(self, key: str) -> None:
+        import obstore
+
+        # S3 deletes are idempotent (a missing key is success); Azure says 404, which the
+        # mapping makes FileNotFoundError. The facade treats both as done.
+        self._call(lambda: obstore.delete(self.store, key))
+
+    def root_exists(self) -> bool:
+        import obstore
+
+        try:
+            # One page of the root's top level: answers "bucket missing" with a 404.
+            self._call(lambda: obstore.list_with_delimiter(self.store, None))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def is_transient(self, exc: BaseException) -> bool:
+        if isinstance(exc, TimeoutError):
+            since = self._stalled_since
+            return since is None or time.monotonic() - since < self.retry_timeout
+        if isinstance(exc, ProviderError):
+            return exc.transient
+        return looks_transient(exc)
+
+    def close(self) -> None:
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is not None and thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=5)
+            loop.close()
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+class ProviderError(OSError):
+    """An obstore failure with no builtin meaning; ``transient`` says whether to retry
+    (decided from the HTTP status, not from words in the text)."""
+
+    def __init__(self, message: str, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+def _first_line(exc: BaseException) -> str:
+    """obstore's first line (method, URL, status) without its elapsed time ("in 1.2ms"),
+    whose digits would otherwise read as status codes."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return _ELAPSED_RE.sub("", line)
+
+
+def _builtin(exc: BaseException, where: str) -> BaseException:
+    """obstore's exception -> the contract's builtin meaning.
+
+    Messages keep obstore's first line but drop its multi-line debug dump; a missing key
+    names just the key, so that a bucket name containing "bucket" is never taken for a
+    missing bucket by the facade.
+    """
+    from obstore import exceptions as oe
+
+    text = str(exc)
+    line = _first_line(exc)
+    status = _STATUS_RE.search(text)
+    code = int(status.group(1)) if status else None
+    if isinstance(exc, oe.AlreadyExistsError):
+        return FileExistsError(line)
+    if isinstance(exc, oe.PreconditionError):
+        return PreconditionFailed(line)
+    if any(m in text for m in _MISSING_BUCKET):
+        return FileNotFoundError(f"{where}: bucket or container does not exist "
+                                 "(NoSuchBucket/ContainerNotFound)")
+    if isinstance(exc, FileNotFoundError):
+        m = re.match(r"Object at location (.*?) not found", line)
+        return FileNotFoundError(m.group(1) if m else line)
+    if isinstance(exc, oe.PermissionDeniedError | oe.UnauthenticatedError) or code in (401, 403):
+        return PermissionError(line)
+    if isinstance(exc, oe.NotSupportedError):
+        return NotImplementedError(line)
+    if code == 404:
+        return FileNotFoundError(line)
+    if _TIMEOUT_RE.search(text):
+        return TimeoutError(f"{where}: no answer in time ({line})")
+    if _CONNECT_RE.search(text):
+        return ConnectionError(f"{where}: cannot connect ({line})")
+    if code is not None:
+        return ProviderError(line, transient=code >= 500 or code in (408, 429))
+    if isinstance(exc, oe.BaseError):
+        return ProviderError(line, transient=looks_transient(Exception(line)))
+    return exc
