@@ -11,9 +11,13 @@ its staleness rules, signature checks in tamper-evident mode, refs and logs.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from snapsync.concurrency import META_BATCH
 from snapsync.core.codec import Codec
@@ -226,6 +230,28 @@ class Repository:
         if self.keyring is None or macs is None:
             return Codec()
         return self.keyring.wrap_codec(Codec(), macs)
+
+    # ---- superseded markers (gc's repack, docs/format.md §8) ------------------------------
+    def read_markers(self, pids: Iterable[bytes]) -> dict[bytes, dict[str, Any]]:
+        """The markers of ``pids`` by pack id; missing or unreadable ones are left out."""
+        keys = {Layout.superseded(p): p for p in pids}
+        out: dict[bytes, dict[str, Any]] = {}
+        for key, raw in self.store.get_many(sorted(keys)).items():
+            if raw is None:
+                continue
+            try:
+                doc = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(doc, dict) and isinstance(doc.get("snapshots") or {}, dict):
+                out[keys[key]] = doc
+        return out
+
+    def write_marker(self, pid: bytes, snapshots: dict[str, str]) -> None:
+        """Mark pack ``pid`` superseded; ``snapshots``: rewritten id -> replaced digest."""
+        doc = {"time": datetime.now().astimezone().isoformat(), "time_ns": time.time_ns(),
+               "snapshots": snapshots}
+        self.store.put(Layout.superseded(pid), json.dumps(doc, sort_keys=True).encode())
 
     # ---- refs -----------------------------------------------------------------------------
     def read_ref(self, name: str) -> SnapshotInfo | None:
