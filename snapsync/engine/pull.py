@@ -40,7 +40,7 @@ from snapsync.local import target
 from snapsync.local.cache import ChunkCache
 from snapsync.local.statcache import StatCache
 from snapsync.local.tree import default_cache_dir, read_chunks
-from snapsync.progress import NullProgress, Progress
+from snapsync.progress import NullProgress, Progress, Warnings
 from snapsync.repository import Repository
 from snapsync.repository.reader import ChunkReader, with_stale_retry
 from snapsync.store import Store, as_store
@@ -109,12 +109,7 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
     """
     t0 = time.perf_counter()
     prog = progress or NullProgress()
-    warnings: list[str] = []
-
-    def warn(msg: str) -> None:
-        warnings.append(msg)
-        if on_warning:
-            on_warning(msg)
+    warnings = Warnings(on_warning)
 
     conc = Concurrency.from_jobs(jobs)
     destp = Path(dest).absolute()

@@ -34,7 +34,7 @@ from snapsync.core.manifest import DIR, FILE, SYMLINK, Entry, Location, Manifest
 from snapsync.errors import LocalFileError, UsageError
 from snapsync.local.statcache import StatCache, listing_digest
 from snapsync.local.tree import LocalEntry, default_cache_dir, git_info, read_chunks, scan
-from snapsync.progress import NullProgress, Progress
+from snapsync.progress import NullProgress, Progress, Warnings
 from snapsync.repository import Repository, SnapshotInfo, StoreConfig
 from snapsync.repository.journal import UploadJournal
 from snapsync.repository.packer import PackWriter
@@ -123,12 +123,7 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
     """
     t0 = time.perf_counter()
     prog = progress or NullProgress()
-    warnings: list[str] = []
-
-    def warn(msg: str) -> None:
-        warnings.append(msg)
-        if on_warning:
-            on_warning(msg)
+    warnings = warn = Warnings(on_warning)
 
     check_ref_name(ref)
     rootp = Path(root).resolve()

@@ -27,26 +27,18 @@ from snapsync.core.manifest import Location, Manifest, decode_manifest
 from snapsync.errors import FormatError, NotAStoreError, NotFoundError, SnapsyncError, UsageError
 from snapsync.local.cache import ManifestCache
 from snapsync.repository.config import SnapshotInfo, StoreConfig, manifest_limit
-from snapsync.store import Layout, Store, check_ref_name
+from snapsync.store import Key, Layout, Store, check_ref_name
 from snapsync.store import layout as kinds
 
 
-@dataclass(frozen=True, slots=True)
-class StoredObject:
-    """One listed object, typed: what :meth:`Layout.parse` made of its key, plus size and time."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredObject(Key):
+    """One listed object, typed: what :meth:`Layout.parse` made of its key, plus the object's
+    own key, size and time."""
 
-    kind: str
     key: str
     size: int
     mtime: float | None
-    id: str | None = None
-    ref: str | None = None
-    time_ns: int | None = None
-
-    @property
-    def raw_id(self) -> bytes:
-        assert self.id is not None
-        return bytes.fromhex(self.id)
 
 
 @dataclass
@@ -106,8 +98,8 @@ class Repository:
             if k is None:
                 stray.append(meta.key)
             else:
-                out.append(StoredObject(k.kind, meta.key, meta.size, meta.mtime, k.id, k.ref,
-                                        k.time_ns))
+                out.append(StoredObject(k.kind, k.id, k.ref, k.time_ns, key=meta.key,
+                                        size=meta.size, mtime=meta.mtime))
         return out, stray
 
     def listing(self) -> Listing:

@@ -14,11 +14,11 @@ from snapsync.store.options.common import (
     FSSPEC_HINT,
     HARMLESS,
     ObstoreOptions,
-    client_options_of,
+    begin,
+    credential_provider,
     finish,
     opt_bool,
     opt_str,
-    pop_snapsync,
     put_native,
 )
 
@@ -64,12 +64,8 @@ def _from_connection_string(text: str, cfg: dict[str, Any]) -> str | None:
 
 
 def azure_options(url: str, container: str, prefix: str,
-           options: Mapping[str, Any]) -> ObstoreOptions:
-    o = dict(options)
-    opts = ObstoreOptions("azure", container, prefix)
-    timeouts: dict[str, float] = {}
-    pop_snapsync(o, opts, timeouts)
-    client = client_options_of(o)
+                  options: Mapping[str, Any]) -> ObstoreOptions:
+    o, opts, timeouts, client = begin("azure", container, prefix, options)
     cfg = opts.config
     endpoint: str | None = None
     account_host: str | None = None
@@ -101,9 +97,7 @@ def azure_options(url: str, container: str, prefix: str,
             raise UsageError("storage option credential (an azure-identity object) is not "
                              f"supported by the obstore Azure engine; {FSSPEC_HINT}")
         elif k == "credential_provider":
-            if not callable(v):
-                raise UsageError("storage option credential_provider must be callable")
-            opts.credential_provider = v
+            opts.credential_provider = credential_provider(v)
         elif k in HARMLESS or k == "blocksize" or put_native(k, v, cfg, client,
                                                            AZURE_CONFIG_KEYS):
             continue

@@ -222,3 +222,21 @@ def client_options_of(o: dict[str, Any]) -> dict[str, Any]:
         if k in _BOOL_KEYS:
             raw[k] = opt_bool(raw[k], f"client_options.{k}")
     return raw
+
+
+def begin(kind: str, bucket: str, prefix: str, options: Mapping[str, Any]
+          ) -> tuple[dict[str, Any], ObstoreOptions, dict[str, float], dict[str, Any]]:
+    """What both providers start from: the options left to translate, the result with
+    snapsync's own options taken out, the timeouts given, and the client options."""
+    o = dict(options)
+    opts = ObstoreOptions(kind, bucket, prefix)
+    timeouts: dict[str, float] = {}
+    pop_snapsync(o, opts, timeouts)
+    return o, opts, timeouts, client_options_of(o)
+
+
+def credential_provider(value: Any) -> Callable[[], Any]:
+    """A ``credential_provider`` option: obstore calls it for fresh credentials."""
+    if not callable(value):
+        raise UsageError("storage option credential_provider must be callable")
+    return value

@@ -17,23 +17,19 @@ from snapsync.store.options.common import (
     HARMLESS,
     S3_CONFIG_KEYS,
     ObstoreOptions,
-    client_options_of,
+    begin,
+    credential_provider,
     finish,
     opt_bool,
     opt_map,
     opt_seconds,
     opt_str,
-    pop_snapsync,
     put_native,
 )
 
 
 def s3_options(url: str, bucket: str, prefix: str, options: Mapping[str, Any]) -> ObstoreOptions:
-    o = dict(options)
-    opts = ObstoreOptions("s3", bucket, prefix)
-    timeouts: dict[str, float] = {}
-    pop_snapsync(o, opts, timeouts)
-    client = client_options_of(o)
+    o, opts, timeouts, client = begin("s3", bucket, prefix, options)
     cfg = opts.config
     endpoint: str | None = None
     profile: str | None = None
@@ -142,9 +138,7 @@ def s3_options(url: str, bucket: str, prefix: str, options: Mapping[str, Any]) -
             if opt_bool(v, k):
                 cfg["request_payer"] = True
         elif k == "credential_provider":
-            if not callable(v):
-                raise UsageError("storage option credential_provider must be callable")
-            opts.credential_provider = v
+            opts.credential_provider = credential_provider(v)
         elif k == "endpoint":
             endpoint = opt_str(v, k)
         elif k in HARMLESS or put_native(k, v, cfg, client, S3_CONFIG_KEYS):
