@@ -141,7 +141,7 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
     plan = plan_pull(manifest.entries, seen)
     if rules is not None:
         # Never delete snapsync's own cache or a local store that lives inside the target.
-        spare = [str(cache_root)] + ([getattr(store.backend, "root", "")] if store.local else [])
+        spare = [str(cache_root), store.backend.local_root or ""]
         plan.delete = plan_deletes(manifest.entries,
                                    *target.scan_extras(destp, rules, [s for s in spare if s]))
     files = plan.files
