@@ -54,6 +54,10 @@ class NotFoundError(StoreError, FileNotFoundError):
     exit_code = 5
 
 
+class RootNotFoundError(NotFoundError):
+    """The bucket or container a store URL names does not exist."""
+
+
 class StoreAccessError(StoreError, PermissionError):
     """Bad or missing credentials, or access denied."""
 

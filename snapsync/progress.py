@@ -6,6 +6,7 @@ default pass ``NullProgress``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -29,3 +30,16 @@ class NullProgress:
 
     def close(self) -> None:
         pass
+
+
+class Warnings(list[str]):
+    """An operation's warnings: kept for its result, and handed to ``hook`` as they happen."""
+
+    def __init__(self, hook: Callable[[str], None] | None = None) -> None:
+        super().__init__()
+        self._hook = hook
+
+    def __call__(self, msg: str) -> None:
+        self.append(msg)
+        if self._hook is not None:
+            self._hook(msg)

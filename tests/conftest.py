@@ -6,12 +6,14 @@ because CI must run every backend.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import uuid
 from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 import pytest
 from servers import Azurite, FakeGCS, SeaweedS3, StorageServer
@@ -90,3 +92,36 @@ def az_container(azurite_server: Azurite, request: pytest.FixtureRequest) -> Ite
 def gcs_bucket(gcs_server: FakeGCS, request: pytest.FixtureRequest) -> Iterator[str]:
     """A new empty GCS bucket; yields its URL, e.g. ``gs://test-push-1a2b3c4d5e``."""
     yield from _fresh_bucket(gcs_server, request)
+
+
+# ------------------------------------------------------------------- Prefect, offline
+
+DUMMY_API = "http://127.0.0.1:9/api"  # nothing listens; Prefect never connects
+
+
+@pytest.fixture(scope="session")
+def prefect_offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Prefect's step runner and storage protocol, imported offline once per session."""
+    mp = pytest.MonkeyPatch()
+    # Must be in the environment before prefect is first imported (settings load then).
+    mp.setenv("PREFECT_API_URL", DUMMY_API)
+    mp.setenv("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect-home")))
+    mp.delenv("PREFECT__FLOW_RUN_ID", raising=False)
+    root_handlers = logging.root.handlers[:]
+    from prefect import Flow
+    from prefect.deployments.steps.core import StepExecutionError, run_steps
+    from prefect.runner.storage import RunnerStorage
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.utilities.templating import apply_values
+
+    from snapsync.prefect import SnapsyncStorage
+
+    # Importing prefect installs a console handler on the root logger; keep the session's
+    # logging as it was for the other test modules.
+    logging.root.handlers[:] = root_handlers
+    # Belt and braces, in case something imported prefect before this fixture ran.
+    with temporary_settings({PREFECT_API_URL: DUMMY_API}):
+        yield {"Flow": Flow, "run_steps": run_steps, "apply_values": apply_values,
+               "RunnerStorage": RunnerStorage, "SnapsyncStorage": SnapsyncStorage,
+               "StepExecutionError": StepExecutionError}
+    mp.undo()

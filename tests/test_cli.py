@@ -8,14 +8,9 @@ import sys
 
 import pytest
 from treeutil import describe, make_project
+from treeutil import run_cli as run
 
 from snapsync.cli import main
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_help_and_version():

@@ -10,8 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
-from snapsync.cli import main
+from treeutil import run_cli as run
 
 
 def project(root: Path) -> Path:
@@ -28,12 +27,6 @@ def project(root: Path) -> Path:
     (root / ".prefectignore").write_text("*.log\n")
     (root / "junk.log").write_text("ignored\n")
     return root
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_export_is_deterministic_and_faithful(tmp_path: Path,

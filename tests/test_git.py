@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from treeutil import run_cli as run
 
-from snapsync.cli import main
 from snapsync.local.git import git_files
 
 
@@ -41,12 +41,6 @@ def repo(tmp_path: Path) -> Path:
     git(root, "commit", "-q", "-m", "v1")
     (root / "notes.txt").write_text("untracked, not ignored\n")
     return root
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def ls(capsys: pytest.CaptureFixture[str], url: str, *extra: str) -> set[str]:

@@ -193,3 +193,16 @@ def test_missing_bucket_and_wrong_credentials_on_s3(s3_server, s3_bucket, tmp_pa
     unknown = ["-o", "key=nobody", "-o", "secret=whatever", *ep]
     assert main(["pull", f"{s3_bucket}/x", str(tmp_path / "d"), "-q", *unknown]) == 6
     assert not (tmp_path / "d").exists() or not os.listdir(tmp_path / "d")
+
+
+@pytest.mark.parametrize("name", ["my-bucket-store", "container-bucket"])
+def test_store_named_like_a_bucket_is_not_a_missing_bucket(tmp_path, name, s3_server,
+                                                            s3_bucket):
+    """Words in a URL or key say nothing about the bucket: only the provider's error does."""
+    src = make_project(tmp_path / "src", files=2)
+    for url, opts in (((tmp_path / name).as_uri(), None),
+                      (f"{s3_bucket}/{name}", s3_server.storage_options)):
+        r = snapsync.push(src, url, storage_options=opts)
+        snapsync.pull(url, tmp_path / f"out-{len(url)}", storage_options=opts)
+        assert describe(tmp_path / f"out-{len(url)}") == describe(src)
+        assert r.snapshot_id

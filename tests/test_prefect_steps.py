@@ -16,7 +16,7 @@ import logging
 import os
 import stat
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,6 @@ import pytest
 
 pytestmark = pytest.mark.prefect
 
-DUMMY_API = "http://127.0.0.1:9/api"  # nothing listens; Prefect never connects (section 6)
 
 # Prefect 3.9.1's default .prefectignore template plus one project rule.
 PREFECTIGNORE = textwrap.dedent("""\
@@ -68,33 +67,10 @@ Runner = Callable[[list[dict[str, Any]]], dict[str, Any]]
 # ------------------------------------------------------------------------------ fixtures
 
 
-@pytest.fixture(scope="session")
-def _prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """Import Prefect's runner offline, once per session."""
-    mp = pytest.MonkeyPatch()
-    # Must be in the environment before prefect is first imported (settings load then).
-    mp.setenv("PREFECT_API_URL", DUMMY_API)
-    mp.setenv("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect-home")))
-    mp.delenv("PREFECT__FLOW_RUN_ID", raising=False)
-    root_handlers = logging.root.handlers[:]
-    from prefect.deployments.steps.core import StepExecutionError, run_steps
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-    from prefect.utilities.templating import apply_values
-
-    # Importing prefect installs a console handler on the root logger; keep the session's
-    # logging as it was for the other test modules.
-    logging.root.handlers[:] = root_handlers
-    # Belt and braces, in case something imported prefect before this fixture ran.
-    with temporary_settings({PREFECT_API_URL: DUMMY_API}):
-        yield {"run_steps": run_steps, "apply_values": apply_values,
-               "StepExecutionError": StepExecutionError}
-    mp.undo()
-
-
 @pytest.fixture
-def prefect(_prefect: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+def prefect(prefect_offline: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.delenv("PREFECT__FLOW_RUN_ID", raising=False)
-    return _prefect
+    return prefect_offline
 
 
 class Deployment:

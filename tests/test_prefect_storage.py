@@ -11,7 +11,6 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ import pytest
 
 pytestmark = [pytest.mark.prefect, pytest.mark.s3]
 
-DUMMY_API = "http://127.0.0.1:9/api"
 
 FLOW = '''\
 from pathlib import Path
@@ -33,27 +31,6 @@ VERSION = (Path(__file__).parent / "version.txt").read_text().strip()  # read at
 def hello() -> str:
     return "hello " + VERSION
 '''
-
-
-@pytest.fixture(scope="module")
-def prefect_offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PREFECT_API_URL", DUMMY_API)
-    mp.setenv("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect-home")))
-    mp.delenv("PREFECT__FLOW_RUN_ID", raising=False)
-    root_handlers = logging.root.handlers[:]
-    from prefect import Flow
-    from prefect.deployments.steps.core import StepExecutionError, run_steps
-    from prefect.runner.storage import RunnerStorage
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from snapsync.prefect import SnapsyncStorage
-
-    logging.root.handlers[:] = root_handlers
-    with temporary_settings({PREFECT_API_URL: DUMMY_API}):
-        yield {"Flow": Flow, "run_steps": run_steps, "RunnerStorage": RunnerStorage,
-               "SnapsyncStorage": SnapsyncStorage, "StepExecutionError": StepExecutionError}
-    mp.undo()
 
 
 @pytest.fixture

@@ -704,3 +704,19 @@ class TestObstoreMemory(BackendContract):
         from snapsync.store.obstore_backend import ObstoreBackend
 
         return ObstoreBackend(MemoryStore(), where=url)
+
+
+def test_obstore_backends_share_one_io_thread() -> None:
+    """A long-lived process (a worker serving flows) opens a store per pull: the bulk reads
+    of every backend run on one event-loop thread, not one thread per backend."""
+    import threading
+
+    from obstore.store import MemoryStore
+
+    from snapsync.store.obstore_backend import ObstoreBackend
+
+    for i in range(5):
+        b = ObstoreBackend(MemoryStore(), where=f"memory://shared-{i}")
+        b.put("k", b"v")
+        assert b.get_many(["k"], 4) == [b"v"]
+    assert sum(t.name == "snapsync-obstore" for t in threading.enumerate()) == 1

@@ -6,6 +6,16 @@ import os
 import random
 import stat
 from pathlib import Path
+from typing import Any
+
+
+def run_cli(capsys: Any, *argv: str) -> tuple[int, str, str]:
+    """Run the snapsync CLI in-process; return (exit code, stdout, stderr)."""
+    from snapsync.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def make_project(root: Path, seed: int = 1, files: int = 40) -> Path:

@@ -26,37 +26,20 @@ Safe as long as no push runs longer than ``grace`` (default 24 h) and clocks are
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
-from snapsync.core.codec import Codec
-from snapsync.core.hashing import chunk_id
-from snapsync.core.manifest import Location, Manifest, encode_manifest
-from snapsync.core.pack import parse_pack
-from snapsync.errors import FormatError, IntegrityError, NotFoundError, SnapsyncError, UsageError
-from snapsync.repository import DEFAULT_PACK_SIZE, Repository, SnapshotInfo
-from snapsync.repository.packer import PackWriter
-from snapsync.repository.reader import ChunkReader
+from snapsync.core.manifest import Location, Manifest
+from snapsync.engine.repack import RepackCandidate, execute_repack, plan_repack
+from snapsync.errors import FormatError, NotFoundError, SnapsyncError, UsageError
+from snapsync.repository import Repository, SnapshotInfo
 from snapsync.repository.repo import Listing, StoredObject
 from snapsync.store import Layout, Store, as_store
 
 DEFAULT_GRACE = 24 * 3600.0
 DEFAULT_REPACK_BELOW = 0.5
-REPACK_SINGLE_BELOW = 0.1  # one lone candidate is repacked only when it is this empty
-
-
-@dataclass
-class RepackCandidate:
-    """A mostly dead pack: its live chunks (by the kept manifests) and who uses them."""
-
-    pack: str
-    size: int
-    live_bytes: int
-    snapshots: list[str]
 
 
 @dataclass
@@ -166,22 +149,6 @@ def _retained(refs: dict[str, SnapshotInfo], lst: Listing, keep_last: int,
     return keep
 
 
-def _read_markers(repo: Repository, listed: Iterable[bytes]) -> dict[bytes, dict[str, Any]]:
-    """The superseded markers' contents by pack id (unreadable ones are left out)."""
-    out: dict[bytes, dict[str, Any]] = {}
-    keys = {Layout.superseded(p): p for p in listed}
-    for key, raw in repo.store.get_many(sorted(keys)).items():
-        if raw is None:
-            continue
-        try:
-            doc = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(doc, dict) and isinstance(doc.get("snapshots") or {}, dict):
-            out[keys[key]] = doc
-    return out
-
-
 def _check_args(keep_last: int, keep_within: float | None, grace: float,
                 repack_below: float) -> None:
     if keep_last < 1:
@@ -253,7 +220,7 @@ def plan_gc(repo: Repository, keep_last: int, keep_within: float | None = None,
     # `grace`, and for every ref head whose snapshot gc rewrote to record the rewritten
     # manifest: until a push moves such a ref, clients may trust a cached copy of the old
     # manifest (its digest still matches the ref), and that copy names the old packs.
-    markers = _read_markers(repo, again.markers)
+    markers = repo.read_markers(again.markers)
     replaced: dict[str, set[str]] = {}  # sid -> digests of manifest versions gc replaced
     for doc in markers.values():
         for sid, old in (doc.get("snapshots") or {}).items():
@@ -295,8 +262,10 @@ def plan_gc(repo: Repository, keep_last: int, keep_within: float | None = None,
 
     if repack:
         say("looking for mostly dead packs")
-        _plan_repack(plan, {s: plan._kept[s] for s in sorted(keep) if s in plan._kept},
-                     again.packs, now, grace, repack_below)
+        old = {p: o for p, o in again.packs.items() if not _young(o.mtime, now, grace)}
+        plan.repack, plan._live = plan_repack(
+            {s: plan._kept[s] for s in sorted(keep) if s in plan._kept}, old, repack_below,
+            plan.notes)
     plan.snapshots_kept = sorted(keep & known)  # type: ignore[operator]
     plan.snapshots_dropped = sorted(drop)  # type: ignore[arg-type]
     drop_set = set(drop)
@@ -313,49 +282,6 @@ def plan_gc(repo: Repository, keep_last: int, keep_within: float | None = None,
     return plan
 
 
-def _plan_repack(plan: GcPlan, manifests: dict[str, Manifest],
-                 packs: dict[bytes, StoredObject], now: float, grace: float,
-                 below: float) -> None:
-    """Choose the mostly dead packs to repack.
-
-    Candidates: packs older than ``grace`` whose live bytes (the stored lengths of the chunks
-    kept manifests use) are below ``below`` of their size, none of whose users is signed (the
-    signature covers chunk locations, and gc holds no key). Repacking is worth a request only
-    when it merges at least two candidates, or frees a pack at least 90% dead.
-    """
-    live: dict[bytes, dict[bytes, Location]] = {}
-    users: dict[bytes, set[str]] = {}
-    conflicted: set[bytes] = set()
-    for sid, m in manifests.items():
-        for cid in m.chunk_ids():
-            loc = m.locations[cid]
-            seen = live.setdefault(loc.pack, {}).setdefault(cid, loc)
-            if seen != loc:
-                conflicted.add(loc.pack)
-            users.setdefault(loc.pack, set()).add(sid)
-    cands: list[RepackCandidate] = []
-    signed = 0
-    for pid, locs in sorted(live.items()):
-        o = packs.get(pid)
-        if o is None or pid in conflicted or o.size <= 0 or _young(o.mtime, now, grace):
-            continue
-        live_bytes = sum(loc.length for loc in locs.values())
-        if live_bytes >= below * o.size:
-            continue
-        if any("auth" in manifests[s].info for s in users[pid]):
-            signed += 1
-            continue
-        cands.append(RepackCandidate(pid.hex(), o.size, live_bytes, sorted(users[pid])))
-    if signed:
-        plan.notes.append(f"{signed} mostly dead packs are used by signed snapshots and were "
-                          "not repacked (their signatures cover chunk locations)")
-    if not cands or (len(cands) == 1 and cands[0].live_bytes
-                     >= REPACK_SINGLE_BELOW * cands[0].size):
-        return
-    plan.repack = cands
-    plan._live = {bytes.fromhex(c.pack): live[bytes.fromhex(c.pack)] for c in cands}
-
-
 def execute_gc(repo: Repository, plan: GcPlan, report: GcReport,
                on_progress: Callable[[str], None] | None = None) -> None:
     """Carry out ``plan``: repack, then delete log entries, manifests, packs and markers.
@@ -367,7 +293,11 @@ def execute_gc(repo: Repository, plan: GcPlan, report: GcReport,
     store, now, grace = repo.store, plan._now, plan.grace
     if plan.repack:
         say(f"repacking {len(plan.repack)} mostly dead packs")
-        _repack(repo, plan, report)
+        done = execute_repack(repo, plan.repack, plan._live, plan._kept, plan._digests)
+        report.notes += done.notes
+        report.packs_written, report.bytes_repacked = done.packs_written, done.bytes_repacked
+        report.packs_repacked = report.packs_superseded = done.packs_repacked
+        report.manifests_rewritten = done.manifests_rewritten
     say(f"deleting {len(plan.log_entries)} log entries, {len(plan.manifests)} manifests, "
         f"{len(plan.packs)} packs")
     store.delete(plan.log_entries)
@@ -392,78 +322,6 @@ def execute_gc(repo: Repository, plan: GcPlan, report: GcReport,
                     if p in deleted or p not in fresh_p]
     store.delete([Layout.superseded(p) for p in dead_markers])
     report.markers_deleted = len(dead_markers)
-
-
-def _repack(repo: Repository, plan: GcPlan, rep: GcReport) -> None:
-    """Copy the live chunks of the planned packs into new packs; rewrite the kept manifests.
-
-    Order: new packs, then a ``superseded`` marker per old pack (naming the rewritten
-    snapshots and the manifest digests they replace), then the manifests at the same keys.
-    The old packs stay: a later gc deletes them once unreferenced and the marker rules allow.
-    """
-    store = repo.store
-    pack_size = repo.config.pack_size if repo.config else DEFAULT_PACK_SIZE
-    done: list[RepackCandidate] = []
-    queued: set[bytes] = set()
-    with PackWriter(store, pack_size) as writer:
-        for c in plan.repack:
-            pid = bytes.fromhex(c.pack)
-            key = Layout.pack(pid)
-            live = plan._live[pid]
-            reader = ChunkReader(store, live, Codec(), keep=False)
-            try:
-                data = store.get(key)
-                if chunk_id(data) != pid:
-                    raise IntegrityError(f"{store.where(key)}: content does not hash to its id")
-                trailer = parse_pack(data, store.where(key))
-                blobs = []
-                for cid, loc in sorted(live.items(), key=lambda kv: kv[1].offset):
-                    t = trailer.get(cid)
-                    if t is None or (t.offset, t.length, t.raw_size) != (
-                            loc.offset, loc.length, loc.raw_size):
-                        raise FormatError(f"chunk {cid.hex()}: manifest location disagrees "
-                                          f"with the trailer of {store.where(key)}")
-                    blob = data[loc.offset:loc.offset + loc.length]
-                    reader.verify(cid, blob)  # copy only what proves to be the chunk
-                    blobs.append((cid, blob, loc.raw_size))
-            except (NotFoundError, FormatError) as exc:
-                rep.notes.append(f"pack {c.pack} not repacked: {exc} (run `snapsync check`)")
-                continue
-            del data
-            for cid, blob, raw in blobs:
-                if cid in queued:
-                    continue  # the same chunk in two candidates: one copy
-                queued.add(cid)
-                writer.add(cid, blob, raw)
-                rep.bytes_repacked += len(blob)
-            done.append(c)
-        moved = writer.finish()
-    rep.packs_written = writer.packs
-    if not done:
-        return
-    gone = {bytes.fromhex(c.pack) for c in done}
-    when = time.time()
-    for c in done:  # markers before manifests: a crash leaves the old packs referenced
-        pid = bytes.fromhex(c.pack)
-        snaps = {s: plan._digests.get(s, "") for s in c.snapshots}
-        # A pack repacked before (and named again by a push meanwhile) keeps what its old
-        # marker knew: those manifest versions may still be cached somewhere.
-        prev = _read_markers(repo, [pid]).get(pid, {}).get("snapshots") or {}
-        snaps.update({s: d for s, d in prev.items() if s not in snaps})
-        doc = {"time": datetime.fromtimestamp(when).astimezone().isoformat(),
-               "time_ns": time.time_ns(), "snapshots": snaps}
-        store.put(Layout.superseded(pid), json.dumps(doc, sort_keys=True).encode())
-    rewrite = sorted({s for c in done for s in c.snapshots})
-    for sid in rewrite:
-        m = plan._kept[sid]
-        locs = {cid: moved[cid] if m.locations[cid].pack in gone else m.locations[cid]
-                for cid in m.chunk_ids()}
-        new_sid, raw = encode_manifest(m.entries, locs, m.info)
-        if new_sid != sid:
-            raise AssertionError(f"repacking changed snapshot id {sid} to {new_sid}")
-        repo.save_manifest(sid, raw)
-    rep.packs_repacked = rep.packs_superseded = len(done)
-    rep.manifests_rewritten = len(rewrite)
 
 
 def gc(url: str | Store, keep_last: int, keep_within: float | None = None,

@@ -40,7 +40,7 @@ from snapsync.local import target
 from snapsync.local.cache import ChunkCache
 from snapsync.local.statcache import StatCache
 from snapsync.local.tree import default_cache_dir, own_dirs, read_chunks
-from snapsync.progress import NullProgress, Progress
+from snapsync.progress import NullProgress, Progress, Warnings
 from snapsync.repository import Repository
 from snapsync.repository.reader import ChunkReader, with_stale_retry
 from snapsync.store import Store, as_store
@@ -109,12 +109,7 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
     """
     t0 = time.perf_counter()
     prog = progress or NullProgress()
-    warnings: list[str] = []
-
-    def warn(msg: str) -> None:
-        warnings.append(msg)
-        if on_warning:
-            on_warning(msg)
+    warnings = Warnings(on_warning)
 
     conc = Concurrency.from_jobs(jobs)
     destp = Path(dest).absolute()
@@ -147,7 +142,7 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
     if rules is not None:
         # Never delete snapsync's own cache or a local store that lives inside the target.
         plan.delete = plan_deletes(manifest.entries, *target.scan_extras(
-            destp, rules, own_dirs(cache_root, store.local_root)))
+            destp, rules, own_dirs(cache_root, store.backend.local_root)))
     files = plan.files
     need = plan.needed
     result = PullResult(snapshot_id=sid, url=store.display_url, directory=str(destp),

@@ -42,7 +42,7 @@ from snapsync.local.tree import (
     scan,
     summarize,
 )
-from snapsync.progress import NullProgress, Progress
+from snapsync.progress import NullProgress, Progress, Warnings
 from snapsync.repository import Repository, SnapshotInfo, StoreConfig
 from snapsync.repository.journal import UploadJournal
 from snapsync.repository.packer import PackWriter
@@ -133,12 +133,7 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
     """
     t0 = time.perf_counter()
     prog = progress or NullProgress()
-    warnings: list[str] = []
-
-    def warn(msg: str) -> None:
-        warnings.append(msg)
-        if on_warning:
-            on_warning(msg)
+    warnings = warn = Warnings(on_warning)
 
     check_ref_name(ref)
     rootp = Path(root).resolve()
@@ -166,7 +161,7 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
         rules, note = SelectedFiles(only, rules, "git ls-files"), None  # type: ignore[assignment]
     prog.phase("scan", None, "files")
     skipped: list[str] = []  # --skip-unreadable: summarized in one warning, not one each
-    local = scan(rootp, rules, warn, exclude=own_dirs(cache_root, store.local_root),
+    local = scan(rootp, rules, warn, exclude=own_dirs(cache_root, store.backend.local_root),
                  skip=skipped.append if skip_unreadable else None)
     prog.close()
     if skipped:

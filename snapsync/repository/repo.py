@@ -11,9 +11,13 @@ its staleness rules, signature checks in tamper-evident mode, refs and logs.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from snapsync.concurrency import META_BATCH
 from snapsync.core.codec import Codec
@@ -23,26 +27,18 @@ from snapsync.core.manifest import Location, Manifest, decode_manifest
 from snapsync.errors import FormatError, NotAStoreError, NotFoundError, SnapsyncError, UsageError
 from snapsync.local.cache import ManifestCache
 from snapsync.repository.config import SnapshotInfo, StoreConfig, manifest_limit
-from snapsync.store import Layout, Store, check_ref_name
+from snapsync.store import Key, Layout, Store, check_ref_name
 from snapsync.store import layout as kinds
 
 
-@dataclass(frozen=True, slots=True)
-class StoredObject:
-    """One listed object, typed: what :meth:`Layout.parse` made of its key, plus size and time."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredObject(Key):
+    """One listed object, typed: what :meth:`Layout.parse` made of its key, plus the object's
+    own key, size and time."""
 
-    kind: str
     key: str
     size: int
     mtime: float | None
-    id: str | None = None
-    ref: str | None = None
-    time_ns: int | None = None
-
-    @property
-    def raw_id(self) -> bytes:
-        assert self.id is not None
-        return bytes.fromhex(self.id)
 
 
 @dataclass
@@ -102,8 +98,8 @@ class Repository:
             if k is None:
                 stray.append(meta.key)
             else:
-                out.append(StoredObject(k.kind, meta.key, meta.size, meta.mtime, k.id, k.ref,
-                                        k.time_ns))
+                out.append(StoredObject(k.kind, k.id, k.ref, k.time_ns, key=meta.key,
+                                        size=meta.size, mtime=meta.mtime))
         return out, stray
 
     def listing(self) -> Listing:
@@ -226,6 +222,28 @@ class Repository:
         if self.keyring is None or macs is None:
             return Codec()
         return self.keyring.wrap_codec(Codec(), macs)
+
+    # ---- superseded markers (gc's repack, docs/format.md §8) ------------------------------
+    def read_markers(self, pids: Iterable[bytes]) -> dict[bytes, dict[str, Any]]:
+        """The markers of ``pids`` by pack id; missing or unreadable ones are left out."""
+        keys = {Layout.superseded(p): p for p in pids}
+        out: dict[bytes, dict[str, Any]] = {}
+        for key, raw in self.store.get_many(sorted(keys)).items():
+            if raw is None:
+                continue
+            try:
+                doc = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(doc, dict) and isinstance(doc.get("snapshots") or {}, dict):
+                out[keys[key]] = doc
+        return out
+
+    def write_marker(self, pid: bytes, snapshots: dict[str, str]) -> None:
+        """Mark pack ``pid`` superseded; ``snapshots``: rewritten id -> replaced digest."""
+        doc = {"time": datetime.now().astimezone().isoformat(), "time_ns": time.time_ns(),
+               "snapshots": snapshots}
+        self.store.put(Layout.superseded(pid), json.dumps(doc, sort_keys=True).encode())
 
     # ---- refs -----------------------------------------------------------------------------
     def read_ref(self, name: str) -> SnapshotInfo | None:

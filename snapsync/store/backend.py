@@ -4,7 +4,8 @@ A backend knows one provider library (fsspec, obstore...). It never retries, nev
 never raises snapsync errors: it raises builtin exceptions with these meanings, and the
 :class:`~snapsync.store.store.Store` facade above it retries and translates them once.
 
-* ``FileNotFoundError``: the key (or the bucket) does not exist;
+* ``FileNotFoundError``: the key does not exist; :class:`MissingRoot` (a subclass) when the
+  bucket or container itself does not;
 * ``PermissionError``: access denied or bad credentials;
 * ``FileExistsError``: a ``mode="create"`` write found the key already there;
 * :class:`PreconditionFailed`: an ``IfMatch`` write found another version;
@@ -44,6 +45,10 @@ class IfMatch:
 PutMode = Literal["overwrite", "create"] | IfMatch
 
 
+class MissingRoot(FileNotFoundError):
+    """The bucket, container or top folder of the store does not exist."""
+
+
 class PreconditionFailed(Exception):
     """An ``IfMatch`` write lost: another writer changed the object first."""
 
@@ -70,13 +75,15 @@ def looks_transient(exc: BaseException) -> bool:
 class Backend(ABC):
     """Keys to bytes under one root. Implementations must be safe to use from many threads.
 
-    ``local`` says the keys are files on this machine; ``conditional`` that ``put`` honours
+    ``local`` says the keys are files on this machine (under ``local_root``); ``conditional``
+    that ``put`` honours
     ``"create"`` and :class:`IfMatch` (otherwise it raises ``NotImplementedError`` for them).
     """
 
     name: str = "backend"
     local: bool = False
     conditional: bool = False
+    local_root: str | None = None  # the folder holding the objects, when ``local``
 
     @abstractmethod
     def get(self, key: str) -> bytes:

@@ -31,6 +31,7 @@ class FsspecBackend(Backend):
         self.root = root.rstrip("/")
         protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
         self.local = "file" in protocols
+        self.local_root = self.root if self.local else None
 
     @classmethod
     def open(cls, url: str, options: dict[str, Any]) -> FsspecBackend:

@@ -9,7 +9,9 @@ How the contract maps:
 * single verbs call obstore's synchronous functions (they release the GIL, so the store is
   safe to use from many threads);
 * bulk verbs (``get_many``, ``get_ranges``) run obstore's async verbs on **one private event
-  loop thread** per backend, at most ``concurrency`` requests in flight; ``get_ranges``
+  loop thread** per process (shared by every backend, as fsspec shares its IO loop, so a
+  long-lived process that opens a store per pull does not gain a thread per pull), at most
+  ``concurrency`` requests in flight per call; ``get_ranges``
   hands each object's ranges to obstore's ``get_ranges`` (it coalesces nearby ranges: 6-10x
   faster than one GET per range on SeaweedFS, see ``_RANGE_MODE``);
 * obstore never retries here (``max_retries=0``): the :class:`~snapsync.store.store.Store`
@@ -31,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from snapsync.store.backend import (
     Backend,
     IfMatch,
+    MissingRoot,
     ObjectMeta,
     PreconditionFailed,
     PutMode,
@@ -84,9 +87,6 @@ class ObstoreBackend(Backend):
         self._bucket_store = bucket_store
         self._stalled_since: float | None = None  # start of the oldest unanswered request
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
 
     @classmethod
     def open(cls, url: str, options: dict[str, Any]) -> ObstoreBackend:
@@ -124,21 +124,7 @@ class ObstoreBackend(Backend):
         """Run ``coro`` on this backend's event loop thread and wait for it."""
         import asyncio  # ~14 ms: paid at the first bulk read, not at start-up
 
-        loop = self._ensure_loop()
-        return asyncio.run_coroutine_threadsafe(coro, loop).result()
-
-    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
-        import asyncio
-
-        with self._lock:
-            if self._loop is None or self._pid != os.getpid():  # new, or forked
-                self._pid = os.getpid()
-                loop = asyncio.new_event_loop()
-                thread = threading.Thread(target=loop.run_forever, name="snapsync-obstore",
-                                          daemon=True)
-                thread.start()
-                self._loop, self._thread = loop, thread
-            return self._loop
+        return asyncio.run_coroutine_threadsafe(coro, _io_loop()).result()
 
     async def _bounded(self, jobs: Sequence[Callable[[], Awaitable[T]]],
                        concurrency: int) -> list[T | BaseException]:
@@ -312,14 +298,25 @@ class ObstoreBackend(Backend):
             return exc.transient
         return looks_transient(exc)
 
-    def close(self) -> None:
-        with self._lock:
-            loop, thread = self._loop, self._thread
-            self._loop = self._thread = None
-        if loop is not None and thread is not None:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=5)
-            loop.close()
+
+_LOOP: asyncio.AbstractEventLoop | None = None
+_LOOP_PID = 0
+_LOOP_LOCK = threading.Lock()
+
+
+def _io_loop() -> asyncio.AbstractEventLoop:
+    """The process's obstore event loop, on a daemon thread (started at first use, and again
+    in a forked child, which does not inherit the thread)."""
+    import asyncio
+
+    global _LOOP, _LOOP_PID
+    with _LOOP_LOCK:
+        if _LOOP is None or os.getpid() != _LOOP_PID:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="snapsync-obstore",
+                             daemon=True).start()
+            _LOOP, _LOOP_PID = loop, os.getpid()
+        return _LOOP
 
 
 # ---------------------------------------------------------------------------- errors
@@ -360,8 +357,8 @@ def _builtin(exc: BaseException, where: str) -> BaseException:
     if isinstance(exc, oe.PreconditionError):
         return PreconditionFailed(line)
     if any(m in text for m in _MISSING_BUCKET):
-        return FileNotFoundError(f"{where}: bucket or container does not exist "
-                                 "(NoSuchBucket/ContainerNotFound)")
+        return MissingRoot(f"{where}: bucket or container does not exist "
+                           "(NoSuchBucket/ContainerNotFound)")
     if isinstance(exc, FileNotFoundError):
         m = re.match(r"Object at location (.*?) not found", line)
         return FileNotFoundError(m.group(1) if m else line)

@@ -22,12 +22,13 @@ from snapsync.errors import (
     AlreadyExistsError,
     NotFoundError,
     PreconditionError,
+    RootNotFoundError,
     SnapsyncError,
     StoreAccessError,
     StoreError,
     UsageError,
 )
-from snapsync.store.backend import Backend, ObjectMeta, PreconditionFailed, PutMode
+from snapsync.store.backend import Backend, MissingRoot, ObjectMeta, PreconditionFailed, PutMode
 
 
 @dataclass
@@ -69,6 +70,11 @@ class RetryPolicy:
 
     def wait(self, seconds: float) -> None:
         (self.sleep or time.sleep)(seconds)
+
+
+# What providers say when the bucket or container itself is missing (s3fs, adlfs, botocore).
+_MISSING_ROOT_WORDS = ("nosuchbucket", "bucket does not exist", "containernotfound",
+                       "container does not exist")
 
 
 def redact_url(url: str) -> str:
@@ -113,13 +119,6 @@ class Store:
     def local(self) -> bool:
         """Whether the objects are files on this machine."""
         return self.backend.local
-
-    @property
-    def local_root(self) -> str | None:
-        """The folder holding the objects when they are files on this machine, else ``None``."""
-        if not self.local:
-            return None
-        return getattr(self.backend, "root", None) or None
 
     @property
     def conditional(self) -> bool:
@@ -178,10 +177,11 @@ class Store:
             return AlreadyExistsError(f"{what}: already exists")
         if isinstance(exc, PreconditionFailed):
             return PreconditionError(f"{what}: changed by another writer")
-        if isinstance(exc, FileNotFoundError) or "nosuchbucket" in low or (
-                "not found" in low and "bucket" in low):
-            if "bucket" in low or "container" in low:
-                return NotFoundError(f"{what}: bucket or container does not exist ({desc})")
+        # Only the provider's own words count: a URL or key quoted in a message may well
+        # contain "bucket" (s3://my-bucket/...) without anything being wrong with the bucket.
+        if isinstance(exc, MissingRoot) or any(w in low for w in _MISSING_ROOT_WORDS):
+            return RootNotFoundError(f"{what}: bucket or container does not exist ({desc})")
+        if isinstance(exc, FileNotFoundError):
             return NotFoundError(f"{what}: not found")
         if isinstance(exc, PermissionError) or any(w in low for w in (
                 "accessdenied", "access denied", "forbidden", "invalidaccesskeyid",
@@ -201,9 +201,9 @@ class Store:
         """Read a whole object; ``None`` when it is missing (a missing bucket still raises)."""
         try:
             return self.get(key)
-        except NotFoundError as exc:
-            if "bucket" in str(exc):
-                raise
+        except RootNotFoundError:
+            raise
+        except NotFoundError:
             self.stats.add("GET")
             return None
 
@@ -211,9 +211,9 @@ class Store:
         """An object and its version token, or ``None`` when it is missing."""
         try:
             data, etag = self._one(self.where(key), lambda: self.backend.get_versioned(key))
-        except NotFoundError as exc:
-            if "bucket" in str(exc):
-                raise
+        except RootNotFoundError:
+            raise
+        except NotFoundError:
             self.stats.add("GET")
             return None
         self.stats.add("GET", received=len(data))
