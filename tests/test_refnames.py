@@ -90,3 +90,18 @@ def test_gc_groups_logs_by_hierarchical_ref(tmp_path):
     gc(url, keep_last=1, grace=0)
     assert [e.snapshot for e in inspect_log(url, "a")] == [ids["a", 1]]
     assert [e.snapshot for e in inspect_log(url, "a/b")] == [ids["a/b", 1]]
+
+
+def test_layout_parses_hierarchical_refs_and_logs():
+    from snapsync.store import Layout
+    from snapsync.store import layout as kinds
+
+    sid = "ab" * 16
+    ref = Layout.parse(Layout.ref("feature/x"))
+    assert ref is not None and (ref.kind, ref.ref) == (kinds.REF, "feature/x")
+    log = Layout.parse(Layout.log("feature/x", 12, sid))
+    assert log is not None and (log.kind, log.ref, log.id, log.time_ns) == (
+        kinds.LOG, "feature/x", sid, 12)
+    top = Layout.parse(Layout.log("feature", 7, sid))
+    assert top is not None and top.ref == "feature"  # logs of a and a/b are told apart
+    assert Layout.parse("logs/feature/x/not-a-log.json") is None  # a stray object
