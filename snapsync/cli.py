@@ -317,11 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("diff", help="compare two snapshots, or a snapshot and a folder",
                        description="A and B are snapshot ids, ref names (ref:NAME, or a plain "
-                                   "name) or local folders (a path that exists). B defaults "
-                                   "to the current folder. Exit code 1 when they differ.")
+                                   "name), git:<commit> names or local folders (a path that "
+                                   "exists). B defaults to the current folder. Exit code 1 "
+                                   "when they differ.")
     p.add_argument("url", metavar="URL", help=URL_HELP)
-    p.add_argument("a", metavar="A", help="the old side: a snapshot id, ref:NAME, a ref name "
-                                          "or a folder")
+    p.add_argument("a", metavar="A", help="the old side: a snapshot id, ref:NAME, a ref name, "
+                                          "git:<commit> or a folder")
     p.add_argument("b", metavar="B", nargs="?", default=".",
                    help="the new side, as A (default: the current folder)")
     _common(p, jobs=False)

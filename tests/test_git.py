@@ -131,3 +131,17 @@ def test_git_name_errors(repo: Path, tmp_path: Path,
     assert code == 3 and "not inside a git work tree" in err
     code, _, err = run(capsys, "push", str(repo), url, "--untracked")
     assert code == 2 and "--untracked needs --git" in err
+
+
+def test_diff_takes_git_names(repo: Path, tmp_path: Path,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    url = (tmp_path / "store").as_uri()
+    c1 = git(repo, "rev-parse", "HEAD")
+    assert run(capsys, "push", str(repo), url, "--git", "-q")[0] == 0
+    (repo / "flows" / "hello.py").write_text("print('v2')\n")
+    git(repo, "commit", "-q", "-am", "v2")
+    c2 = git(repo, "rev-parse", "HEAD")
+    assert run(capsys, "push", str(repo), url, "--git", "-q")[0] == 0
+    code, out, err = run(capsys, "diff", url, f"git:{c1[:8]}", f"git:{c2[:8]}")
+    assert code == 1 and "M flows/hello.py" in out, err  # 1: the trees differ
+    assert run(capsys, "diff", url, f"git:{c2[:8]}", f"git:{c2[:8]}")[0] == 0

@@ -47,7 +47,8 @@ def list_entries(url: str, ref: str | None = None, snapshot: str | None = None,
 
 def diff(url: str, a: str, b: str = ".",
          storage_options: dict[str, Any] | None = None) -> TreeDiff:
-    """Compare two trees; each side is a local folder, ``ref:NAME``, a ref or a snapshot id."""
+    """Compare two trees; each side is a local folder, ``ref:NAME``, a ref, a snapshot id or
+    ``git:<commit>``."""
     repo = _repo(url, storage_options)
     return diff_trees(_side(repo, a), _side(repo, b))
 
@@ -55,6 +56,8 @@ def diff(url: str, a: str, b: str = ".",
 def _side(repo: Repository, spec: str) -> list[Entry]:
     if spec.startswith("ref:"):
         return repo.load_manifest(repo.resolve(spec[4:], None)).entries
+    if spec.strip().lower().startswith("git:"):  # git:<commit>[+dirty], from the refs' logs
+        return repo.load_manifest(repo.resolve(None, spec)).entries
     if os.path.isdir(spec):
         return local_entries(Path(spec), Chunker(repo.config.chunker))  # type: ignore[union-attr]
     if os.path.lexists(spec):
