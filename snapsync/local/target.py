@@ -237,7 +237,11 @@ def scan_extras(destp: Path, rules: IgnoreRules, exclude: Iterable[str] = ()
     rules do not protect, and the folders that hold protected entries. Folders in
     ``exclude`` (snapsync's own cache, a local store) are protected whatever the rules say."""
     root = os.fsencode(destp)
-    spared = {os.fsencode(os.path.realpath(x)) for x in exclude}
+    # The walk follows no symlink, so a spared folder is met at its path relative to the
+    # target's real path: compare relative paths, without resolving every folder.
+    real = os.path.realpath(destp)
+    spared = {os.fsencode(os.path.relpath(r, real)) for r in map(os.path.realpath, exclude)
+              if os.path.commonpath([r, real]) == real and r != real}
     found: list[tuple[bytes, bool]] = []
     held: set[bytes] = set()
     stack = [b""]
@@ -252,8 +256,7 @@ def scan_extras(destp: Path, rules: IgnoreRules, exclude: Iterable[str] = ()
                     continue
                 path = rel + b"/" + de.name if rel else de.name
                 is_dir = de.is_dir(follow_symlinks=False)
-                if rules.ignored(os.fsdecode(path), is_dir) or (
-                        is_dir and os.path.realpath(de.path) in spared):
+                if rules.ignored(os.fsdecode(path), is_dir) or (is_dir and path in spared):
                     held.add(rel)
                     continue
                 found.append((path, is_dir))
