@@ -401,7 +401,7 @@ def parse_duration(text: str, option: str = "duration") -> float:
 
 
 def _maintenance_commands(sub: Any) -> None:
-    from snapsync.engine.gc import DEFAULT_REPACK_BELOW
+    from snapsync.engine.policy import DEFAULT_REPACK_BELOW
 
     p = sub.add_parser("check", help="verify that every snapshot in a store is complete",
                        description="Follow refs and log entries to manifests, manifests to "
