@@ -202,10 +202,11 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
             if use_cache:
                 touched.result()
         # Commit: from here on the target changes.
-        target.commit(destp, plan, staged, direct)
+        deleted = target.commit(destp, plan, staged, direct)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _count(result, plan)
+    result.deleted = deleted
 
     target.save_target_cache(destp, manifest, stat_cache)
     if use_cache:
@@ -223,7 +224,6 @@ def _count(result: PullResult, plan: PullPlan) -> None:
     result.symlinks_written = len(plan.write) - len(files)
     result.modes_changed = len(plan.chmod)
     result.dirs_created = len(plan.mkdir)
-    result.deleted = len(plan.delete)
 
 
 def _key(p: Path) -> str:

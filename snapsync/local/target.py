@@ -180,11 +180,12 @@ def make_dirs(root: bytes, rel_dir: bytes, made: set[bytes]) -> None:
 
 
 def commit(destp: Path, plan: PullPlan, staged: dict[bytes, str],
-           direct: bool = False) -> None:
+           direct: bool = False) -> int:
     """Move staged entries into place (already there when ``direct``), then modes, dirs and
-    the planned deletions (deepest first)."""
+    the planned deletions (deepest first); return how many entries were deleted."""
     root = os.fsencode(destp)
     made: set[bytes] = set()
+    deleted = 0
     try:
         for e in plan.write:
             if not direct:
@@ -204,6 +205,7 @@ def commit(destp: Path, plan: PullPlan, staged: dict[bytes, str],
                     os.rmdir(os.path.join(root, rel))
                 else:
                     os.unlink(os.path.join(root, rel))
+                deleted += 1
             except OSError as exc:
                 # Gone already, or a folder that gained entries since the plan: leave it.
                 if not isinstance(exc, FileNotFoundError) and exc.errno != errno.ENOTEMPTY:
@@ -211,6 +213,7 @@ def commit(destp: Path, plan: PullPlan, staged: dict[bytes, str],
     except OSError as exc:
         raise LocalFileError(f"cannot update {destp}: {exc.strerror or exc} "
                              f"({os.fsdecode(exc.filename or b'')})") from None
+    return deleted
 
 
 def save_target_cache(destp: Path, manifest: Manifest, stat_cache: StatCache) -> None:
