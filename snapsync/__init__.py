@@ -10,8 +10,8 @@ chunks the store lacks; pull it back verified, touching only what changed.
 
 from __future__ import annotations
 
-from snapsync.engine.pull import PullResult, pull
-from snapsync.engine.push import PushResult, push
+from typing import TYPE_CHECKING, Any
+
 from snapsync.errors import (
     ConflictError,
     FormatError,
@@ -27,6 +27,26 @@ from snapsync.errors import (
     UsageError,
 )
 from snapsync.version import __version__
+
+if TYPE_CHECKING:
+    from snapsync.engine.pull import PullResult, pull
+    from snapsync.engine.push import PushResult, push
+
+# The engines load on first use: `snapsync --version`, `log` or a Prefect step that only
+# pulls need not import the push engine, and `import snapsync` stays cheap (PEP 562).
+_LAZY = {"push": "snapsync.engine.push", "PushResult": "snapsync.engine.push",
+         "pull": "snapsync.engine.pull", "PullResult": "snapsync.engine.pull"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'snapsync' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "ConflictError",

@@ -24,6 +24,7 @@ from snapsync.cli_args import (
     zstd_level,
 )
 from snapsync.errors import ProblemsFound, SnapsyncError, UsageError
+from snapsync.progress import format_size
 from snapsync.version import __version__
 
 EXIT_DIFFERENT = 1  # `diff` found differences
@@ -76,14 +77,6 @@ def _store(args: argparse.Namespace, url: str | None = None) -> Any:
     return args.open_store(args.url if url is None else url, storage_options(args.option))
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
 def _requests(req: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(req.items())) or "none"
 
@@ -122,14 +115,14 @@ def cmd_push(args: argparse.Namespace) -> int:
         return "\n".join([
             f"snapshot {r.snapshot_id} ({state})",
             f"  store     {r.url}",
-            f"  tree      {r.files} files ({_size(r.bytes_scanned)}), {r.dirs} empty dirs, "
+            f"  tree      {r.files} files ({format_size(r.bytes_scanned)}), {r.dirs} empty dirs, "
             f"{r.symlinks} symlinks",
-            f"  read      {r.files_read} files ({_size(r.bytes_read)}); "
+            f"  read      {r.files_read} files ({format_size(r.bytes_read)}); "
             f"{r.files - r.files_read} unchanged since the last push, not read",
-            f"  chunks    {r.chunks}: {r.chunks_new} new ({_size(r.bytes_new)}), "
+            f"  chunks    {r.chunks}: {r.chunks_new} new ({format_size(r.bytes_new)}), "
             f"{r.chunks_reused} already stored",
-            f"  uploaded  {_size(r.bytes_packs)} in {r.packs_uploaded} packs, "
-            f"{_size(r.bytes_metadata)} of metadata (manifest, log, ref)",
+            f"  uploaded  {format_size(r.bytes_packs)} in {r.packs_uploaded} packs, "
+            f"{format_size(r.bytes_metadata)} of metadata (manifest, log, ref)",
             f"  requests  {_requests(r.requests)}",
             f"  time      {r.seconds:.2f} s",
         ])
@@ -152,14 +145,14 @@ def cmd_pull(args: argparse.Namespace) -> int:
     def human() -> str:
         return "\n".join([
             f"snapshot {r.snapshot_id} -> {r.directory}",
-            f"  tree        {r.files} files ({_size(r.bytes)}); {r.unchanged} entries already "
-            "up to date",
-            f"  written     {r.files_written} files ({_size(r.bytes_written)}), "
+            f"  tree        {r.files} files ({format_size(r.bytes)}); {r.unchanged} entries "
+            "already up to date",
+            f"  written     {r.files_written} files ({format_size(r.bytes_written)}), "
             f"{r.symlinks_written} symlinks, {r.dirs_created} dirs, {r.modes_changed} modes; "
             f"{r.deleted} deleted",
             f"  chunks      {r.chunks_needed} needed: {r.chunks_cached} from the local cache, "
             f"{r.chunks_from_target} from files being replaced, "
-            f"{r.chunks_downloaded} downloaded ({_size(r.bytes_downloaded)})",
+            f"{r.chunks_downloaded} downloaded ({format_size(r.bytes_downloaded)})",
             f"  requests    {_requests(r.requests)}",
             f"  time        {r.seconds:.2f} s",
         ])
@@ -188,7 +181,7 @@ def cmd_log(args: argparse.Namespace) -> int:
             git = f" git {e.git.get('commit', '')[:10]}{'+dirty' if e.git.get('dirty') else ''}" \
                 f"{where}" if e.git else ""
             lines.append(f"{e.snapshot}  {e.time}  {t.get('files', 0):>6} files  "
-                         f"{_size(t.get('bytes', 0)):>10}  {e.host}{git}  {e.message}")
+                         f"{format_size(t.get('bytes', 0)):>10}  {e.host}{git}  {e.message}")
         return "\n".join(lines)
 
     _emit(args, {"ref": args.ref, "entries": [e.__dict__ for e in entries]}, human)
@@ -345,7 +338,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                  f"  refs {r.refs}, log entries {r.log_entries}, snapshots {r.snapshots}, "
                  f"packs {r.packs} ({r.packs_referenced} referenced), chunks {r.chunks}"]
         if r.read_data:
-            lines.append(f"  read {r.packs_read} packs ({_size(r.bytes_read)}), verified "
+            lines.append(f"  read {r.packs_read} packs ({format_size(r.bytes_read)}), verified "
                          f"{r.chunks_verified} chunks")
         lines += [f"  problem: {p}" for p in r.problems]
         lines += [f"  note: {n}" for n in r.notes]
@@ -383,10 +376,10 @@ def cmd_gc(args: argparse.Namespace) -> int:
         lines = [f"gc {r.url}{' (dry run: the plan)' if r.dry_run else ''}: kept "
                  f"{len(r.snapshots_kept)} snapshots, dropped {len(r.snapshots_dropped)}",
                  f"  {verb} {r.log_entries_deleted} log entries, {r.manifests_deleted} "
-                 f"manifests, {r.packs_deleted} packs ({_size(r.bytes_freed)})",
+                 f"manifests, {r.packs_deleted} packs ({format_size(r.bytes_freed)})",
                  f"  packs kept {r.packs_kept}, young unreferenced packs kept {r.packs_young}",
                  f"  {'would repack' if r.dry_run else 'repacked'} {r.packs_repacked} mostly "
-                 f"dead packs ({_size(r.bytes_repacked)} live, "
+                 f"dead packs ({format_size(r.bytes_repacked)} live, "
                  f"{r.manifests_rewritten} manifests rewritten)"]
         if r.dry_run and r.plan is not None:
             p = r.plan
@@ -394,8 +387,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
             lines += _items("log entries to delete", p.log_entries)
             lines += _items("manifests to delete", p.manifests)
             lines += _items("packs to delete", p.packs)
-            lines += _items("packs to repack", [f"{c.pack} ({_size(c.live_bytes)} live of "
-                                                f"{_size(c.size)})" for c in p.repack])
+            lines += _items("packs to repack", [f"{c.pack} ({format_size(c.live_bytes)} live of "
+                                                f"{format_size(c.size)})" for c in p.repack])
         lines += [f"  note: {n}" for n in r.notes]
         return "\n".join(lines)
 
@@ -404,7 +397,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def _maintenance_commands(sub: Any) -> None:
-    from snapsync.engine.gc import DEFAULT_REPACK_BELOW
+    from snapsync.engine.policy import DEFAULT_REPACK_BELOW
 
     p = sub.add_parser("check", help="verify that every snapshot in a store is complete",
                        description="Follow refs and log entries to manifests, manifests to "

@@ -350,8 +350,9 @@ class SnapsyncStorage:
         if current is not None and current.is_dir():
             modes = {e.name: e.mode for e in repo.load_manifest(sid).files()}
             _clone(current, tmp, modes)
-        result = snapsync.pull(self._url, tmp, storage_options=options, snapshot=sid,
-                               delete=True, cache_dir=self._cache_dir)
+        # The store this pull resolved the snapshot with (config and ref already read).
+        result = snapsync.pull(repo.store, tmp, snapshot=sid, delete=True,
+                               cache_dir=self._cache_dir)
         gen = home / f"{sid}.{time.time_ns()}"
         os.rename(tmp, gen)
         link = dest.parent / f".{dest.name}.link-{uuid.uuid4().hex}"

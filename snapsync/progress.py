@@ -43,3 +43,13 @@ class Warnings(list[str]):
         self.append(msg)
         if self._hook is not None:
             self._hook(msg)
+
+
+def format_size(n: float) -> str:
+    """Bytes in binary units as the summaries and progress bars show them: ``512 B``,
+    ``1.5 MiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # unreachable: the loop returns at GiB

@@ -41,6 +41,7 @@ from snapsync.engine.pull import pull as _engine_pull
 from snapsync.engine.push import PushResult
 from snapsync.engine.push import push as _engine_push
 from snapsync.errors import SnapsyncError, UsageError
+from snapsync.progress import format_size
 
 log = logging.getLogger("snapsync")
 
@@ -192,15 +193,6 @@ def _warn(msg: str) -> None:
     _report(logging.WARNING, f"snapsync: {msg}")
 
 
-def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"  # pragma: no cover
-
-
 def _requests(req: Mapping[str, int]) -> int:
     return sum(req.values())
 
@@ -222,7 +214,7 @@ def _do_push(url: str, storage_options: Mapping[str, Any] | None, ignore_file: s
         if note.startswith("no ") and "default ignore template" in note:
             note = note.split(";")[0] + "; add one to choose what ships"
         _report(logging.INFO, f"snapsync: {note}")
-    state = "unchanged" if result.unchanged else f"{_size(result.bytes_uploaded)} uploaded"
+    state = "unchanged" if result.unchanged else f"{format_size(result.bytes_uploaded)} uploaded"
     _report(logging.INFO,
             f"snapsync: pushed {root} ({result.files} files) to {result.url} as snapshot "
             f"{result.snapshot_id[:12]}, ref {result.ref}: {state} in "
@@ -245,7 +237,7 @@ def _do_pull(url: str, storage_options: Mapping[str, Any] | None, ref: str | Non
     _report(logging.INFO,
             f"snapsync: pulled snapshot {result.snapshot_id[:12]} from {result.url} into "
             f"{result.directory}: {result.files} files, {result.files_written} written, "
-            f"{result.deleted} removed, {_size(result.bytes_downloaded)} downloaded in "
+            f"{result.deleted} removed, {format_size(result.bytes_downloaded)} downloaded in "
             f"{_requests(result.requests)} requests, {result.seconds:.1f} s")
     return result
 

@@ -12,8 +12,9 @@
 * ``kill``     SIGKILL of the whole process right after the matching request completed.
 
 Bulk verbs (``cat``, ``cat_ranges``) get faults per item, returned in the result as fsspec does
-with ``on_error="return"``. Hand the wrapper to ``open_store(url, fs=...)`` or install it for every
-Store a process opens with :func:`install` (sets ``snapsync.store.fs_wrapper``).
+with ``on_error="return"``. :func:`faulty_store` gives a Store whose fsspec backend goes
+through one; engines take that store instead of a URL, and nothing global is patched. (The
+obstore backend's retries are covered by the contract suite's ``Flaky`` backend wrapper.)
 
 Run as a script to execute the snapsync CLI under faults (crash tests use this)::
 

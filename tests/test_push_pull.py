@@ -334,3 +334,18 @@ def test_pull_of_an_insert_reuses_the_old_copy_of_a_large_file(tmp_path):
     assert p.files_written == 1 and p.chunks_downloaded <= 2 < p.chunks_from_target
     assert p.bytes_downloaded < 9 << 20
     assert (dst / "big.bin").read_bytes() == b"x" * 100 + data
+
+
+def test_pull_delete_spares_the_cache_and_a_store_inside_the_target(tmp_path):
+    src = make_project(tmp_path / "src", files=3)
+    dst = tmp_path / "dst"
+    store = dst / "store"
+    cache = dst / ".cache" / "snapsync"
+    snapsync.push(src, store.as_uri(), cache_dir=cache)
+    (dst / "stale.txt").parent.mkdir(exist_ok=True)
+    (dst / "stale.txt").write_text("old\n")
+    r = snapsync.pull(store.as_uri(), dst, delete=True, cache_dir=cache)
+    assert not (dst / "stale.txt").exists() and r.deleted >= 1
+    assert (store / "snapsync.json").is_file() and (cache / "chunks.sqlite").is_file()
+    snapsync.pull(store.as_uri(), tmp_path / "again")  # the store still holds everything
+    assert describe(tmp_path / "again") == describe(src)

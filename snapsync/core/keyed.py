@@ -145,19 +145,6 @@ class Keyring:
                     warn(str(exc))
         return out
 
-    def load_verified(self, repo: Any, sid: str) -> tuple[Manifest, dict[bytes, bytes]]:
-        """Load a manifest and verify it; a cached copy that fails is re-fetched once."""
-        m = repo.load_manifest(sid)
-        try:
-            return m, self.verify_manifest(m)
-        except IntegrityError:
-            if repo.manifests is None:
-                raise
-        # The local cache may hold another (e.g. unsigned) manifest of the same tree.
-        repo.manifests.drop(sid)
-        m = repo.load_manifest(sid)
-        return m, self.verify_manifest(m)
-
     def wrap_codec(self, codec: Codec, macs: Mapping[bytes, bytes]) -> Codec:
         """A codec whose ``decode`` also checks each chunk's MAC."""
         return _MacCodec(codec.level, self, macs)

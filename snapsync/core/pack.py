@@ -75,15 +75,20 @@ def trailer_span(tail: bytes, what: str) -> int:
     return length
 
 
-def parse_pack(data: bytes, what: str = "pack") -> dict[bytes, Location]:
-    """List a whole pack's chunks from its trailer, checking that the layout is consistent."""
+def parse_pack(data: bytes, what: str = "pack", pack_id: bytes | None = None
+               ) -> dict[bytes, Location]:
+    """List a whole pack's chunks from its trailer, checking that the layout is consistent.
+
+    ``pack_id``: the id the caller already checked the bytes against (saves hashing them).
+    """
     if len(data) < _TAIL.size:
         raise FormatError(f"{what}: truncated pack ({len(data)} bytes)")
     tlen = trailer_span(data[-_TAIL.size:], what)
     body_end = len(data) - _TAIL.size - tlen
     if body_end < 0:
         raise FormatError(f"{what}: trailer length {tlen} exceeds the pack")
-    return parse_trailer(data[body_end:len(data) - _TAIL.size], body_end, chunk_id(data), what)
+    pid = pack_id if pack_id is not None else chunk_id(data)
+    return parse_trailer(data[body_end:len(data) - _TAIL.size], body_end, pid, what)
 
 
 def parse_trailer(trailer: bytes, body_end: int, pack_id: bytes,

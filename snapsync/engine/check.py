@@ -168,7 +168,12 @@ def _read_data(repo: Repository, used: dict[bytes, dict[bytes, Location]],
                packs: dict[bytes, int], rep: CheckReport, keyring: Keyring | None,
                macs: dict[bytes, bytes]) -> None:
     store = repo.store
-    codec = Codec() if keyring is None else keyring.wrap_codec(Codec(), macs)
+    # The packs' bytes are the readers' only source here: nothing is cached. Chunks with a
+    # MAC (from a verified manifest) are checked with the key too.
+    locations = {cid: loc for locs in used.values() for cid, loc in locs.items()}
+    plain = ChunkReader(store, locations, Codec(), keep=False)
+    keyed = plain if keyring is None else ChunkReader(
+        store, locations, keyring.wrap_codec(Codec(), macs), keep=False)
     pids = [p for p in sorted(used) if p in packs]
     for i in range(0, len(pids), PACKS_AT_ONCE):
         batch = pids[i:i + PACKS_AT_ONCE]
@@ -184,14 +189,11 @@ def _read_data(repo: Repository, used: dict[bytes, dict[bytes, Location]],
             if chunk_id(data) != pid:
                 rep.problems.append(f"pack {pid.hex()}: content does not hash to its id")
             try:
-                trailer = parse_pack(data, store.where(key))
+                trailer = parse_pack(data, store.where(key), pack_id=pid)
             except FormatError as exc:
                 rep.problems.append(str(exc))
                 trailer = {}
-            # The pack's bytes are the readers' only source here: nothing is cached. Chunks
-            # with a MAC (from a verified manifest) are checked with the key too.
-            plain = ChunkReader(store, used[pid], Codec(), keep=False)
-            keyed = ChunkReader(store, used[pid], codec, keep=False)
+            view = memoryview(data)
             for cid, loc in used[pid].items():
                 t = trailer.get(cid)
                 if trailer and (t is None or (t.offset, t.length, t.raw_size) !=
@@ -200,7 +202,7 @@ def _read_data(repo: Repository, used: dict[bytes, dict[bytes, Location]],
                                         f"the trailer of pack {pid.hex()}")
                 try:
                     (keyed if cid in macs else plain).verify(
-                        cid, data[loc.offset:loc.offset + loc.length])
+                        cid, view[loc.offset:loc.offset + loc.length])
                     rep.chunks_verified += 1
                 except FormatError as exc:
                     rep.problems.append(f"pack {pid.hex()}: {exc}")

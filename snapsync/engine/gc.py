@@ -32,14 +32,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from snapsync.core.manifest import Location, Manifest
+from snapsync.engine.policy import DEFAULT_GRACE, DEFAULT_REPACK_BELOW, retained, young
 from snapsync.engine.repack import RepackCandidate, execute_repack, plan_repack
 from snapsync.errors import FormatError, NotFoundError, SnapsyncError, UsageError
-from snapsync.repository import Repository, SnapshotInfo
-from snapsync.repository.repo import Listing, StoredObject
+from snapsync.repository import Repository
 from snapsync.store import Layout, Store, as_store
-
-DEFAULT_GRACE = 24 * 3600.0
-DEFAULT_REPACK_BELOW = 0.5
 
 
 @dataclass
@@ -114,41 +111,6 @@ class GcReport:
         return out
 
 
-def _young(t: float | None, now: float, grace: float) -> bool:
-    # Unknown age counts as young: never delete what we cannot date.
-    return t is None or now - t < grace
-
-
-def _retained(refs: dict[str, SnapshotInfo], lst: Listing, keep_last: int,
-              keep_within: float | None, grace: float, now: float) -> set[str]:
-    """Snapshot ids that retention, ref heads or the grace period keep."""
-    keep = {info.snapshot for info in refs.values()}
-    by_ref: dict[str, list[StoredObject]] = {}
-    for e in lst.logs:
-        by_ref.setdefault(e.ref, []).append(e)  # type: ignore[arg-type]
-    for entries in by_ref.values():
-        entries.sort(key=lambda e: e.time_ns or 0, reverse=True)
-        distinct: list[str] = []
-        newer_ns: int | None = None  # when the entry above replaced this one as head
-        for e in entries:
-            sid, ns = e.id, e.time_ns or 0
-            t = ns / 1e9
-            if sid not in distinct:
-                distinct.append(sid)  # type: ignore[arg-type]
-            if sid in distinct[:keep_last]:
-                keep.add(sid)  # type: ignore[arg-type]
-            if keep_within is not None and now - t < keep_within:
-                keep.add(sid)  # type: ignore[arg-type]
-            # Head less than `grace` ago: a running push may reuse its chunks.
-            if newer_ns is None or _young(newer_ns / 1e9, now, grace) or _young(t, now, grace):
-                keep.add(sid)  # type: ignore[arg-type]
-            newer_ns = ns
-    for sid, o in lst.manifests.items():
-        if _young(o.mtime, now, grace):
-            keep.add(sid)  # a push may be about to write its log entry and ref
-    return keep
-
-
 def _check_args(keep_last: int, keep_within: float | None, grace: float,
                 repack_below: float) -> None:
     if keep_last < 1:
@@ -177,7 +139,7 @@ def plan_gc(repo: Repository, keep_last: int, keep_within: float | None = None,
     if bad:
         # A ref we cannot read might name anything: refuse rather than guess.
         raise FormatError("gc stopped: unreadable refs: " + "; ".join(bad.values()))
-    keep = _retained(refs, lst, keep_last, keep_within, grace, now)
+    keep = retained(refs, lst, keep_last, keep_within, grace, now)
     known = set(lst.manifests) | {e.id for e in lst.logs}
     live: set[bytes] = set()
     loaded: set[str] = set()
@@ -210,7 +172,7 @@ def plan_gc(repo: Repository, keep_last: int, keep_within: float | None = None,
         raise FormatError("gc stopped: unreadable refs: " + "; ".join(bad.values()))
     drop = known - keep
     new_roots = {i.snapshot for i in refs.values()} | (set(again.manifests) - set(lst.manifests))
-    new_roots |= _retained(refs, again, keep_last, keep_within, grace, time.time()) & drop
+    new_roots |= retained(refs, again, keep_last, keep_within, grace, time.time()) & drop
     keep |= new_roots
     mark(new_roots)
     drop -= keep
@@ -245,10 +207,10 @@ def plan_gc(repo: Repository, keep_last: int, keep_within: float | None = None,
         marker = again.markers.get(pid)
         if pid in live:
             plan.packs_kept += 1
-        elif _young(o.mtime, now, grace):
+        elif young(o.mtime, now, grace):
             plan.packs_young += 1
         elif marker is not None and (
-                _young(marker.mtime, now, grace)
+                young(marker.mtime, now, grace)
                 or stale & set((markers.get(pid) or {}).get("snapshots") or {})
                 or pid not in markers):
             plan.packs_superseded_kept += 1
@@ -262,7 +224,7 @@ def plan_gc(repo: Repository, keep_last: int, keep_within: float | None = None,
 
     if repack:
         say("looking for mostly dead packs")
-        old = {p: o for p, o in again.packs.items() if not _young(o.mtime, now, grace)}
+        old = {p: o for p, o in again.packs.items() if not young(o.mtime, now, grace)}
         plan.repack, plan._live = plan_repack(
             {s: plan._kept[s] for s in sorted(keep) if s in plan._kept}, old, repack_below,
             plan.notes)
@@ -271,7 +233,7 @@ def plan_gc(repo: Repository, keep_last: int, keep_within: float | None = None,
     drop_set = set(drop)
     plan.log_entries = sorted(e.key for e in again.logs if e.id in drop_set)
     plan.manifests = [s for s in plan.snapshots_dropped if s in again.manifests
-                      and not _young(again.manifests[s].mtime, now, grace)]
+                      and not young(again.manifests[s].mtime, now, grace)]
     if plan.packs_young:
         plan.notes.append(f"{plan.packs_young} unreferenced packs are younger than the grace "
                           "period and were kept (a push may still need them)")
@@ -306,13 +268,13 @@ def execute_gc(repo: Repository, plan: GcPlan, report: GcReport,
     # content hashes): look once more right before deleting and spare rewritten ones.
     fresh_m = repo.manifest_objects()
     dead_manifests = [s for s in plan.manifests
-                      if s in fresh_m and not _young(fresh_m[s].mtime, now, grace)]
+                      if s in fresh_m and not young(fresh_m[s].mtime, now, grace)]
     store.delete([Layout.manifest(s) for s in dead_manifests])
     report.manifests_deleted = len(dead_manifests)
     fresh_p = repo.packs()
     dead = {bytes.fromhex(p) for p in plan.packs}
     dead_packs = [p for p in sorted(dead)
-                  if p in fresh_p and not _young(fresh_p[p].mtime, now, grace)]
+                  if p in fresh_p and not young(fresh_p[p].mtime, now, grace)]
     store.delete([Layout.pack(p) for p in dead_packs])
     report.packs_deleted = len(dead_packs)
     report.bytes_freed = sum(fresh_p[p].size for p in dead_packs)

@@ -164,21 +164,23 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
         seeded = reader.seed(_old_chunks(destp, plan, seen, need - cached, chunker))
         result.chunks_from_target = len(seeded)
         cached |= seeded
+        missing = need - cached
         with ThreadPoolExecutor(conc.cpu, thread_name_prefix="snapsync-cpu") as cpu_ex:
             def download() -> tuple[int, int]:
-                missing = {c for c in need - cached if c not in reader.ready}
-                missing -= cache.has(missing)
                 prog.phase("download", sum(reader.locations[c].length for c in missing), "B")
                 return reader.fetch(missing, conc, cpu_ex, prog)
 
             def refresh() -> None:
-                nonlocal manifest
+                nonlocal manifest, missing
                 fresh = repo.reload_manifest(sid)
                 if fresh.entries != manifest.entries:  # same id, so the same tree
                     raise LocalFileError(f"snapshot {sid} changed in the store during the pull")
                 manifest = fresh
                 reader.locations = fresh.locations
                 reader.codec = repo.chunk_codec(fresh)
+                # What the failed attempt fetched before it stopped is not fetched again.
+                missing = {c for c in missing if c not in reader.ready}
+                missing -= cache.has(missing)
 
             result.chunks_downloaded, result.bytes_downloaded = with_stale_retry(
                 download, lambda: sid in repo.from_cache, refresh)
@@ -199,10 +201,11 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
             if use_cache:
                 touched.result()
         # Commit: from here on the target changes.
-        target.commit(destp, plan, staged, direct)
+        deleted = target.commit(destp, plan, staged, direct)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _count(result, plan)
+    result.deleted = deleted
 
     target.save_target_cache(destp, manifest, stat_cache)
     if use_cache:
@@ -220,7 +223,6 @@ def _count(result: PullResult, plan: PullPlan) -> None:
     result.symlinks_written = len(plan.write) - len(files)
     result.modes_changed = len(plan.chmod)
     result.dirs_created = len(plan.mkdir)
-    result.deleted = len(plan.delete)
 
 
 def _key(p: Path) -> str:

@@ -114,7 +114,7 @@ def execute_repack(repo: Repository, cands: list[RepackCandidate],
                 data = store.get(key)
                 if chunk_id(data) != pid:
                     raise IntegrityError(f"{store.where(key)}: content does not hash to its id")
-                trailer = parse_pack(data, store.where(key))
+                trailer = parse_pack(data, store.where(key), pack_id=pid)
                 blobs = []
                 for cid, loc in sorted(chunks.items(), key=lambda kv: kv[1].offset):
                     t = trailer.get(cid)

@@ -180,11 +180,12 @@ def make_dirs(root: bytes, rel_dir: bytes, made: set[bytes]) -> None:
 
 
 def commit(destp: Path, plan: PullPlan, staged: dict[bytes, str],
-           direct: bool = False) -> None:
+           direct: bool = False) -> int:
     """Move staged entries into place (already there when ``direct``), then modes, dirs and
-    the planned deletions (deepest first)."""
+    the planned deletions (deepest first); return how many entries were deleted."""
     root = os.fsencode(destp)
     made: set[bytes] = set()
+    deleted = 0
     try:
         for e in plan.write:
             if not direct:
@@ -204,6 +205,7 @@ def commit(destp: Path, plan: PullPlan, staged: dict[bytes, str],
                     os.rmdir(os.path.join(root, rel))
                 else:
                     os.unlink(os.path.join(root, rel))
+                deleted += 1
             except OSError as exc:
                 # Gone already, or a folder that gained entries since the plan: leave it.
                 if not isinstance(exc, FileNotFoundError) and exc.errno != errno.ENOTEMPTY:
@@ -211,6 +213,7 @@ def commit(destp: Path, plan: PullPlan, staged: dict[bytes, str],
     except OSError as exc:
         raise LocalFileError(f"cannot update {destp}: {exc.strerror or exc} "
                              f"({os.fsdecode(exc.filename or b'')})") from None
+    return deleted
 
 
 def save_target_cache(destp: Path, manifest: Manifest, stat_cache: StatCache) -> None:
@@ -238,8 +241,11 @@ def scan_extras(destp: Path, rules: IgnoreRules,
     rules do not protect, and the folders that hold protected entries. Folders in
     ``exclude`` (snapsync's own cache, a local store) are protected whatever the rules say;
     they are matched by device and inode, so any spelling of their path (a symlink, a bind
-    mount, a relative path) is recognised."""
+    mount, a relative path, another case) is recognised."""
     root = os.fsencode(destp)
+    # One lstat per folder (DirEntry caches it), never a realpath per folder: the walk
+    # follows no symlink, and device and inode also see through bind mounts and a case-
+    # insensitive file system's other spellings, where comparing paths would not.
     spared = dir_ids(exclude)
     found: list[tuple[bytes, bool]] = []
     held: set[bytes] = set()
@@ -272,5 +278,8 @@ def _is_one_of(de: os.DirEntry[bytes], ids: set[tuple[int, int]]) -> bool:
     """Whether the directory ``de`` is one of ``ids`` (device, inode)."""
     if not ids:
         return False
-    st = de.stat(follow_symlinks=False)
+    try:
+        st = de.stat(follow_symlinks=False)
+    except OSError:
+        return False  # gone since the listing: nothing to spare
     return (st.st_dev, st.st_ino) in ids

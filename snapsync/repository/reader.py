@@ -64,7 +64,12 @@ class ChunkReader:
         return data
 
     def seed(self, found: Iterable[tuple[bytes, bytes | memoryview]]) -> set[bytes]:
-        """Offer raw chunk bytes found elsewhere (old files); the verified ones are cached."""
+        """Cache raw chunks found elsewhere (old files of the target), stored raw.
+
+        ``found`` yields ids computed from the bytes themselves (``read_chunks`` hashes what
+        it reads), so they are not hashed again here; like every cached chunk, they are
+        verified when :meth:`get` or :meth:`preload` reads them back (MACs included).
+        """
         if self.cache is None:
             return set()
         cache = self.cache
@@ -72,11 +77,7 @@ class ChunkReader:
         got: set[bytes] = set()
         size = 0
         for cid, data in found:
-            blob = RAW_TAG + bytes(data)
-            try:
-                self.verify(cid, blob)
-            except IntegrityError:
-                continue
+            blob = RAW_TAG + data
             rows.append((cid, blob, len(data)))
             got.add(cid)
             size += len(blob)
