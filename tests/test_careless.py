@@ -18,7 +18,8 @@ import snapsync
 from snapsync.cli import TqdmProgress, build_parser, main
 from snapsync.core.chunking import ChunkerParams
 from snapsync.errors import FormatError, IgnoreFileError, NotAStoreError, UsageError
-from snapsync.local.tree import git_info, scan
+from snapsync.local.git import git_info
+from snapsync.local.tree import scan
 from snapsync.repository.config import SnapshotInfo, StoreConfig
 from snapsync.store import Layout
 

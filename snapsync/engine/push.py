@@ -32,14 +32,15 @@ from snapsync.core.ignore import default_ignore_digest, default_ignore_note, res
 from snapsync.core.keyed import Keyring
 from snapsync.core.manifest import DIR, FILE, SYMLINK, Entry, Location, Manifest, encode_manifest
 from snapsync.errors import LocalFileError, UsageError
+from snapsync.local.git import git_info
 from snapsync.local.statcache import StatCache, listing_digest
 from snapsync.local.tree import (
     LocalEntry,
     default_cache_dir,
-    git_info,
     own_dirs,
     read_chunks,
     scan,
+    stat_sig,
     summarize,
 )
 from snapsync.progress import NullProgress, Progress, Warnings
@@ -419,7 +420,7 @@ def _sig_of(path: str) -> tuple[int, int, int, int, int]:
         st = os.lstat(path)
     except OSError as exc:
         raise LocalFileError(f"cannot stat {path}: {exc.strerror}") from None
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode)
+    return stat_sig(st)
 
 
 def _entries(local: list[LocalEntry], chunks_of: dict[str, tuple[bytes, ...]]) -> list[Entry]:

@@ -48,6 +48,37 @@ def _git_text(root: Path, *args: str) -> str:
     return out.stdout.decode(errors="surrogateescape").strip()
 
 
+def git_info(root: Path) -> dict[str, object]:
+    """Commit, branch and dirtiness of the git work tree that tracks ``root``, else ``{}``.
+
+    Only when git tracks the folder itself (it is in HEAD's tree): a folder that merely lies
+    inside some repository (ignored, untracked, a build dir) records nothing, or the log would
+    name a commit that does not hold the pushed files. ``path`` says which folder of the work
+    tree was pushed ("" for its top).
+    """
+
+    def git(*args: str) -> str | None:  # best effort: a plain push never fails for git
+        try:
+            out = _git(root, *args)
+        except (LocalFileError, ValueError):
+            return None
+        return out.stdout.decode(errors="surrogateescape").strip() \
+            if out.returncode == 0 else None
+
+    if git("rev-parse", "--is-inside-work-tree") != "true":
+        return {}
+    commit = git("rev-parse", "--verify", "-q", "HEAD")
+    prefix = git("rev-parse", "--show-prefix")
+    if not commit or prefix is None:
+        return {}
+    prefix = prefix.rstrip("/")
+    if prefix and not git("rev-parse", "--verify", "-q", f"HEAD:{prefix}"):
+        return {}  # inside a work tree, but not a folder that git tracks
+    status = git("status", "--porcelain", "--untracked-files=normal", "--", ".")
+    return {"commit": commit, "branch": git("rev-parse", "--abbrev-ref", "HEAD") or "",
+            "dirty": bool(status), "path": prefix}
+
+
 def git_files(root: str | os.PathLike[str], *, untracked: bool = False) -> list[str]:
     """The files git tracks under ``root`` (relative posix paths), sorted.
 

@@ -23,7 +23,7 @@ from snapsync.core.manifest import DIR, FILE, SYMLINK, Entry, Manifest
 from snapsync.core.plan import PullPlan, Seen
 from snapsync.errors import LocalFileError
 from snapsync.local.statcache import StatCache
-from snapsync.local.tree import STAGING_PREFIX, dir_ids, file_chunk_ids, normal_mode
+from snapsync.local.tree import STAGING_PREFIX, dir_ids, file_chunk_ids, normal_mode, stat_sig
 from snapsync.progress import Progress
 
 
@@ -102,7 +102,7 @@ def observe(destp: Path, entries: list[Entry], stat_cache: StatCache,
         elif stat.S_ISREG(m):
             chunks = None
             if e.kind == FILE and st.st_size == e.size:
-                sig = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode)
+                sig = stat_sig(st)
                 chunks = stat_cache.lookup(e.name, sig)
                 if chunks is None:
                     try:
@@ -227,8 +227,7 @@ def save_target_cache(destp: Path, manifest: Manifest, stat_cache: StatCache) ->
         except OSError:
             continue
         if stat.S_ISREG(st.st_mode) and st.st_size == e.size:
-            rows[e.name] = ((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode),
-                            e.chunks)
+            rows[e.name] = (stat_sig(st), e.chunks)
     stat_cache.replace(rows)
     stat_cache.save()
 

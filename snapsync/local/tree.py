@@ -125,7 +125,7 @@ def scan(root: Path, rules: IgnoreRules, warn: Warn, *,
                 if rules.ignored(rel, True) or (st.st_dev, st.st_ino) in excluded:
                     continue
                 _lint_name(rel, lower_seen, warn)
-                dirs.append((rel, idx, _sig(st)))
+                dirs.append((rel, idx, stat_sig(st)))
                 listed.append(False)
                 filled.append(False)
                 todo.append((de.path, rel + "/", len(dirs) - 1))
@@ -134,7 +134,7 @@ def scan(root: Path, rules: IgnoreRules, warn: Warn, *,
                 continue
             _lint_name(rel, lower_seen, warn)
             if stat.S_ISREG(mode):
-                out.append(LocalEntry(rel, FILE, normal_mode(mode), st.st_size, _sig(st)))
+                out.append(LocalEntry(rel, FILE, normal_mode(mode), st.st_size, stat_sig(st)))
             elif stat.S_ISLNK(mode):
                 try:
                     target = os.readlink(os.fsencode(de.path))
@@ -142,7 +142,7 @@ def scan(root: Path, rules: IgnoreRules, warn: Warn, *,
                     failed(f"cannot read symlink {de.path}", exc)
                     continue
                 _check_link(root_real, de.path, rel, target, warn)
-                out.append(LocalEntry(rel, SYMLINK, 0o777, 0, _sig(st), target))
+                out.append(LocalEntry(rel, SYMLINK, 0o777, 0, stat_sig(st), target))
             else:
                 warn(f"skipping {rel}: not a regular file, directory or symlink")
                 continue
@@ -187,7 +187,12 @@ def summarize(what: str, items: list[str], first: int = 3) -> str:
     return f"{what} ({len(items)}): {shown}{more}"
 
 
-def _sig(st: os.stat_result) -> tuple[int, int, int, int, int]:
+def stat_sig(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """A file's stat signature, as the stat caches record it: size, mtime, ctime, inode, mode.
+
+    Any write, rename over or chmod changes one of them, so an equal signature means the
+    content is the one read last time (unless racy: see ``StatCache``).
+    """
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode)
 
 
@@ -258,35 +263,3 @@ def read_chunks(abs_path: str, size_hint: int, chunker: Chunker
 def file_chunk_ids(abs_path: str, chunker: Chunker) -> tuple[bytes, ...]:
     """The chunk ids of a local file (used to compare a pull target with a snapshot)."""
     return tuple(cid for cid, _ in read_chunks(abs_path, 0, chunker))
-
-
-def git_info(root: Path) -> dict[str, object]:
-    """Commit, branch and dirtiness of the git work tree that tracks ``root``, else ``{}``.
-
-    Only when git tracks the folder itself (it is in HEAD's tree): a folder that merely lies
-    inside some repository (ignored, untracked, a build dir) records nothing, or the log would
-    name a commit that does not hold the pushed files. ``path`` says which folder of the work
-    tree was pushed ("" for its top).
-    """
-    import subprocess
-
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", "-C", str(root), *args], capture_output=True,
-                                 text=True, timeout=10, check=False)
-        except (OSError, subprocess.SubprocessError, ValueError):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    if git("rev-parse", "--is-inside-work-tree") != "true":
-        return {}
-    commit = git("rev-parse", "--verify", "-q", "HEAD")
-    prefix = git("rev-parse", "--show-prefix")
-    if not commit or prefix is None:
-        return {}
-    prefix = prefix.rstrip("/")
-    if prefix and not git("rev-parse", "--verify", "-q", f"HEAD:{prefix}"):
-        return {}  # inside a work tree, but not a folder that git tracks
-    status = git("status", "--porcelain", "--untracked-files=normal", "--", ".")
-    return {"commit": commit, "branch": git("rev-parse", "--abbrev-ref", "HEAD") or "",
-            "dirty": bool(status), "path": prefix}
