@@ -4,6 +4,7 @@ push may use, odd names, invalid URLs, missing buckets and wrong credentials.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -19,7 +20,7 @@ from snapsync.errors import LocalFileError, UsageError
 from snapsync.repository import Repository
 from snapsync.store import open_store
 
-push_mod = sys.modules["snapsync.engine.push"]  # the module (``snapsync.push`` is the function)
+push_mod = importlib.import_module("snapsync.engine.push")  # the module, not the function
 
 
 def _unreadable(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
