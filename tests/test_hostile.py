@@ -250,6 +250,27 @@ def test_offset_past_the_pack_end_refused(env):
     _refused(h, sandbox, target, StoreError, "truncated")
 
 
+def test_offset_past_the_pack_end_is_corrupt_data_at_once(env):
+    # Exit 7 (corrupt data), not 4 (store trouble); a local file is not read five times.
+    h, sandbox, target = env
+    e, locs = _file(h, b"x.txt", b"twelve bytes")
+    (cid, loc), = locs.items()
+    h.manifest([e], {cid: Location(loc.pack, loc.offset + 10_000, loc.length, loc.raw_size)})
+    store = open_store(h.url)
+    err = _refused_on(store, sandbox, target)
+    assert isinstance(err, StoreError) and isinstance(err, FormatError)
+    assert err.exit_code == 7 and "truncated" in str(err) and Layout.pack(loc.pack) in str(err)
+    assert store.stats.counts.get("RETRY", 0) == 0
+
+
+def _refused_on(store, sandbox: Path, target: Path) -> SnapsyncError:
+    before = describe(sandbox)
+    with pytest.raises(SnapsyncError) as ei:
+        snapsync.pull(store, target, ref="evil", use_cache=False)
+    assert describe(sandbox) == before
+    return ei.value
+
+
 def test_decompression_bomb_chunk_refused_without_allocating(env):
     h, sandbox, target = env
     bomb = b"\x01" + zstandard.ZstdCompressor().compress(b"\0" * (200 << 20))
