@@ -271,6 +271,43 @@ def _refused_on(store, sandbox: Path, target: Path) -> SnapsyncError:
     return ei.value
 
 
+def _plant(path: Path, how: str) -> None:
+    path.unlink()
+    if how == "fifo":
+        os.mkfifo(path)
+    elif how == "zero":
+        path.symlink_to("/dev/zero")
+    else:  # a symlink to an honest-looking regular file outside the store
+        real = path.parent / "elsewhere"
+        real.write_bytes(b"{}")
+        path.symlink_to(real)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("what", ["ref", "manifest", "config"])
+@pytest.mark.parametrize("how", ["fifo", "zero", "link"])
+def test_non_regular_objects_in_a_local_store_refused(env, what, how):
+    # A FIFO used to hang pull forever, /dev/zero to read until MemoryError.
+    h, sandbox, target = env
+    e, locs = _file(h, b"x.txt")
+    sid = h.manifest([e], locs)
+    key = {"ref": Layout.ref("evil"), "manifest": Layout.manifest(sid),
+           "config": Layout.CONFIG}[what]
+    _plant(h.root / key, how)
+    err = _refused(h, sandbox, target, FormatError, key)
+    assert err.exit_code == 7 and "not a stored object" in str(err)
+
+
+def test_oversized_ref_in_a_local_store_refused(env):
+    h, sandbox, target = env
+    e, locs = _file(h, b"x.txt")
+    h.manifest([e], locs)
+    with open(h.root / Layout.ref("evil"), "ab") as f:
+        f.truncate(17 << 20)  # sparse: 17 MiB of NULs after the JSON
+    err = _refused(h, sandbox, target, FormatError, "more than the")
+    assert err.exit_code == 7 and Layout.ref("evil") in str(err)
+
+
 def test_decompression_bomb_chunk_refused_without_allocating(env):
     h, sandbox, target = env
     bomb = b"\x01" + zstandard.ZstdCompressor().compress(b"\0" * (200 << 20))

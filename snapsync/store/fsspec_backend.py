@@ -15,6 +15,7 @@ from typing import Any
 
 from snapsync.local.atomic import atomic_write
 from snapsync.store.backend import Backend, ObjectMeta, PutMode
+from snapsync.store.local_read import read_range, read_whole
 
 # Per-attempt timeouts for s3fs when the options give none (seconds).
 S3_CONNECT_TIMEOUT = 5
@@ -65,11 +66,15 @@ class FsspecBackend(Backend):
         return f"{self.root}/{key}" if self.root else key
 
     def get(self, key: str) -> bytes:
+        if self.local:  # regular files only, bounded (local_read.py)
+            return read_whole(self._path(key), key)
         return self.fs.cat_file(self._path(key))
 
     def get_many(self, keys: Sequence[str], concurrency: int) -> list[bytes | BaseException]:
         if not keys:  # fsspec's cat([]) raises FileNotFoundError([])
             return []
+        if self.local:  # fsspec reads local files one by one too
+            return [_or_error(read_whole, self._path(k), k) for k in keys]
         paths = [self._path(k) for k in keys]
         got = self.fs.cat(paths, on_error="return", batch_size=concurrency)
         if not isinstance(got, dict):  # fsspec returns bare bytes for a single path
@@ -80,6 +85,8 @@ class FsspecBackend(Backend):
                    concurrency: int) -> list[bytes | BaseException]:
         if not reqs:
             return []
+        if self.local:
+            return [_or_error(read_range, self._path(k), k, s, e) for k, s, e in reqs]
         return list(self.fs.cat_ranges([self._path(k) for k, _, _ in reqs],
                                        [s for _, s, _ in reqs], [e for _, _, e in reqs],
                                        batch_size=concurrency, on_error="return"))
@@ -121,6 +128,14 @@ class FsspecBackend(Backend):
             self.fs.invalidate_cache()
         except Exception:
             pass
+
+
+def _or_error(fn: Any, *args: Any) -> bytes | BaseException:
+    """``fn(*args)``, or the exception it raised (bulk verbs return failures per item)."""
+    try:
+        return fn(*args)
+    except Exception as exc:
+        return exc
 
 
 def _missing_as_error(val: Any, path: str) -> bytes | BaseException:

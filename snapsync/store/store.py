@@ -20,6 +20,7 @@ from typing import Any
 from snapsync.concurrency import DEFAULT_IO
 from snapsync.errors import (
     AlreadyExistsError,
+    FormatError,
     NotFoundError,
     PreconditionError,
     RootNotFoundError,
@@ -29,7 +30,14 @@ from snapsync.errors import (
     TruncatedObjectError,
     UsageError,
 )
-from snapsync.store.backend import Backend, MissingRoot, ObjectMeta, PreconditionFailed, PutMode
+from snapsync.store.backend import (
+    Backend,
+    BadObject,
+    MissingRoot,
+    ObjectMeta,
+    PreconditionFailed,
+    PutMode,
+)
 
 
 @dataclass
@@ -178,6 +186,8 @@ class Store:
             return AlreadyExistsError(f"{what}: already exists")
         if isinstance(exc, PreconditionFailed):
             return PreconditionError(f"{what}: changed by another writer")
+        if isinstance(exc, BadObject):
+            return FormatError(f"{what}: unsupported store object: {exc}")
         # Only the provider's own words count: a URL or key quoted in a message may well
         # contain "bucket" (s3://my-bucket/...) without anything being wrong with the bucket.
         if isinstance(exc, MissingRoot) or any(w in low for w in _MISSING_ROOT_WORDS):
