@@ -13,9 +13,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from snapsync.errors import UsageError
 from snapsync.local.atomic import atomic_write
 from snapsync.store.backend import Backend, ObjectMeta, PutMode
 from snapsync.store.local_read import read_range, read_whole
+from snapsync.store.options.common import opt_bool
+
+# The options a file:// or memory:// store takes (snapsync's ``backend`` is taken out
+# before): anything else is a typo or meant for another provider, refused, never ignored.
+LOCAL_OPTIONS: dict[str, tuple[str, ...]] = {"file": ("auto_mkdir",), "memory": ()}
 
 # Per-attempt timeouts for s3fs when the options give none (seconds).
 S3_CONNECT_TIMEOUT = 5
@@ -46,6 +52,7 @@ class FsspecBackend(Backend):
         opts = dict(options)
         if "://" not in url:
             url = "file://" + os.path.abspath(url)
+        check_local_options(url.split("://", 1)[0].lower(), opts)
         if url.startswith("file://"):
             opts.setdefault("auto_mkdir", True)
         s3 = url.split("://", 1)[0] in ("s3", "s3a")
@@ -128,6 +135,20 @@ class FsspecBackend(Backend):
             self.fs.invalidate_cache()
         except Exception:
             pass
+
+
+def check_local_options(protocol: str, opts: dict[str, Any]) -> None:
+    """Refuse options a ``file://`` or ``memory://`` store would silently ignore; type the
+    rest (``-o auto_mkdir=false`` arrives as a string)."""
+    allowed = LOCAL_OPTIONS.get("file" if protocol == "local" else protocol)
+    if allowed is None:
+        return
+    for key in opts:
+        if key not in allowed:
+            raise UsageError(f"storage option {key} is not used by {protocol}:// stores "
+                             f"(known: {', '.join(('backend', *allowed))})")
+    if "auto_mkdir" in opts:
+        opts["auto_mkdir"] = opt_bool(opts["auto_mkdir"], "auto_mkdir")
 
 
 def _or_error(fn: Any, *args: Any) -> bytes | BaseException:
