@@ -59,7 +59,7 @@ def test_poisoned_chunk_cache_is_dropped_and_refetched(pushed, tmp_path, keep, m
 
 def test_poisoned_cache_and_bad_store_still_refused(pushed, tmp_path):
     # Every byte stays verified: the store's copy is checked like any download.
-    src, url, cache = pushed
+    _src, url, cache = pushed
     _poison_chunks(cache)
     for pack in (tmp_path / "store" / "packs").rglob("*.pack"):
         data = bytearray(pack.read_bytes())
