@@ -205,7 +205,7 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
         result.chunks_downloaded += reader.refetched[0]  # for cached blobs that were bad
         result.bytes_downloaded += reader.refetched[1]
         # Commit: from here on the target changes.
-        deleted = target.commit(destp, plan, staged, direct)
+        deleted = target.commit(destp, plan, staged, direct, staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _count(result, plan)

@@ -179,10 +179,53 @@ def make_dirs(root: bytes, rel_dir: bytes, made: set[bytes]) -> None:
     made.add(rel_dir)
 
 
+def set_mode(path: bytes, mode: int, copy: bytes | None) -> None:
+    """Give the file at ``path`` ``mode`` without changing any other name's file.
+
+    Opened without following a symlink; a file with other hard links (``st_nlink > 1``: a
+    name outside the target may share the inode) is copied to ``copy`` (in the staging
+    folder), and the copy, with its mode, renamed over ``path``. A pull never writes into
+    or changes a shared inode: new content is always a new file renamed into place.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+                     | getattr(os, "O_NONBLOCK", 0))
+    except PermissionError:  # an owner-unreadable file (its cached ids matched): by name
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+            raise
+        os.chmod(path, mode)
+        return
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # replaced since the plan: leave it
+            return
+        if st.st_nlink <= 1 or copy is None:
+            os.fchmod(fd, mode)
+            return
+        out = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            while True:
+                buf = os.read(fd, 1 << 20)
+                if not buf:
+                    break
+                view = memoryview(buf)
+                while view:
+                    view = view[os.write(out, view):]
+            os.fchmod(out, mode)
+        finally:
+            os.close(out)
+        os.replace(copy, path)
+    finally:
+        os.close(fd)
+
+
 def commit(destp: Path, plan: PullPlan, staged: dict[bytes, str],
-           direct: bool = False) -> int:
+           direct: bool = False, staging: Path | None = None) -> int:
     """Move staged entries into place (already there when ``direct``), then modes, dirs and
-    the planned deletions (deepest first); return how many entries were deleted."""
+    the planned deletions (deepest first); return how many entries were deleted.
+
+    ``staging`` holds copies of hard-linked files whose mode changes (:func:`set_mode`)."""
     root = os.fsencode(destp)
     made: set[bytes] = set()
     deleted = 0
@@ -195,8 +238,9 @@ def commit(destp: Path, plan: PullPlan, staged: dict[bytes, str],
                     if stat.S_ISDIR(os.lstat(final).st_mode):
                         shutil.rmtree(final)
                 os.replace(os.fsencode(staged[e.path]), final)
-        for e in plan.chmod:
-            os.chmod(os.path.join(root, e.path), e.mode)
+        for n, e in enumerate(plan.chmod):
+            set_mode(os.path.join(root, e.path), e.mode,
+                     os.path.join(os.fsencode(staging), b"mode-%08d" % n) if staging else None)
         for e in plan.mkdir:
             make_dirs(root, e.path, made)
         for rel, is_dir in plan.delete:
