@@ -308,6 +308,20 @@ def test_oversized_ref_in_a_local_store_refused(env):
     assert err.exit_code == 7 and Layout.ref("evil") in str(err)
 
 
+@pytest.mark.parametrize("path,words", [
+    (b"a.txt\n" + b"n" * 300, "name longer"),  # one component over NAME_MAX (255)
+    (b"/".join([b"d" * 100] * 45) + b"/f.txt", "too long"),  # 4.5 KB: over PATH_MAX
+])
+def test_paths_this_file_system_refuses_are_refused_before_staging(env, path, words):
+    # They used to fail mid-commit (exit 3), leaving earlier entries or ~460 folders behind.
+    h, sandbox, target = env
+    early, locs = _file(h, b"a.txt", b"early\n")
+    e, more = _file(h, path)
+    h.manifest(sorted([early, e], key=lambda x: x.path), {**locs, **more})
+    err = _refused(h, sandbox, target, UnsafePathError, words)
+    assert err.exit_code == 7
+
+
 def test_decompression_bomb_chunk_refused_without_allocating(env):
     h, sandbox, target = env
     bomb = b"\x01" + zstandard.ZstdCompressor().compress(b"\0" * (200 << 20))

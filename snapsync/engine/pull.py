@@ -132,6 +132,7 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
     if not destp.is_dir():
         raise LocalFileError(f"target {destp} is not a directory")
     target.remove_stale_staging(destp)
+    target.check_fits(destp, manifest.entries)  # names and paths this file system refuses
 
     # Plan.
     chunker = Chunker(cfg.chunker)

@@ -21,7 +21,7 @@ from snapsync.core.chunking import Chunker
 from snapsync.core.ignore import IgnoreRules
 from snapsync.core.manifest import DIR, FILE, SYMLINK, Entry, Manifest
 from snapsync.core.plan import PullPlan, Seen
-from snapsync.errors import LocalFileError
+from snapsync.errors import LocalFileError, UnsafePathError
 from snapsync.local.statcache import StatCache
 from snapsync.local.tree import STAGING_PREFIX, dir_ids, file_chunk_ids, normal_mode
 from snapsync.progress import Progress
@@ -43,6 +43,37 @@ def empty_again(destp: Path, keep: Path) -> None:
             else:
                 with contextlib.suppress(OSError):
                     os.unlink(de.path)
+
+
+def check_fits(destp: Path, entries: Iterable[Entry]) -> None:
+    """Refuse, before anything is written, paths this file system cannot hold: a name longer
+    than its ``NAME_MAX``, a path (or symlink target) of ``PATH_MAX`` bytes or more.
+
+    Pure arithmetic per entry (a path shorter than ``NAME_MAX`` is not even split): the fast
+    path gains no system call. ``UnsafePathError`` (exit 7): the manifest is at fault.
+    """
+    name_max = _pathconf(destp, "PC_NAME_MAX", 255)
+    path_max = _pathconf(destp, "PC_PATH_MAX", 4096)
+    room = path_max - len(os.fsencode(destp)) - 1  # staged names are short and flat
+    for e in entries:
+        p = e.path
+        if len(p) > name_max and any(len(part) > name_max for part in p.split(b"/")):
+            raise UnsafePathError(f"manifest path {e.name!r} has a name longer than this file "
+                                  f"system allows ({name_max} bytes) in {destp}")
+        if len(p) >= room:
+            raise UnsafePathError(f"manifest path {e.name!r} is {len(p)} bytes long: too long "
+                                  f"for {destp} on this file system (paths < {path_max} bytes)")
+        if len(e.target) >= path_max:
+            raise UnsafePathError(f"symlink {e.name!r} has a target of {len(e.target)} bytes, "
+                                  f"more than this file system allows ({path_max - 1})")
+
+
+def _pathconf(destp: Path, name: str, default: int) -> int:
+    try:
+        value = os.pathconf(destp, name)
+    except (OSError, ValueError, AttributeError):  # unknown here (Windows, some FUSE)
+        return default
+    return value if value and value > 0 else default
 
 
 def remove_stale_staging(destp: Path) -> None:
