@@ -74,6 +74,16 @@ class IntegrityError(FormatError):
     """Bytes that decode but do not match their id or their recorded size."""
 
 
+class TruncatedObjectError(StoreError, FormatError):
+    """An object shorter than what a manifest says it holds: corrupt data, not a flaky store.
+
+    A ``StoreError`` (it names the key, and callers that catch store errors still do) whose
+    exit code is corrupt data's (7), since retrying does not make the object longer.
+    """
+
+    exit_code = 7
+
+
 class UnsafePathError(FormatError):
     """A manifest path that would write outside the target, or through a symlink."""
 

@@ -250,6 +250,78 @@ def test_offset_past_the_pack_end_refused(env):
     _refused(h, sandbox, target, StoreError, "truncated")
 
 
+def test_offset_past_the_pack_end_is_corrupt_data_at_once(env):
+    # Exit 7 (corrupt data), not 4 (store trouble); a local file is not read five times.
+    h, sandbox, target = env
+    e, locs = _file(h, b"x.txt", b"twelve bytes")
+    (cid, loc), = locs.items()
+    h.manifest([e], {cid: Location(loc.pack, loc.offset + 10_000, loc.length, loc.raw_size)})
+    store = open_store(h.url)
+    err = _refused_on(store, sandbox, target)
+    assert isinstance(err, StoreError) and isinstance(err, FormatError)
+    assert err.exit_code == 7 and "truncated" in str(err) and Layout.pack(loc.pack) in str(err)
+    assert store.stats.counts.get("RETRY", 0) == 0
+
+
+def _refused_on(store, sandbox: Path, target: Path) -> SnapsyncError:
+    before = describe(sandbox)
+    with pytest.raises(SnapsyncError) as ei:
+        snapsync.pull(store, target, ref="evil", use_cache=False)
+    assert describe(sandbox) == before
+    return ei.value
+
+
+def _plant(path: Path, how: str) -> None:
+    path.unlink()
+    if how == "fifo":
+        os.mkfifo(path)
+    elif how == "zero":
+        path.symlink_to("/dev/zero")
+    else:  # a symlink to an honest-looking regular file outside the store
+        real = path.parent / "elsewhere"
+        real.write_bytes(b"{}")
+        path.symlink_to(real)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("what", ["ref", "manifest", "config"])
+@pytest.mark.parametrize("how", ["fifo", "zero", "link"])
+def test_non_regular_objects_in_a_local_store_refused(env, what, how):
+    # A FIFO used to hang pull forever, /dev/zero to read until MemoryError.
+    h, sandbox, target = env
+    e, locs = _file(h, b"x.txt")
+    sid = h.manifest([e], locs)
+    key = {"ref": Layout.ref("evil"), "manifest": Layout.manifest(sid),
+           "config": Layout.CONFIG}[what]
+    _plant(h.root / key, how)
+    err = _refused(h, sandbox, target, FormatError, key)
+    assert err.exit_code == 7 and "not a stored object" in str(err)
+
+
+def test_oversized_ref_in_a_local_store_refused(env):
+    h, sandbox, target = env
+    e, locs = _file(h, b"x.txt")
+    h.manifest([e], locs)
+    with open(h.root / Layout.ref("evil"), "ab") as f:
+        f.truncate(17 << 20)  # sparse: 17 MiB of NULs after the JSON
+    err = _refused(h, sandbox, target, FormatError, "more than the")
+    assert err.exit_code == 7 and Layout.ref("evil") in str(err)
+
+
+@pytest.mark.parametrize("path,words", [
+    (b"a.txt\n" + b"n" * 300, "name longer"),  # one component over NAME_MAX (255)
+    (b"/".join([b"d" * 100] * 45) + b"/f.txt", "too long"),  # 4.5 KB: over PATH_MAX
+])
+def test_paths_this_file_system_refuses_are_refused_before_staging(env, path, words):
+    # They used to fail mid-commit (exit 3), leaving earlier entries or ~460 folders behind.
+    h, sandbox, target = env
+    early, locs = _file(h, b"a.txt", b"early\n")
+    e, more = _file(h, path)
+    h.manifest(sorted([early, e], key=lambda x: x.path), {**locs, **more})
+    err = _refused(h, sandbox, target, UnsafePathError, words)
+    assert err.exit_code == 7
+
+
 def test_decompression_bomb_chunk_refused_without_allocating(env):
     h, sandbox, target = env
     bomb = b"\x01" + zstandard.ZstdCompressor().compress(b"\0" * (200 << 20))

@@ -39,6 +39,7 @@ from snapsync.errors import (
     PreconditionError,
     StoreAccessError,
     StoreError,
+    TruncatedObjectError,
 )
 from snapsync.store import Backend, IfMatch, ObjectMeta, PreconditionFailed, Store, open_backend
 from snapsync.store.backend import PutMode
@@ -272,6 +273,16 @@ class BackendContract:
         backend.put("packs/short.pack", b"0123456789")
         with pytest.raises(StoreError, match="truncated"):
             store.get_ranges([("packs/short.pack", 5, 50)])
+
+    @pytest.mark.parametrize("start,end", [(5, 50), (20, 30)])
+    def test_read_past_the_end_is_corrupt_data(self, backend: Backend, store: Store,
+                                               start: int, end: int) -> None:
+        # Retries do not make an object longer: a store error with corrupt data's exit code.
+        backend.put("packs/short.pack", b"0123456789")
+        with pytest.raises(TruncatedObjectError, match="truncated") as ei:
+            store.get_ranges([("packs/short.pack", start, end)])
+        assert isinstance(ei.value, StoreError) and ei.value.exit_code == 7
+        assert "packs/short.pack" in str(ei.value)
 
     def test_bulk_reads_from_many_threads(self, backend: Backend) -> None:
         backend.put("packs/t.pack", bytes(range(256)) * 16)

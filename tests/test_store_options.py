@@ -190,6 +190,37 @@ def test_open_backend_usage_errors_name_the_option() -> None:
     b.close()
 
 
+@pytest.mark.parametrize("url,options,named", [
+    ("file:///tmp/snapsync-opt-test", {"bogus": 1}, "bogus"),
+    ("/tmp/snapsync-opt-test", {"endpoint_url": "http://127.0.0.1:9"}, "endpoint_url"),
+    ("memory://opt-test", {"auto_mkdir": True}, "auto_mkdir"),
+    ("memory://opt-test", {"key": "AK"}, "key"),
+    ("file:///tmp/snapsync-opt-test", {"auto_mkdir": "maybe"}, "auto_mkdir"),
+])
+def test_local_stores_refuse_unknown_options(url: str, options: dict[str, Any],
+                                             named: str) -> None:
+    # They used to be accepted and ignored: a typo, or an S3 option sent to the wrong URL.
+    with pytest.raises(UsageError, match=named) as ei:
+        open_backend(url, options)
+    assert ei.value.exit_code == 2
+
+
+def test_local_stores_take_their_options(tmp_path: Path) -> None:
+    b = open_backend(tmp_path.as_uri(), {"auto_mkdir": "false", "backend": "fsspec"})
+    assert b.local and b.fs.auto_mkdir is False
+    assert open_backend("memory://opt-test", {"backend": "fsspec"}).name == "fsspec"
+
+
+def test_cli_refuses_unknown_option_on_a_local_store(tmp_path: Path) -> None:
+    from snapsync.cli import main
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.txt").write_text("a\n")
+    code = main(["push", str(tmp_path / "src"), (tmp_path / "store").as_uri(), "-q",
+                 "-o", "endpoint_url=http://127.0.0.1:9"])
+    assert code == 2 and not (tmp_path / "store").exists()
+
+
 def test_s3_open_imports_no_cloud_sdk() -> None:
     """Opening an s3:// store loads obstore only: no fsspec, s3fs, botocore, gcsfs, adlfs."""
     code = (

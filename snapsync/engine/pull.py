@@ -115,7 +115,7 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
     destp = Path(dest).absolute()
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     store = as_store(url, storage_options)
-    repo = Repository(store, cache_root if use_cache else None, Keyring.from_env())
+    repo = Repository(store, cache_root if use_cache else None, Keyring.from_env(), warnings)
     cfg = repo.open(create=False)
     sid = repo.resolve(ref, snapshot)
     manifest = repo.load_manifest(sid)  # verified (signature too, in tamper-evident mode)
@@ -132,11 +132,12 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
     if not destp.is_dir():
         raise LocalFileError(f"target {destp} is not a directory")
     target.remove_stale_staging(destp)
+    target.check_fits(destp, manifest.entries)  # names and paths this file system refuses
 
     # Plan.
     chunker = Chunker(cfg.chunker)
     stat_cache = StatCache(cache_root / "targets" / f"{_key(destp)}.msgpack"
-                           if use_cache else None)
+                           if use_cache else None, warnings)
     seen = target.observe(destp, manifest.entries, stat_cache, chunker)
     plan = plan_pull(manifest.entries, seen)
     if rules is not None:
@@ -155,10 +156,11 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
     direct = target.is_empty(destp)
     staging = Path(tempfile.mkdtemp(prefix=target.STAGING_PREFIX, dir=destp))
     try:
-        cache = ChunkCache(cache_root) if use_cache else ChunkCache(staging / "cache")
+        cache = ChunkCache(cache_root, on_warning=warnings) if use_cache else ChunkCache(
+            staging / "cache")
         keep = sum(manifest.locations[c].raw_size for c in need) <= MEMORY_BUDGET
         reader = ChunkReader(store, manifest.locations, repo.chunk_codec(manifest), cache,
-                             keep=keep, what=sid)
+                             keep=keep, what=sid, on_warning=warnings)
         cached = cache.has(need)
         result.chunks_cached = len(cached)
         seeded = reader.seed(_old_chunks(destp, plan, seen, need - cached, chunker))
@@ -200,8 +202,11 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
             prog.close()
             if use_cache:
                 touched.result()
+        result.chunks_cached = max(0, result.chunks_cached - reader.refetched[0])
+        result.chunks_downloaded += reader.refetched[0]  # for cached blobs that were bad
+        result.bytes_downloaded += reader.refetched[1]
         # Commit: from here on the target changes.
-        deleted = target.commit(destp, plan, staged, direct)
+        deleted = target.commit(destp, plan, staged, direct, staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _count(result, plan)

@@ -145,7 +145,7 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
 
     store = as_store(url, storage_options)
-    repo = Repository(store, cache_root)
+    repo = Repository(store, cache_root, on_warning=warn)
     cfg = _open_config(repo, dry_run, config)
     target_pack = pack_size or cfg.pack_size
     if target_pack < 1 << 16:
@@ -169,7 +169,7 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
         warn(summarize("skipped unreadable entries (--skip-unreadable)", skipped))
 
     stat_cache = StatCache(_stat_cache_path(cache_root, rootp, store.url)
-                           if use_stat_cache else None)
+                           if use_stat_cache else None, warn)
     # The default template's note names what it dropped, once per (folder, store).
     noted = default_ignore_digest(rules) if note else ""
     notes = [default_ignore_note(note, rules)] if note and stat_cache.meta.get(

@@ -14,7 +14,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from snapsync.local.atomic import atomic_write
@@ -23,20 +23,39 @@ from snapsync.local.atomic import atomic_write
 class ChunkCache:
     """id -> stored blob, bounded by ``max_bytes`` (least recently used goes first)."""
 
-    def __init__(self, root: Path, max_bytes: int = 4 << 30) -> None:
+    def __init__(self, root: Path, max_bytes: int = 4 << 30,
+                 on_warning: Callable[[str], None] | None = None) -> None:
         self.path = root / "chunks.sqlite"
         self.max_bytes = max_bytes
         root.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        try:
+            self._create()
+        except sqlite3.DatabaseError as exc:
+            # Not a database (or a damaged one): the cache only saves work, so start afresh.
+            if on_warning is not None:
+                on_warning(f"the chunk cache {self.path} is not usable ({exc}); replaced it "
+                           "with an empty one")
+            self._local = threading.local()
+            for name in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name)
+            self._create()
+
+    def _create(self) -> None:
         with self._conn() as db:
             db.execute("CREATE TABLE IF NOT EXISTS chunks (id BLOB PRIMARY KEY, blob BLOB, "
                        "raw INTEGER, used INTEGER)")
+            db.execute("SELECT id, blob FROM chunks LIMIT 1").fetchall()
 
     def _conn(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self.path, timeout=60, isolation_level=None,
                                  check_same_thread=False)
+            # A value stored as text (not by snapsync) comes back as bytes and fails
+            # verification like any bad blob, instead of failing to decode.
+            db.text_factory = bytes
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
@@ -74,6 +93,12 @@ class ChunkCache:
         with _tx(db):
             db.executemany("INSERT OR REPLACE INTO chunks VALUES (?,?,?,?)",
                            ((cid, blob, raw, now) for cid, blob, raw in items))
+
+    def drop(self, ids: Iterable[bytes]) -> None:
+        """Forget ``ids`` (blobs that failed verification: the store has the real ones)."""
+        db = self._conn()
+        with _tx(db):
+            db.executemany("DELETE FROM chunks WHERE id=?", ((c,) for c in ids))
 
     def touch(self, ids: Iterable[bytes]) -> None:
         now = int(time.time())

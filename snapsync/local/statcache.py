@@ -7,7 +7,9 @@ store; a pull trusts the target files it wrote last time while their signature h
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgpack
 
@@ -29,30 +31,36 @@ class StatCache:
     COARSE_NS = 2_000_000_000
     VERSION = 3
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None,
+                 on_warning: Callable[[str], None] | None = None) -> None:
         self.path = path
         self.entries: dict[str, tuple[tuple[int, ...], tuple[bytes, ...]]] = {}
         self._cutoff_ns = 0
         # What the last push published from this folder: {"snapshot": id, "listing": digest}.
         self.meta: dict[str, str] = {}
         if path is not None:
-            self._load()
+            self._load(on_warning)
 
-    def _load(self) -> None:
+    def _load(self, warn: Callable[[str], None] | None) -> None:
         assert self.path is not None
         try:
             raw = self.path.read_bytes()
+        except OSError:
+            return  # none yet (or unreadable): everything is read once
+        try:
             ver, written, rows, meta = msgpack.unpackb(raw, raw=False, use_list=False)
-        except (OSError, ValueError, TypeError, msgpack.UnpackException):
-            return  # a missing, old or broken cache only costs a re-read
-        if ver != self.VERSION or not isinstance(meta, dict):
+            if ver != self.VERSION:
+                return  # another version's cache: rebuilt, nothing wrong
+            entries = _decode_rows(written, rows, meta)
+        except (ValueError, TypeError, AttributeError, msgpack.UnpackException) as exc:
+            # A broken cache only costs a re-read, but it should not go unnoticed.
+            if warn is not None:
+                warn(f"ignored the stat cache {self.path}: it does not decode ({exc}); "
+                     "files are read again")
             return
         self._cutoff_ns = written
         self.meta = meta
-        for path, sig, ids in rows:
-            # Paths are stored as bytes: non-UTF-8 names must round-trip too.
-            self.entries[path.decode("utf-8", "surrogateescape")] = (
-                tuple(sig), tuple(ids[i:i + ID_SIZE] for i in range(0, len(ids), ID_SIZE)))
+        self.entries = entries
 
     def lookup(self, path: str, sig: tuple[int, ...]) -> tuple[bytes, ...] | None:
         hit = self.entries.get(path)
@@ -77,6 +85,23 @@ class StatCache:
             atomic_write(self.path, data)
         except OSError:
             pass  # the cache is an optimisation; failing to save it must not fail the push
+
+
+def _decode_rows(written: Any, rows: Any, meta: Any
+                 ) -> dict[str, tuple[tuple[int, ...], tuple[bytes, ...]]]:
+    """The entries of a decoded cache; ``ValueError`` when any part has the wrong shape."""
+    if not isinstance(written, int) or not isinstance(meta, dict) or not isinstance(
+            rows, list | tuple):
+        raise ValueError("not a stat cache")
+    out = {}
+    for path, sig, ids in rows:
+        if not (isinstance(path, bytes) and isinstance(ids, bytes) and len(ids) % ID_SIZE == 0
+                and isinstance(sig, list | tuple) and all(type(v) is int for v in sig)):
+            raise ValueError("a row of the wrong shape")
+        # Paths are stored as bytes: non-UTF-8 names must round-trip too.
+        out[path.decode("utf-8", "surrogateescape")] = (
+            tuple(sig), tuple(ids[i:i + ID_SIZE] for i in range(0, len(ids), ID_SIZE)))
+    return out
 
 
 def listing_digest(entries: list[LocalEntry]) -> str:

@@ -21,7 +21,7 @@ from snapsync.core.chunking import Chunker
 from snapsync.core.ignore import IgnoreRules
 from snapsync.core.manifest import DIR, FILE, SYMLINK, Entry, Manifest
 from snapsync.core.plan import PullPlan, Seen
-from snapsync.errors import LocalFileError
+from snapsync.errors import LocalFileError, UnsafePathError
 from snapsync.local.statcache import StatCache
 from snapsync.local.tree import STAGING_PREFIX, dir_ids, file_chunk_ids, normal_mode, stat_sig
 from snapsync.progress import Progress
@@ -43,6 +43,37 @@ def empty_again(destp: Path, keep: Path) -> None:
             else:
                 with contextlib.suppress(OSError):
                     os.unlink(de.path)
+
+
+def check_fits(destp: Path, entries: Iterable[Entry]) -> None:
+    """Refuse, before anything is written, paths this file system cannot hold: a name longer
+    than its ``NAME_MAX``, a path (or symlink target) of ``PATH_MAX`` bytes or more.
+
+    Pure arithmetic per entry (a path shorter than ``NAME_MAX`` is not even split): the fast
+    path gains no system call. ``UnsafePathError`` (exit 7): the manifest is at fault.
+    """
+    name_max = _pathconf(destp, "PC_NAME_MAX", 255)
+    path_max = _pathconf(destp, "PC_PATH_MAX", 4096)
+    room = path_max - len(os.fsencode(destp)) - 1  # staged names are short and flat
+    for e in entries:
+        p = e.path
+        if len(p) > name_max and any(len(part) > name_max for part in p.split(b"/")):
+            raise UnsafePathError(f"manifest path {e.name!r} has a name longer than this file "
+                                  f"system allows ({name_max} bytes) in {destp}")
+        if len(p) >= room:
+            raise UnsafePathError(f"manifest path {e.name!r} is {len(p)} bytes long: too long "
+                                  f"for {destp} on this file system (paths < {path_max} bytes)")
+        if len(e.target) >= path_max:
+            raise UnsafePathError(f"symlink {e.name!r} has a target of {len(e.target)} bytes, "
+                                  f"more than this file system allows ({path_max - 1})")
+
+
+def _pathconf(destp: Path, name: str, default: int) -> int:
+    try:
+        value = os.pathconf(destp, name)
+    except (OSError, ValueError, AttributeError):  # unknown here (Windows, some FUSE)
+        return default
+    return value if value and value > 0 else default
 
 
 def remove_stale_staging(destp: Path) -> None:
@@ -179,10 +210,53 @@ def make_dirs(root: bytes, rel_dir: bytes, made: set[bytes]) -> None:
     made.add(rel_dir)
 
 
+def set_mode(path: bytes, mode: int, copy: bytes | None) -> None:
+    """Give the file at ``path`` ``mode`` without changing any other name's file.
+
+    Opened without following a symlink; a file with other hard links (``st_nlink > 1``: a
+    name outside the target may share the inode) is copied to ``copy`` (in the staging
+    folder), and the copy, with its mode, renamed over ``path``. A pull never writes into
+    or changes a shared inode: new content is always a new file renamed into place.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+                     | getattr(os, "O_NONBLOCK", 0))
+    except PermissionError:  # an owner-unreadable file (its cached ids matched): by name
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+            raise
+        os.chmod(path, mode)
+        return
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # replaced since the plan: leave it
+            return
+        if st.st_nlink <= 1 or copy is None:
+            os.fchmod(fd, mode)
+            return
+        out = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            while True:
+                buf = os.read(fd, 1 << 20)
+                if not buf:
+                    break
+                view = memoryview(buf)
+                while view:
+                    view = view[os.write(out, view):]
+            os.fchmod(out, mode)
+        finally:
+            os.close(out)
+        os.replace(copy, path)
+    finally:
+        os.close(fd)
+
+
 def commit(destp: Path, plan: PullPlan, staged: dict[bytes, str],
-           direct: bool = False) -> int:
+           direct: bool = False, staging: Path | None = None) -> int:
     """Move staged entries into place (already there when ``direct``), then modes, dirs and
-    the planned deletions (deepest first); return how many entries were deleted."""
+    the planned deletions (deepest first); return how many entries were deleted.
+
+    ``staging`` holds copies of hard-linked files whose mode changes (:func:`set_mode`)."""
     root = os.fsencode(destp)
     made: set[bytes] = set()
     deleted = 0
@@ -195,8 +269,9 @@ def commit(destp: Path, plan: PullPlan, staged: dict[bytes, str],
                     if stat.S_ISDIR(os.lstat(final).st_mode):
                         shutil.rmtree(final)
                 os.replace(os.fsencode(staged[e.path]), final)
-        for e in plan.chmod:
-            os.chmod(os.path.join(root, e.path), e.mode)
+        for n, e in enumerate(plan.chmod):
+            set_mode(os.path.join(root, e.path), e.mode,
+                     os.path.join(os.fsencode(staging), b"mode-%08d" % n) if staging else None)
         for e in plan.mkdir:
             make_dirs(root, e.path, made)
         for rel, is_dir in plan.delete:

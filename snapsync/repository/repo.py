@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -60,8 +60,10 @@ class Repository:
     """
 
     def __init__(self, store: Store, cache_dir: Path | None = None,
-                 keyring: Keyring | None = None) -> None:
+                 keyring: Keyring | None = None,
+                 on_warning: Callable[[str], None] | None = None) -> None:
         self.store = store
+        self.warn = on_warning if on_warning is not None else (lambda _msg: None)
         self.codec = Codec(3)
         self.keyring = keyring
         self.manifests = ManifestCache(cache_dir) if cache_dir is not None else None
@@ -155,8 +157,11 @@ class Repository:
             try:
                 m = self._decode(sid, blob)
                 self._verify(m, verify)
-            except FormatError:
-                return self.reload_manifest(sid, verify)  # a corrupt or stale cache entry
+            except FormatError as exc:  # a corrupt or stale cache entry: the store's wins
+                self.warn(f"the cached manifest of snapshot {sid} in "
+                          f"{self.manifests.root if self.manifests else ''} failed ({exc}); "
+                          "dropped it and read the store's")
+                return self.reload_manifest(sid, verify)
             self.from_cache.add(sid)
             self.digests[sid] = chunk_id(blob).hex()
             return m

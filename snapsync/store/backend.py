@@ -9,6 +9,7 @@ never raises snapsync errors: it raises builtin exceptions with these meanings, 
 * ``PermissionError``: access denied or bad credentials;
 * ``FileExistsError``: a ``mode="create"`` write found the key already there;
 * :class:`PreconditionFailed`: an ``IfMatch`` write found another version;
+* :class:`BadObject`: the key holds something that is not a readable object;
 * ``NotImplementedError``: a conditional mode this backend cannot honour;
 * anything else: provider trouble; :meth:`Backend.is_transient` says whether to retry.
 
@@ -53,13 +54,19 @@ class PreconditionFailed(Exception):
     """An ``IfMatch`` write lost: another writer changed the object first."""
 
 
+class BadObject(Exception):
+    """The object is there but is no object snapsync can read: a FIFO, device or symlink in
+    a local store, or bigger than its kind allows. Never retried; corrupt data (exit 7)."""
+
+
 # Words in provider errors that mean "try again": connection trouble, timeouts, throttling, 5xx.
 TRANSIENT_WORDS = ("slowdown", "throttl", "timeout", "timed out", "temporarily", "connection",
                    "reset by peer", "service unavailable", "internal error", "503", "500",
                    "502", "504", "too many requests", "429", "serverdisconnected")
 
 _PERMANENT = (FileNotFoundError, PermissionError, FileExistsError, IsADirectoryError,
-              NotADirectoryError, PreconditionFailed, NotImplementedError, ValueError, TypeError)
+              NotADirectoryError, PreconditionFailed, BadObject, NotImplementedError,
+              ValueError, TypeError)
 
 
 def looks_transient(exc: BaseException) -> bool:

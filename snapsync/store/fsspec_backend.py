@@ -13,8 +13,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from snapsync.errors import UsageError
 from snapsync.local.atomic import atomic_write
 from snapsync.store.backend import Backend, ObjectMeta, PutMode
+from snapsync.store.local_read import read_range, read_whole
+from snapsync.store.options.common import opt_bool
+
+# The options a file:// or memory:// store takes (snapsync's ``backend`` is taken out
+# before): anything else is a typo or meant for another provider, refused, never ignored.
+LOCAL_OPTIONS: dict[str, tuple[str, ...]] = {"file": ("auto_mkdir",), "memory": ()}
 
 # Per-attempt timeouts for s3fs when the options give none (seconds).
 S3_CONNECT_TIMEOUT = 5
@@ -45,6 +52,7 @@ class FsspecBackend(Backend):
         opts = dict(options)
         if "://" not in url:
             url = "file://" + os.path.abspath(url)
+        check_local_options(url.split("://", 1)[0].lower(), opts)
         if url.startswith("file://"):
             opts.setdefault("auto_mkdir", True)
         s3 = url.split("://", 1)[0] in ("s3", "s3a")
@@ -65,11 +73,15 @@ class FsspecBackend(Backend):
         return f"{self.root}/{key}" if self.root else key
 
     def get(self, key: str) -> bytes:
+        if self.local:  # regular files only, bounded (local_read.py)
+            return read_whole(self._path(key), key)
         return self.fs.cat_file(self._path(key))
 
     def get_many(self, keys: Sequence[str], concurrency: int) -> list[bytes | BaseException]:
         if not keys:  # fsspec's cat([]) raises FileNotFoundError([])
             return []
+        if self.local:  # fsspec reads local files one by one too
+            return [_or_error(read_whole, self._path(k), k) for k in keys]
         paths = [self._path(k) for k in keys]
         got = self.fs.cat(paths, on_error="return", batch_size=concurrency)
         if not isinstance(got, dict):  # fsspec returns bare bytes for a single path
@@ -80,6 +92,8 @@ class FsspecBackend(Backend):
                    concurrency: int) -> list[bytes | BaseException]:
         if not reqs:
             return []
+        if self.local:
+            return [_or_error(read_range, self._path(k), k, s, e) for k, s, e in reqs]
         return list(self.fs.cat_ranges([self._path(k) for k, _, _ in reqs],
                                        [s for _, s, _ in reqs], [e for _, _, e in reqs],
                                        batch_size=concurrency, on_error="return"))
@@ -121,6 +135,28 @@ class FsspecBackend(Backend):
             self.fs.invalidate_cache()
         except Exception:
             pass
+
+
+def check_local_options(protocol: str, opts: dict[str, Any]) -> None:
+    """Refuse options a ``file://`` or ``memory://`` store would silently ignore; type the
+    rest (``-o auto_mkdir=false`` arrives as a string)."""
+    allowed = LOCAL_OPTIONS.get("file" if protocol == "local" else protocol)
+    if allowed is None:
+        return
+    for key in opts:
+        if key not in allowed:
+            raise UsageError(f"storage option {key} is not used by {protocol}:// stores "
+                             f"(known: {', '.join(('backend', *allowed))})")
+    if "auto_mkdir" in opts:
+        opts["auto_mkdir"] = opt_bool(opts["auto_mkdir"], "auto_mkdir")
+
+
+def _or_error(fn: Any, *args: Any) -> bytes | BaseException:
+    """``fn(*args)``, or the exception it raised (bulk verbs return failures per item)."""
+    try:
+        return fn(*args)
+    except Exception as exc:
+        return exc
 
 
 def _missing_as_error(val: Any, path: str) -> bytes | BaseException:

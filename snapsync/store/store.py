@@ -20,15 +20,24 @@ from typing import Any
 from snapsync.concurrency import DEFAULT_IO
 from snapsync.errors import (
     AlreadyExistsError,
+    FormatError,
     NotFoundError,
     PreconditionError,
     RootNotFoundError,
     SnapsyncError,
     StoreAccessError,
     StoreError,
+    TruncatedObjectError,
     UsageError,
 )
-from snapsync.store.backend import Backend, MissingRoot, ObjectMeta, PreconditionFailed, PutMode
+from snapsync.store.backend import (
+    Backend,
+    BadObject,
+    MissingRoot,
+    ObjectMeta,
+    PreconditionFailed,
+    PutMode,
+)
 
 
 @dataclass
@@ -177,6 +186,8 @@ class Store:
             return AlreadyExistsError(f"{what}: already exists")
         if isinstance(exc, PreconditionFailed):
             return PreconditionError(f"{what}: changed by another writer")
+        if isinstance(exc, BadObject):
+            return FormatError(f"{what}: unsupported store object: {exc}")
         # Only the provider's own words count: a URL or key quoted in a message may well
         # contain "bucket" (s3://my-bucket/...) without anything being wrong with the bucket.
         if isinstance(exc, MissingRoot) or any(w in low for w in _MISSING_ROOT_WORDS):
@@ -245,16 +256,25 @@ class Store:
         if not reqs:
             return []
         io = batch_size or self.io
+        # A local file that ends early will not grow back: its short reads are not retried.
+        short = None if self.backend.local else (
+            lambda i, v: len(v) != reqs[i][2] - reqs[i][1])
         vals = self._attempt(
             len(reqs), lambda todo: self.backend.get_ranges([reqs[i] for i in todo], io),
-            short=lambda i, v: len(v) != reqs[i][2] - reqs[i][1])
+            short=short)
         result = []
         for (key, start, end), val in zip(reqs, vals, strict=True):
             if isinstance(val, BaseException):
-                raise self.translate(val, self.where(key))
+                err = self.translate(val, self.where(key))
+                if type(err) is StoreError and _past_the_end(describe(val)):
+                    raise TruncatedObjectError(f"{err}; the object is truncated (a range "
+                                               f"[{start}, {end}) past its end)") from None
+                raise err
             if len(val) != end - start:
-                raise StoreError(f"{self.where(key)}: short read ({len(val)} of {end - start} "
-                                 f"bytes at offset {start}); the object is truncated")
+                # Retries did not help: the object is shorter than the manifest says.
+                raise TruncatedObjectError(
+                    f"{self.where(key)}: short read ({len(val)} of {end - start} bytes at "
+                    f"offset {start}); the object is truncated")
             self.stats.add("GET", received=len(val))
             result.append(val)
         return result
@@ -300,6 +320,15 @@ class Store:
     def invalidate(self) -> None:
         """Drop any listing cache so listings see other writers."""
         self.backend.invalidate()
+
+
+# What providers say when a range starts past an object's end (HTTP 416).
+_PAST_END_WORDS = ("invalidrange", "invalid range", "not satisfiable", "416")
+
+
+def _past_the_end(desc: str) -> bool:
+    low = desc.lower()
+    return any(w in low for w in _PAST_END_WORDS)
 
 
 def describe(exc: BaseException) -> str:
