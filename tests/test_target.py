@@ -7,6 +7,7 @@ import os
 import stat
 
 import pytest
+from treeutil import describe, make_project
 
 import snapsync
 
@@ -34,3 +35,44 @@ def test_hard_link_out_of_the_target_is_replaced_not_changed(tmp_path, change):
     assert outside.read_bytes() == b"echo hi\n" and stat.S_IMODE(outside.stat().st_mode) == 0o644
     assert outside.stat().st_nlink == 1
     assert sorted(p.name for p in dst.iterdir()) == ["run.sh"]  # no copy left behind
+
+
+def test_failed_commit_puts_the_old_tree_back(tmp_path, monkeypatch):
+    """A commit that fails half-way (here: the 30th rename into place) leaves the target as it
+    was: replaced files, folders in the way, modes and deleted entries all come back."""
+    import snapsync.local.target as target_mod
+    from snapsync.errors import LocalFileError
+
+    url = (tmp_path / "store").as_uri()
+    v1 = make_project(tmp_path / "v1", seed=1, files=40)
+    v2 = make_project(tmp_path / "v2", seed=2, files=40)
+    (v2 / "run.sh").chmod(0o644)  # a mode change
+    (v2 / "README.md").unlink()
+    (v2 / "README.md").mkdir()  # a file where a folder was, the other way round too
+    (v2 / "README.md" / "x.txt").write_text("x\n")
+    snapsync.push(v1, url, ref="v1")
+    snapsync.push(v2, url, ref="v2")
+    dst = tmp_path / "dst"
+    snapsync.pull(url, dst, ref="v1")
+    (dst / "local-extra.txt").write_text("not in any snapshot\n")
+    before = describe(dst)
+
+    real = os.replace
+    calls = {"n": 0}
+
+    def failing(a, b):  # the 30th rename into the target fails, as a full disk would
+        if ".snapsync-staging-" not in os.fsdecode(b):
+            calls["n"] += 1
+            if calls["n"] == 30:
+                raise OSError(28, "No space left on device", b)
+        return real(a, b)
+
+    monkeypatch.setattr(target_mod.os, "replace", failing)
+    with pytest.raises(LocalFileError, match="put back as it was"):
+        snapsync.pull(url, dst, ref="v2", delete=True)
+    monkeypatch.undo()
+    assert calls["n"] == 30
+    assert describe(dst) == before
+    assert not [p for p in os.listdir(dst) if p.startswith(".snapsync-staging-")]
+    snapsync.pull(url, dst, ref="v2", delete=True)  # and the next pull completes
+    assert describe(dst) == describe(v2)

@@ -205,8 +205,14 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
         result.chunks_cached = max(0, result.chunks_cached - reader.refetched[0])
         result.chunks_downloaded += reader.refetched[0]  # for cached blobs that were bad
         result.bytes_downloaded += reader.refetched[1]
-        # Commit: from here on the target changes.
-        deleted = target.commit(destp, plan, staged, direct, staging)
+        # Commit: from here on the target changes; a failure puts the old tree back (an empty
+        # target is emptied again).
+        try:
+            deleted = target.commit(destp, plan, staged, direct, staging)
+        except BaseException:
+            if direct:
+                target.empty_again(destp, staging)
+            raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _count(result, plan)

@@ -16,6 +16,7 @@ import stat
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from pathlib import Path
+from typing import Any
 
 from snapsync.core.chunking import Chunker
 from snapsync.core.ignore import IgnoreRules
@@ -194,23 +195,90 @@ def stage(staging: Path, plan: PullPlan, chunk: Callable[[bytes], bytes],
     return staged
 
 
-def make_dirs(root: bytes, rel_dir: bytes, made: set[bytes]) -> None:
-    """Create ``rel_dir`` under ``root``, replacing any file or symlink in the way."""
+def make_dirs(root: bytes, rel_dir: bytes, made: set[bytes], undo: Undo | None = None) -> None:
+    """Create ``rel_dir`` under ``root``, replacing any file or symlink in the way (moved
+    aside into ``undo``'s backup when given, so that a failed commit can put it back)."""
     if not rel_dir or rel_dir in made:
         return
-    make_dirs(root, rel_dir.rpartition(b"/")[0], made)
+    make_dirs(root, rel_dir.rpartition(b"/")[0], made, undo)
     p = os.path.join(root, rel_dir)
     try:
         st = os.lstat(p)
         if not stat.S_ISDIR(st.st_mode):
-            os.unlink(p)
-            os.mkdir(p)
+            if undo is not None:
+                undo.stash(p)
+            else:
+                os.unlink(p)
+            _mkdir(p, undo)
     except FileNotFoundError:
-        os.mkdir(p)
+        _mkdir(p, undo)
     made.add(rel_dir)
 
 
-def set_mode(path: bytes, mode: int, copy: bytes | None) -> None:
+def _mkdir(path: bytes, undo: Undo | None) -> None:
+    os.mkdir(path)
+    if undo is not None:
+        undo.created(path)
+
+
+class Undo:
+    """What a commit changed in the target, so that a failure can put the old tree back.
+
+    Whatever a commit replaces or deletes is renamed into ``backup`` (a folder in the staging
+    folder, so on the same file system) instead of being removed; created names, changed
+    modes and removed folders are recorded. :meth:`rollback` replays it all backwards. On
+    success the backup goes with the staging folder.
+    """
+
+    def __init__(self, backup: bytes) -> None:
+        self.backup = backup
+        self.steps: list[tuple[str, bytes, Any]] = []
+        os.makedirs(backup, exist_ok=True)
+
+    def stash(self, path: bytes) -> None:
+        """Move the entry at ``path`` aside."""
+        dst = os.path.join(self.backup, b"%08d" % len(self.steps))
+        os.rename(path, dst)
+        self.steps.append(("stashed", path, dst))
+
+    def created(self, path: bytes) -> None:
+        self.steps.append(("created", path, None))
+
+    def chmodded(self, path: bytes, old_mode: int) -> None:
+        self.steps.append(("mode", path, old_mode))
+
+    def removed_dir(self, path: bytes, mode: int) -> None:
+        self.steps.append(("rmdir", path, mode))
+
+    def rollback(self) -> None:
+        """Undo every recorded step, newest first; best effort, never raises."""
+        for kind, path, arg in reversed(self.steps):
+            with contextlib.suppress(OSError):
+                if kind in ("created", "stashed"):
+                    _remove(path)  # what the commit put there, if anything
+                if kind == "stashed":
+                    os.rename(arg, path)
+                elif kind == "mode" and stat.S_ISREG(os.lstat(path).st_mode):
+                    os.chmod(path, arg)
+                elif kind == "rmdir":
+                    os.mkdir(path, arg)
+        self.steps.clear()
+
+
+def _remove(path: bytes) -> None:
+    """Remove what a commit put at ``path``: a file or link, or a folder it made (by then
+    emptied by the steps undone before; a folder holding anything else is left)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        os.rmdir(path)
+    else:
+        os.unlink(path)
+
+
+def set_mode(path: bytes, mode: int, copy: bytes | None, undo: Undo | None = None) -> None:
     """Give the file at ``path`` ``mode`` without changing any other name's file.
 
     Opened without following a symlink; a file with other hard links (``st_nlink > 1``: a
@@ -233,6 +301,8 @@ def set_mode(path: bytes, mode: int, copy: bytes | None) -> None:
             return
         if st.st_nlink <= 1 or copy is None:
             os.fchmod(fd, mode)
+            if undo is not None:
+                undo.chmodded(path, stat.S_IMODE(st.st_mode))
             return
         out = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -246,7 +316,12 @@ def set_mode(path: bytes, mode: int, copy: bytes | None) -> None:
             os.fchmod(out, mode)
         finally:
             os.close(out)
-        os.replace(copy, path)
+        if undo is not None:
+            undo.stash(path)  # the shared inode keeps its name outside; ours comes back
+            os.rename(copy, path)
+            undo.created(path)
+        else:
+            os.replace(copy, path)
     finally:
         os.close(fd)
 
@@ -256,38 +331,62 @@ def commit(destp: Path, plan: PullPlan, staged: dict[bytes, str],
     """Move staged entries into place (already there when ``direct``), then modes, dirs and
     the planned deletions (deepest first); return how many entries were deleted.
 
-    ``staging`` holds copies of hard-linked files whose mode changes (:func:`set_mode`)."""
+    With ``staging`` (the pull's staging folder: copies of hard-linked files whose mode
+    changes, :func:`set_mode`, and the backup of what the commit replaces), a failure puts the
+    old tree back before the error is raised: the target is as it was, or — for a ``direct``
+    write into an empty target — the caller empties it again.
+    """
     root = os.fsencode(destp)
     made: set[bytes] = set()
     deleted = 0
+    undo = Undo(os.path.join(os.fsencode(staging), b"backup")) if staging and not direct \
+        else None
     try:
         for e in plan.write:
             if not direct:
-                make_dirs(root, e.path.rpartition(b"/")[0], made)
+                make_dirs(root, e.path.rpartition(b"/")[0], made, undo)
                 final = os.path.join(root, e.path)
-                with contextlib.suppress(FileNotFoundError):
-                    if stat.S_ISDIR(os.lstat(final).st_mode):
-                        shutil.rmtree(final)
-                os.replace(os.fsencode(staged[e.path]), final)
+                if undo is not None:
+                    if os.path.lexists(final):
+                        undo.stash(final)  # a file, link or whole folder in the way
+                    os.replace(os.fsencode(staged[e.path]), final)
+                    undo.created(final)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        if stat.S_ISDIR(os.lstat(final).st_mode):
+                            shutil.rmtree(final)
+                    os.replace(os.fsencode(staged[e.path]), final)
         for n, e in enumerate(plan.chmod):
             set_mode(os.path.join(root, e.path), e.mode,
-                     os.path.join(os.fsencode(staging), b"mode-%08d" % n) if staging else None)
+                     os.path.join(os.fsencode(staging), b"mode-%08d" % n) if staging else None,
+                     undo)
         for e in plan.mkdir:
-            make_dirs(root, e.path, made)
+            make_dirs(root, e.path, made, undo)
         for rel, is_dir in plan.delete:
+            path = os.path.join(root, rel)
             try:
                 if is_dir:
-                    os.rmdir(os.path.join(root, rel))
+                    mode = stat.S_IMODE(os.lstat(path).st_mode)
+                    os.rmdir(path)
+                    if undo is not None:
+                        undo.removed_dir(path, mode)
+                elif undo is not None:
+                    undo.stash(path)
                 else:
-                    os.unlink(os.path.join(root, rel))
+                    os.unlink(path)
                 deleted += 1
             except OSError as exc:
                 # Gone already, or a folder that gained entries since the plan: leave it.
                 if not isinstance(exc, FileNotFoundError) and exc.errno != errno.ENOTEMPTY:
                     raise
-    except OSError as exc:
-        raise LocalFileError(f"cannot update {destp}: {exc.strerror or exc} "
-                             f"({os.fsdecode(exc.filename or b'')})") from None
+    except BaseException as exc:
+        if undo is not None:
+            undo.rollback()
+        if isinstance(exc, OSError):
+            back = "; the folder was put back as it was" if undo is not None else ""
+            raise LocalFileError(f"cannot update {destp}: {exc.strerror or exc} "
+                                 f"({os.fsdecode(exc.filename or b'')}){back}") from None
+        raise
     return deleted
 
 
