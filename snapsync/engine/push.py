@@ -171,10 +171,11 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
     refs = repo.list_refs()
     parent = refs.get(ref)
     keyring = Keyring.from_env()
-    rules, note = resolve_rules(rootp, ignore_file, use_default_ignore)
+    rules, note = resolve_rules(rootp, ignore_file, use_default_ignore, lazy=True)
     if only is not None:  # e.g. git's file list: exactly these files, whatever rules say
         from snapsync.local.git import SelectedFiles
 
+        rules.compile()  # recorded for pull --delete: an invalid pattern is still an error
         rules, note = SelectedFiles(only, rules, "git ls-files"), None  # type: ignore[assignment]
     prog.phase("scan", None, "files")
     skipped: list[str] = []  # --skip-unreadable: summarized in one warning, not one each
@@ -182,6 +183,8 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
     stat_cache = TreeCache(_stat_cache_path(cache_root, rootp, store.url)
                            if use_stat_cache else None, warn)
     key = _rules_key(rules, exclude)
+    if isinstance(rules, IgnoreRules) and key != stat_cache.key:
+        rules.compile()  # decided afresh: an invalid pattern is reported before the walk
     local = walk(rootp, rules, warn, exclude=exclude,
                  skip=skipped.append if skip_unreadable else None,
                  memo=stat_cache.memo(), reuse=bool(key) and key == stat_cache.key)

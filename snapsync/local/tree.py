@@ -117,6 +117,7 @@ class DirScan:
         "parent",
         "rel",
         "sigs",
+        "subdirs",
         "targets",
     )
 
@@ -132,6 +133,7 @@ class DirScan:
         self.old: DirMemo | None = None  # the memo row of this directory, if any
         self.lint = False  # a name drew a warning
         self.filled = False  # holds a kept file, link or listed directory
+        self.subdirs: list[str] = []  # the names of kept subdirectories, to walk next
 
     def names_key(self) -> bytes:
         """The listed names as the stat cache stores them: NUL-joined file system bytes."""
@@ -374,9 +376,7 @@ def walk(root: Path, rules: IgnoreRules, warn: Warn, *,
             if parent >= 0:
                 dirs[parent].filled = True
             prefix = rel_dir + "/" if rel_dir else ""
-            for name, fl in zip(d.names, d.flags, strict=False):
-                if fl == KEEP_DIR:
-                    todo.append((prefix + name, idx))
+            todo.extend((prefix + name, idx) for name in d.subdirs)
     finally:
         if root_fd >= 0:
             os.close(root_fd)
@@ -391,44 +391,50 @@ def _reuse(d: DirScan, items: list[os.DirEntry[str]], row: DirMemo, fd: int, abs
     """Take the memo's decisions for a directory listing the same names; stat what is kept.
 
     False when an entry's kind changed (a file became a directory...) or cannot be stat'ed:
-    the caller then decides the directory afresh, which reports the problem.
+    the caller then decides the directory afresh, which reports the problem. This loop is
+    the whole per-file cost of a no-op push: a stat and five ints.
     """
     flags = row.flags
     flat: list[int] = []
     targets: dict[int, bytes] = {}
+    subdirs: list[str] = []
     pruned: list[str] = []
-    prefix = d.rel + "/" if d.rel else ""
     try:
-        for de, fl in zip(items, flags, strict=False):
-            if fl in (KEEP_FILE, KEEP_LINK):
+        for de, fl in zip(items, flags, strict=True):
+            if fl == KEEP_FILE:
                 st = de.stat(follow_symlinks=False)
-                if fl == KEEP_LINK:  # a link's target is read again: links are few
-                    targets[len(flat) // 5] = os.fsencode(
-                        os.readlink(de.name, dir_fd=fd) if fd >= 0 else
-                        os.readlink(os.path.join(abs_dir, de.name)))
                 flat += (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode)
             elif fl == KEEP_DIR:
                 if not de.is_dir(follow_symlinks=False) or de.inode() in excluded_inos:
                     return False
+                subdirs.append(de.name)
+            elif fl == KEEP_LINK:  # a link's target is read again: links are few
+                st = de.stat(follow_symlinks=False)
+                targets[len(flat) // 5] = os.fsencode(
+                    os.readlink(de.name, dir_fd=fd) if fd >= 0 else
+                    os.readlink(os.path.join(abs_dir, de.name)))
+                flat += (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode)
             elif fl == IGNORED_DIR:
                 if not de.is_dir(follow_symlinks=False):
                     return False
-                pruned.append(f"{prefix}{de.name}/")
+                pruned.append(de.name)
             elif fl == IGNORED_FILE:
                 if de.is_dir(follow_symlinks=False):
                     return False
-            elif fl != STAGING and fl != OWN_DIR:
+            elif fl not in (STAGING, OWN_DIR):
                 return False  # OTHER (fifo...): decided again, so its warning is repeated
-    except OSError:
+    except (OSError, ValueError):  # ValueError: flags and names of different lengths
         return False
     d.flags = flags
     d.sigs = array("q", flat)
     d.targets = targets
+    d.subdirs = subdirs
     d.memo = row
-    d.filled = any(fl in (KEEP_FILE, KEEP_LINK) for fl in flags)
+    d.filled = KEEP_FILE in flags or KEEP_LINK in flags
     d.clean = d.sigs.tobytes() == row.sigs
     if pruned and hasattr(rules, "pruned"):
-        rules.pruned.extend(pruned)
+        prefix = d.rel + "/" if d.rel else ""
+        rules.pruned.extend(f"{prefix}{name}/" for name in pruned)
     return True
 
 
@@ -441,6 +447,7 @@ def _decide(d: DirScan, items: list[os.DirEntry[str]], fd: int, abs_dir: str, ro
     names: list[str] = []
     targets: dict[int, bytes] = {}
     lower_seen: dict[str, str] = {}
+    subdirs: list[str] = []
     prefix = d.rel + "/" if d.rel else ""
     lint = False
     for de in items:
@@ -466,6 +473,7 @@ def _decide(d: DirScan, items: list[os.DirEntry[str]], fd: int, abs_dir: str, ro
                 continue
             lint |= _lint_name(rel, name, lower_seen, warn)
             flags.append(KEEP_DIR)
+            subdirs.append(name)
             continue
         if rules.ignored(rel, False):
             flags.append(IGNORED_FILE)
@@ -496,7 +504,8 @@ def _decide(d: DirScan, items: list[os.DirEntry[str]], fd: int, abs_dir: str, ro
     d.sigs = flat
     d.targets = targets
     d.lint = lint
-    d.filled = any(fl in (KEEP_FILE, KEEP_LINK) for fl in flags)
+    d.subdirs = subdirs
+    d.filled = KEEP_FILE in flags or KEEP_LINK in flags
 
 
 def dir_ids(paths: Iterable[str | os.PathLike[str]]) -> set[tuple[int, int]]:
