@@ -29,7 +29,7 @@ from typing import Any
 from snapsync.concurrency import PACKS_IN_FLIGHT, Concurrency, Window
 from snapsync.core.chunking import Chunker
 from snapsync.core.codec import Codec
-from snapsync.core.hashing import ID_SIZE, hasher
+from snapsync.core.hashing import ID_SIZE, chunk_id, hasher
 from snapsync.core.ignore import (
     IgnoreRules,
     default_ignore_digest,
@@ -55,6 +55,7 @@ from snapsync.local.tree import (
     normal_mode,
     own_dirs,
     read_chunks,
+    read_small,
     stat_sig,
     summarize,
     walk,
@@ -253,22 +254,25 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
     all_ids = bytearray()
     unread_idx: set[int] = set()
 
-    def compress(batch: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes, int]]:
-        return [(cid, codec.encode(data), len(data)) for cid, data in batch]
+    def compress(batch: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes, Any, int]]:
+        pairs = codec.encode_many([data for _, data in batch])
+        return [(cid, tag, payload, len(data))
+                for (cid, data), (tag, payload) in zip(batch, pairs, strict=True)]
 
     def on_chunk(cid: bytes, data: memoryview) -> None:
         if keyring is not None:
             macs[cid] = keyring.chunk_mac(data)
 
     prog.phase("read", total_read, "B")
+    root_s, threshold = str(rootp), cfg.chunker.threshold
     with ThreadPoolExecutor(conc.cpu, thread_name_prefix="snapsync-cpu") as cpu_ex, \
             PackWriter(store, target_pack, journal=journal, dry_run=dry_run,
                        in_flight=min(conc.io, PACKS_IN_FLIGHT)) as writer:
-        def packed(batch: list[tuple[bytes, bytes, int]]) -> None:
-            for cid, blob, raw in batch:
-                writer.add(cid, blob, raw)
+        def packed(batch: list[tuple[bytes, bytes, Any, int]]) -> None:
+            for cid, tag, payload, raw in batch:
+                writer.add(cid, payload, raw, tag)
 
-        compressing: Window[list[tuple[bytes, bytes, int]]] = Window(
+        compressing: Window[list[tuple[bytes, bytes, Any, int]]] = Window(
             cpu_ex, conc.cpu * 2, packed)
         batch: list[tuple[bytes, bytes]] = []
         batch_bytes = 0
@@ -295,11 +299,24 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
                     all_ids += ids  # type: ignore[operator]
                     nchunks[i] = len(ids) // ID_SIZE  # type: ignore[arg-type]
                     continue
-                abs_path = os.path.join(rootp, os.fsdecode(cols.paths[i]))
+                abs_path = os.path.join(root_s, os.fsdecode(cols.paths[i]))
                 sig = tuple(sigs[5 * i:5 * i + 5])
                 try:
-                    got, after, _ = _read_file(abs_path, sig, chunker, known, pending,
-                                               on_chunk, add_fresh)
+                    small = read_small(abs_path, threshold) if sig[0] <= threshold else None
+                    if small is not None and small[1] == sig and len(small[0]) == sig[0]:
+                        # The common case, inlined: one chunk, unchanged since the walk.
+                        data, after = small
+                        got: tuple[bytes, ...] = ()
+                        if data:
+                            cid = chunk_id(data)
+                            got = (cid,)
+                            if keyring is not None:
+                                on_chunk(cid, memoryview(data))
+                            if cid not in known and cid not in pending:
+                                add_fresh(cid, data)
+                    else:  # large, or changed since the walk: read until it holds still
+                        got, after, _ = _read_file(abs_path, sig, chunker, known, pending,
+                                                   on_chunk, add_fresh)
                 except LocalFileError as exc:
                     if skip_unreadable:
                         unread.append(str(exc))
