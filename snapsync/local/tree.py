@@ -267,6 +267,7 @@ class Listing:
 
 
 _FILE, _LINK, _DIR = ord(FILE), ord(SYMLINK), ord(DIR)
+_IFMT, _IFREG = 0o170000, stat.S_IFREG
 _KIND_OF = {_FILE: FILE, _LINK: SYMLINK, _DIR: DIR}
 
 
@@ -403,13 +404,18 @@ def _reuse(d: DirScan, items: list[os.DirEntry[str]], row: DirMemo, fd: int, abs
         for de, fl in zip(items, flags, strict=True):
             if fl == KEEP_FILE:
                 st = de.stat(follow_symlinks=False)
-                flat += (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode)
+                mode = st.st_mode
+                if mode & _IFMT != _IFREG:
+                    return False  # no longer a regular file
+                flat += (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, mode)
             elif fl == KEEP_DIR:
                 if not de.is_dir(follow_symlinks=False) or de.inode() in excluded_inos:
                     return False
                 subdirs.append(de.name)
             elif fl == KEEP_LINK:  # a link's target is read again: links are few
                 st = de.stat(follow_symlinks=False)
+                if not stat.S_ISLNK(st.st_mode):
+                    return False
                 targets[len(flat) // 5] = os.fsencode(
                     os.readlink(de.name, dir_fd=fd) if fd >= 0 else
                     os.readlink(os.path.join(abs_dir, de.name)))
