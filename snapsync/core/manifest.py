@@ -14,7 +14,7 @@ tree always gives the same id. Columns instead of rows load ~8x faster (docs/des
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,7 +220,7 @@ def encode_tree_columns(cols: TreeColumns) -> bytes:
                   cols.sizes, cols.nchunks, bytes(cols.ids), cols.targets])
 
 
-def encode_index_ids(ids: bytes, locations: dict[bytes, Location]) -> tuple[bytes, int]:
+def encode_index_ids(ids: bytes, locations: Mapping[bytes, Location]) -> tuple[bytes, int]:
     """The index of the chunk ids ``ids`` (concatenated, in entry order): first-use order.
 
     Returns the index bytes and the number of distinct chunks; the same bytes as
@@ -249,7 +249,7 @@ def encode_index_ids(ids: bytes, locations: dict[bytes, Location]) -> tuple[byte
     return _pack([packs, bytes(firsts), pack_idx, offsets, lengths, raws]), len(seen)
 
 
-def encode_manifest_columns(cols: TreeColumns, locations: dict[bytes, Location],
+def encode_manifest_columns(cols: TreeColumns, locations: Mapping[bytes, Location],
                             info: dict[str, Any] | None = None) -> tuple[str, bytes, int]:
     """Return ``(snapshot id, uncompressed manifest bytes, distinct chunks)`` from columns."""
     tree = encode_tree_columns(cols)

@@ -20,7 +20,8 @@ import os
 import socket
 import time
 from array import array
-from collections.abc import Callable, Collection
+from collections import ChainMap
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -347,7 +348,9 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
 
     # 4. Manifest, then ref.
     tree = _tree_columns(cols, nchunks, all_ids, unread_idx)
-    locations = {**known, **new_locs}
+    pending.clear()  # (its ids live on as the locations' keys)
+    # No merged copy of the two maps: a first push has nothing known, a later one few new.
+    locations: Mapping[bytes, Location] = ChainMap(new_locs, known) if known else new_locs
     info_section = {"ignore": rules.patterns, "ignore_source": rules.source,
                     "chunker": cfg.chunker.to_dict()}
     if keyring is not None:
