@@ -112,6 +112,8 @@ def cmd_push(args: argparse.Namespace) -> int:
     def human() -> str:
         state = ("unchanged, nothing written" if r.unchanged else
                  "dry run, nothing written" if r.dry_run else f"ref {r.ref} updated")
+        if r.ref_attempts > 1 and not r.unchanged:  # other pushes moved the ref meanwhile
+            state += f" after {r.ref_attempts} rounds; parent {r.parent_id}"
         return "\n".join([
             f"snapshot {r.snapshot_id} ({state})",
             f"  store     {r.url}",

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from test_crash import FAULTS, SMALL, _opts_args
 from test_faults import report
 from treeutil import backdate, describe, make_project
@@ -21,8 +22,9 @@ from treeutil import backdate, describe, make_project
 import snapsync
 from snapsync.engine.check import check
 from snapsync.engine.gc import gc
+from snapsync.errors import GcRaceError
 from snapsync.repository import Repository
-from snapsync.store import Layout, open_store
+from snapsync.store import Layout, as_store, open_store
 
 _PUSHER = """
 import json, os, random, sys
@@ -258,9 +260,7 @@ def test_stale_cached_manifest_not_trusted_after_gc_and_repush(tmp_path):
     assert describe(tmp_path / "out") == describe(t1)
 
 
-def test_gc_spares_objects_rewritten_while_it_deletes(tmp_path):
-    """A rollback push of a dropped tree rewrites the very manifest and pack keys gc is about
-    to delete (ids are content hashes); gc's last look before deleting must spare them."""
+def _rollback_trees(tmp_path):
     url = (tmp_path / "store").as_uri()
     t1, t2 = tmp_path / "t1", tmp_path / "t2"
     for root in (t1, t2):  # nothing in common: the re-push recreates T1's packs exactly
@@ -270,15 +270,56 @@ def test_gc_spares_objects_rewritten_while_it_deletes(tmp_path):
     s1 = snapsync.push(t1, url, config=SMALL).snapshot_id
     snapsync.push(t2, url)
     time.sleep(0.05)
+    return url, t1, s1
+
+
+@pytest.mark.parametrize("store", ["file", "memory"])
+def test_gc_spares_a_rollback_published_before_its_tombstones(tmp_path, store):
+    """A rollback push of a dropped tree needs the very manifest and pack keys gc is about to
+    delete (ids are content hashes). Published after gc's plan but before its tombstones, its
+    log entry is in gc's look after them, and gc spares what it needs (docs/format.md §8)."""
+    url, t1, s1 = _rollback_trees(tmp_path)
+    if store == "memory":
+        url = f"memory://rollback-{os.urandom(4).hex()}"
+        s1 = snapsync.push(t1, url, config=SMALL).snapshot_id
+        snapsync.push(tmp_path / "t2", url)
+    pushed = []
 
     def race(line: str) -> None:
-        if line.startswith("deleting"):
-            assert snapsync.push(t1, url).snapshot_id == s1  # lands just before the deletes
+        if line.startswith("writing tombstones"):
+            pushed.append(snapsync.push(t1, url, cache_dir=tmp_path / "c2"))
 
     r = gc(url, keep_last=1, grace=0, on_progress=race)
-    assert s1 in r.snapshots_dropped  # dropped by the plan...
+    assert pushed[0].snapshot_id == s1 and not pushed[0].unchanged
+    assert s1 in r.snapshots_dropped and s1 in r.snapshots_spared  # dropped, then spared
+    assert r.packs_deleted == 0 and r.manifests_deleted == 0
     rep = check(url, read_data=True)
-    assert rep.ok, rep.problems  # ...but the rewritten objects survived
+    assert rep.ok, rep.problems
+    snapsync.pull(url, tmp_path / "out", use_cache=False)
+    assert describe(tmp_path / "out") == describe(t1)
+    assert not Repository(as_store(url)).tombstones()  # gc removed its tombstones
+
+
+def test_a_rollback_after_gc_tombstones_backs_off(tmp_path):
+    """Published after gc wrote its tombstones, the same rollback sees them and publishes
+    nothing (exit 8) instead of a ref to objects about to go; pushed again after gc, it
+    lands whole."""
+    url, t1, s1 = _rollback_trees(tmp_path)
+    errors = []
+
+    def race(line: str) -> None:
+        if line.startswith("re-reading refs and logs"):
+            with pytest.raises(GcRaceError) as info:
+                snapsync.push(t1, url, cache_dir=tmp_path / "c2")
+            errors.append(info.value)
+
+    r = gc(url, keep_last=1, grace=0, on_progress=race)
+    assert errors and errors[0].exit_code == 8 and "tombstones/" in str(errors[0])
+    assert s1 in r.snapshots_dropped and r.packs_deleted > 0
+    assert check(url).ok  # the ref still names the tree before the rollback
+    assert snapsync.push(t1, url, cache_dir=tmp_path / "c2").snapshot_id == s1
+    rep = check(url, read_data=True)
+    assert rep.ok, rep.problems
     snapsync.pull(url, tmp_path / "out", use_cache=False)
     assert describe(tmp_path / "out") == describe(t1)
 

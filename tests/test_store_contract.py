@@ -400,6 +400,33 @@ class BackendContract:
             t.join()
         assert sorted(results) == ["lost"] * 5 + ["won"]
 
+    def test_concurrent_swaps_lose_no_update(self, backend: Backend) -> None:
+        """Counters bumped by compare-and-swap from 4 threads end at the number of wins."""
+        if not self.conditional:
+            pytest.skip("no conditional writes on this engine")
+        backend.put("refs/counter.json", b"0", mode="create")
+        wins: list[int] = []
+
+        def bump() -> None:
+            for _ in range(5):
+                for _try in range(50):
+                    data, etag = backend.get_versioned("refs/counter.json")
+                    assert etag
+                    try:
+                        backend.put("refs/counter.json", b"%d" % (int(data) + 1),
+                                    mode=IfMatch(etag))
+                        wins.append(1)
+                        break
+                    except PreconditionFailed:
+                        continue
+
+        threads = [threading.Thread(target=bump) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert int(backend.get("refs/counter.json")) == len(wins) == 20
+
     # ---- roots, translation ---------------------------------------------------------------
     def test_root_exists(self, url: str, backend: Backend) -> None:
         backend.put("snapsync.json", b"{}")
@@ -659,10 +686,10 @@ class TestFsspecGCS(BackendContract):
 
 
 class TestFsspecLocal(BackendContract):
-    """file:// through fsspec and snapsync's atomic writes."""
+    """file:// through fsspec and snapsync's atomic (and conditional) writes."""
 
     engine = "fsspec"
-    conditional = False
+    conditional = True
     remote = False
     local = True
 
@@ -687,7 +714,7 @@ class TestFsspecMemory(BackendContract):
     """memory:// through fsspec (one namespace per process, shared by every open)."""
 
     engine = "fsspec"
-    conditional = False
+    conditional = True
     remote = False
 
     @pytest.fixture

@@ -8,6 +8,7 @@ objects atomically, and turns the providers' listing dicts into :class:`ObjectMe
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -15,8 +16,9 @@ from typing import Any
 
 from snapsync.errors import UsageError
 from snapsync.local.atomic import atomic_write
-from snapsync.store.backend import Backend, ObjectMeta, PutMode
+from snapsync.store.backend import Backend, IfMatch, ObjectMeta, PreconditionFailed, PutMode
 from snapsync.store.local_read import read_range, read_whole
+from snapsync.store.local_write import create_only, replace_if, version_of
 from snapsync.store.options.common import opt_bool
 
 # The options a file:// or memory:// store takes (snapsync's ``backend`` is taken out
@@ -26,6 +28,9 @@ LOCAL_OPTIONS: dict[str, tuple[str, ...]] = {"file": ("auto_mkdir",), "memory": 
 # Per-attempt timeouts for s3fs when the options give none (seconds).
 S3_CONNECT_TIMEOUT = 5
 S3_READ_TIMEOUT = 10
+
+# memory:// lives in this process: one lock makes its conditional writes atomic.
+_MEMORY_LOCK = threading.Lock()
 
 
 class FsspecBackend(Backend):
@@ -39,6 +44,10 @@ class FsspecBackend(Backend):
         protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
         self.local = "file" in protocols
         self.local_root = self.root if self.local else None
+        self.memory = "memory" in protocols
+        # Local folders (link/flock, local_write.py) and memory:// (a lock) can honour
+        # create-only and compare-and-swap; other fsspec file systems do not say they can.
+        self.conditional = self.local or self.memory
 
     @classmethod
     def open(cls, url: str, options: dict[str, Any]) -> FsspecBackend:
@@ -77,6 +86,12 @@ class FsspecBackend(Backend):
             return read_whole(self._path(key), key)
         return self.fs.cat_file(self._path(key))
 
+    def get_versioned(self, key: str) -> tuple[bytes, str | None]:
+        if not self.conditional:
+            return self.get(key), None
+        data = self.get(key)
+        return data, version_of(data)
+
     def get_many(self, keys: Sequence[str], concurrency: int) -> list[bytes | BaseException]:
         if not keys:  # fsspec's cat([]) raises FileNotFoundError([])
             return []
@@ -99,13 +114,38 @@ class FsspecBackend(Backend):
                                        batch_size=concurrency, on_error="return"))
 
     def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str | None:
-        if mode != "overwrite":
-            raise NotImplementedError("conditional writes through fsspec")
+        if mode != "overwrite" and not isinstance(mode, IfMatch) and mode != "create":
+            raise NotImplementedError(f"put mode {mode!r}")
+        if mode != "overwrite" and not self.conditional:
+            raise NotImplementedError(f"conditional writes through {self.fs.protocol}")
         if self.local:
-            atomic_write(Path(self._path(key)), data)
-        else:
-            self.fs.pipe_file(self._path(key), data)
+            path = Path(self._path(key))
+            if mode == "create":
+                return create_only(path, data)
+            if isinstance(mode, IfMatch):
+                return replace_if(path, key, data, mode.etag)
+            atomic_write(path, data)
+            return version_of(data)
+        if self.memory:
+            with _MEMORY_LOCK:
+                return self._put_memory(key, data, mode)
+        self.fs.pipe_file(self._path(key), data)
         return None
+
+    def _put_memory(self, key: str, data: bytes, mode: PutMode) -> str:
+        path = self._path(key)
+        if mode != "overwrite":
+            try:
+                current: bytes | None = self.fs.cat_file(path)
+            except FileNotFoundError:
+                current = None
+            if mode == "create" and current is not None:
+                raise FileExistsError(key)
+            if isinstance(mode, IfMatch) and (current is None
+                                              or version_of(current) != mode.etag):
+                raise PreconditionFailed(f"{key} was changed by another writer")
+        self.fs.pipe_file(path, data)
+        return version_of(data)
 
     def list(self, prefix: str) -> list[ObjectMeta]:
         base = self._path(prefix)
