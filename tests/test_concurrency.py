@@ -5,12 +5,14 @@ dropped by retention (never a ref head), and every kept snapshot stays complete.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,33 @@ def _collect(procs: list[subprocess.Popen[str]]) -> list[dict[str, str]]:
     return out
 
 
+@contextlib.contextmanager
+def gc_in_a_loop(url: str, opts: dict[str, Any], **kwargs: Any) -> Iterator[list[Any]]:
+    """Run gc over and over in a thread while the block runs; yields its reports, with one
+    more run's appended after the block (and any gc error raised)."""
+    reports: list[Any] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                reports.append(gc(url, storage_options=opts, **kwargs))
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+                return
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    try:
+        yield reports
+    finally:
+        stop.set()
+        thread.join(timeout=120)
+    assert not errors, errors
+    reports.append(gc(url, storage_options=opts, **kwargs))
+
+
 def test_many_pushes_to_one_ref_at_once(s3_server, s3_bucket, tmp_path):
     opts = s3_server.storage_options
     url = f"{s3_bucket}/code"
@@ -125,28 +154,9 @@ def test_gc_in_a_loop_while_pushes_run(s3_server, s3_bucket, tmp_path):
     assert killed.returncode == -9
     time.sleep(grace + 0.5)
 
-    reports: list[Any] = []
-    errors: list[BaseException] = []
-    stop = threading.Event()
-
-    def gc_loop() -> None:
-        while not stop.is_set():
-            try:
-                reports.append(gc(url, keep_last=1, grace=grace, storage_options=opts))
-            except BaseException as exc:  # surfaced below
-                errors.append(exc)
-                return
-
     procs = _start_pushers(url, opts, tmp_path / "trees", n=3, count=5, slow=0.15)
-    loop = threading.Thread(target=gc_loop)
-    loop.start()
-    try:
+    with gc_in_a_loop(url, opts, keep_last=1, grace=grace) as reports:
         pushed = _collect(procs)
-    finally:
-        stop.set()
-        loop.join(timeout=120)
-    assert not errors, errors
-    reports.append(gc(url, keep_last=1, grace=grace, storage_options=opts))
 
     deleted_packs = sum(r.packs_deleted for r in reports)
     dropped = {s for r in reports for s in r.snapshots_dropped}

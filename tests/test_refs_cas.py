@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_concurrency import gc_in_a_loop
 from treeutil import describe, make_project
 
 import snapsync
 from snapsync.engine.check import check
-from snapsync.engine.gc import gc
 from snapsync.errors import ConflictError
 from snapsync.repository import Repository
 from snapsync.repository import repo as repo_mod
@@ -148,31 +148,13 @@ def test_eight_pushes_to_one_ref_on_s3_beside_gc(s3_server, s3_bucket, tmp_path,
                       cache_dir=tmp_path / "junk-cache")
     time.sleep(grace + 0.5)
 
-    reports: list[Any] = []
-    errors: list[BaseException] = []
-    stop = threading.Event()
-
-    def gc_loop() -> None:
-        while not stop.is_set():
-            try:  # keep_last=8: every snapshot of main stays, junk's old ones go
-                reports.append(gc(url, keep_last=8, grace=grace, storage_options=opts))
-            except BaseException as exc:  # surfaced below
-                errors.append(exc)
-                return
-
     monkeypatch.setattr(repo_mod, "_sleep", lambda _s: time.sleep(0.01))
     trees = _trees(tmp_path, 8, files=10)
     _all_read_the_same_head(monkeypatch, 8)
-    loop = threading.Thread(target=gc_loop)
-    loop.start()
-    try:
+    # keep_last=8: every snapshot of main stays, junk's old ones go
+    with gc_in_a_loop(url, opts, keep_last=8, grace=grace) as reports:
         results = _push_all(trees, url, opts, tmp_path / "cache")
-    finally:
-        stop.set()
-        loop.join(timeout=120)
     monkeypatch.undo()
-    assert not errors, errors
-    reports.append(gc(url, keep_last=8, grace=grace, storage_options=opts))
     assert len(reports) >= 2 and sum(r.packs_deleted + r.log_entries_deleted
                                      for r in reports) > 0  # gc ran and deleted
 

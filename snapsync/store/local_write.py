@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import fcntl
 import os
-import tempfile
 from pathlib import Path
 
 import xxhash
 
+from snapsync.local.atomic import atomic_write, unlink_quietly, write_temp
 from snapsync.store.backend import PreconditionFailed
 from snapsync.store.local_read import read_whole
 
@@ -36,32 +36,13 @@ def version_of(data: bytes) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 
-def _temp(path: Path, data: bytes) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-    except BaseException:
-        _unlink(tmp)
-        raise
-    return tmp
-
-
-def _unlink(tmp: str) -> None:
-    try:
-        os.unlink(tmp)
-    except OSError:
-        pass
-
-
 def create_only(path: Path, data: bytes) -> str:
     """Write ``path`` only if nothing is there; ``FileExistsError`` otherwise."""
-    tmp = _temp(path, data)
+    tmp = write_temp(path, data)
     try:
         os.link(tmp, path)  # atomic, and refuses an existing name (symlinks included)
     finally:
-        _unlink(tmp)
+        unlink_quietly(tmp)
     return version_of(data)
 
 
@@ -85,12 +66,7 @@ def replace_if(path: Path, key: str, data: bytes, etag: str) -> str:
             raise PreconditionFailed(f"{key} was replaced by another writer")
         if version_of(read_whole(str(path), key)) != etag:
             raise PreconditionFailed(f"{key} was changed by another writer")
-        tmp = _temp(path, data)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            _unlink(tmp)
-            raise
+        atomic_write(path, data)
     finally:
         os.close(fd)  # releases the lock
     return version_of(data)
