@@ -310,23 +310,80 @@ def test_gc_spares_a_rollback_published_before_its_tombstones(tmp_path, store):
     assert not Repository(as_store(url)).tombstones()  # gc removed its tombstones
 
 
-def test_a_rollback_after_gc_tombstones_backs_off(tmp_path):
-    """Published after gc wrote its tombstones, the same rollback sees them and publishes
-    nothing (exit 8) instead of a ref to objects about to go; pushed again after gc, it
-    lands whole."""
+def _push_seeing_tombstones(monkeypatch, tree, url, cache):
+    """Start a push in a thread; return it with an event set once it saw a gc tombstone."""
+    saw = threading.Event()
+    real = Repository.doomed
+
+    def doomed(self, sid, packs):
+        found = real(self, sid, packs)
+        if found:
+            saw.set()
+        return found
+
+    monkeypatch.setattr(Repository, "doomed", doomed)
+    out: dict[str, Any] = {}
+
+    def run():
+        try:
+            out["result"] = snapsync.push(tree, url, cache_dir=cache)
+        except BaseException as exc:  # looked at by the test
+            out["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, saw, out
+
+
+def test_a_rollback_that_sees_gc_tombstones_waits_and_is_spared(tmp_path, monkeypatch):
+    """Published after gc wrote its tombstones but before gc's look at the logs, the rollback
+    sees them and waits; gc sees its log entry and spares it; then it lands whole."""
     url, t1, s1 = _rollback_trees(tmp_path)
-    errors = []
+    started = []
 
     def race(line: str) -> None:
         if line.startswith("re-reading refs and logs"):
-            with pytest.raises(GcRaceError) as info:
-                snapsync.push(t1, url, cache_dir=tmp_path / "c2")
-            errors.append(info.value)
+            thread, saw, out = _push_seeing_tombstones(monkeypatch, t1, url, tmp_path / "c2")
+            started.append((thread, out))
+            assert saw.wait(30)  # the push has logged and seen the tombstone
 
     r = gc(url, keep_last=1, grace=0, on_progress=race)
-    assert errors and errors[0].exit_code == 8 and "tombstones/" in str(errors[0])
+    thread, out = started[0]
+    thread.join(60)
+    assert "error" not in out, out.get("error")
+    assert out["result"].snapshot_id == s1 and s1 in r.snapshots_spared
+    assert r.packs_deleted == 0 and r.manifests_deleted == 0
+    assert any("waits for it to finish" in w for w in out["result"].warnings)
+    rep = check(url, read_data=True)
+    assert rep.ok, rep.problems
+    snapsync.pull(url, tmp_path / "out", use_cache=False)
+    assert describe(tmp_path / "out") == describe(t1)
+
+
+def test_a_rollback_whose_objects_gc_deleted_publishes_nothing(tmp_path, monkeypatch):
+    """Logged after gc's look, the rollback sees the tombstones, waits for gc, finds that the
+    objects it needs are gone, and publishes nothing (exit 8) rather than a ref to missing
+    data; pushed again, it uploads them and lands whole."""
+    url, t1, s1 = _rollback_trees(tmp_path)
+    started = []
+
+    def race(line: str) -> None:
+        if line.startswith("deleting"):
+            thread, saw, out = _push_seeing_tombstones(monkeypatch, t1, url, tmp_path / "c2")
+            started.append((thread, out))
+            assert saw.wait(30)
+
+    r = gc(url, keep_last=1, grace=0, on_progress=race)
+    thread, out = started[0]
+    thread.join(60)
+    err = out.get("error")
+    assert isinstance(err, GcRaceError) and err.exit_code == 8, out
+    assert "nothing was published" in str(err) and "push again" in str(err)
     assert s1 in r.snapshots_dropped and r.packs_deleted > 0
+    repo = Repository(as_store(url))
+    assert s1 not in {e.snapshot for e in repo.log("latest")}  # its log entry went too
     assert check(url).ok  # the ref still names the tree before the rollback
+    monkeypatch.undo()
     assert snapsync.push(t1, url, cache_dir=tmp_path / "c2").snapshot_id == s1
     rep = check(url, read_data=True)
     assert rep.ok, rep.problems

@@ -77,6 +77,9 @@ class Listing:
 # concurrent pushes need at most 8; beyond 16 the ref is too busy to promise anything.
 PUBLISH_TRIES = 16
 _sleep = time.sleep  # between compare-and-swap rounds (tests make it instant)
+# How long a push waits for a gc that is deleting what it needs (a gc stops deleting after
+# TOMBSTONE_TTL / 2 whatever happens; one that deletes thousands of packs takes minutes).
+GC_WAIT = 300.0
 # Tombstones bigger than this are not gc's (TOMBSTONE_IDS_MAX ids of ~35 bytes each).
 _TOMBSTONE_MAX_BYTES = 8 << 20
 
@@ -382,8 +385,8 @@ class Repository:
         overwritten unseen. Elsewhere the last writer wins, and the log keeps the others.
 
         Raises:
-            GcRaceError: a gc run is deleting a pack or the manifest the snapshot needs;
-                nothing was published.
+            GcRaceError: a gc run deleted a pack or the manifest the snapshot needs while
+                the push ran (or is still deleting after ``GC_WAIT``); nothing was published.
             ConflictError: the ref kept moving (exit 8); the snapshot is stored and can be
                 pulled with ``--snapshot``.
         """
@@ -395,11 +398,7 @@ class Repository:
         first_parent = info.parent
         log_key = self._write_log(info)
         try:
-            doomed = self.doomed(info.snapshot, set(needs))
-            if doomed:
-                raise GcRaceError(
-                    f"gc is deleting objects that snapshot {info.snapshot} needs (see "
-                    f"{self.store.where(doomed[0])}); nothing was published", doomed)
+            self._outlast_gc(info.snapshot, set(needs))
             if not self.store.conditional:
                 self.store.put(Layout.ref(ref), info.to_json())
                 return Published(info)
@@ -438,6 +437,43 @@ class Repository:
                 except SnapsyncError:
                     pass  # a stray log entry names a complete snapshot: harmless
             raise
+
+    def _outlast_gc(self, sid: str, needs: set[bytes]) -> None:
+        """Return once no gc tombstone names what snapshot ``sid`` needs.
+
+        Our log entry is written, so a gc whose tombstone we see either saw that entry when
+        it looked after writing the tombstone, and spares the snapshot, or did not, and may
+        delete some of what it needs. Wait for its tombstones to go, then look: all there
+        means spared; anything missing raises :class:`GcRaceError` (nothing published).
+        """
+        deadline = time.monotonic() + GC_WAIT
+        doomed = self.doomed(sid, needs)
+        while doomed:
+            self.warn(f"gc is deleting objects in {self.store.display_url}; this push waits "
+                      f"for it to finish ({self.store.where(doomed[0])})")
+            while set(doomed) & set(self.tombstones()):
+                if time.monotonic() > deadline:
+                    raise GcRaceError(
+                        f"gc is still deleting objects that snapshot {sid} needs after "
+                        f"{GC_WAIT:.0f} s ({self.store.where(doomed[0])}); nothing was "
+                        "published: push again later", doomed)
+                _sleep(0.5)
+            missing = self._missing(sid, needs)
+            if missing:
+                raise GcRaceError(
+                    f"gc deleted {self.store.where(missing[0])}, which snapshot {sid} needs, "
+                    "while this push ran; nothing was published: push again (it uploads what "
+                    "gc took)", doomed)
+            doomed = self.doomed(sid, needs)
+
+    def _missing(self, sid: str, packs: set[bytes]) -> list[str]:
+        """Keys of the manifest ``sid`` and of ``packs`` that are not in the store (one LIST
+        per key folder: only after a race with gc)."""
+        want = [Layout.manifest(sid)] + [Layout.pack(p) for p in sorted(packs)]
+        folders = sorted({k.rsplit("/", 1)[0] + "/" for k in want})
+        self.store.invalidate()
+        have = {m.key for f in folders for m in self.store.list(f)}
+        return [k for k in want if k not in have]
 
     def _write_log(self, info: SnapshotInfo) -> str:
         if not info.manifest:
