@@ -82,37 +82,42 @@ class GcPlan:
 
 @dataclass
 class GcReport:
-    """What ``gc`` did (or, with ``dry_run``, would do): the plan and the counts."""
+    """What ``gc`` did (or, with ``dry_run``, would do): the plan and the counts.
 
-    url: str
+    What the plan decided (snapshots kept and dropped, packs kept) is read through to
+    ``plan``; the fields here count what was carried out.
+    """
+
+    plan: GcPlan
     dry_run: bool
-    keep_last: int
-    keep_within: float | None
-    grace: float
-    plan: GcPlan | None = None
-    snapshots_kept: list[str] = field(default_factory=list)
-    snapshots_dropped: list[str] = field(default_factory=list)
     log_entries_deleted: int = 0
     manifests_deleted: int = 0
     packs_deleted: int = 0
     bytes_freed: int = 0
-    packs_kept: int = 0
-    packs_young: int = 0
     packs_repacked: int = 0
     bytes_repacked: int = 0
     packs_superseded: int = 0
     packs_written: int = 0
     manifests_rewritten: int = 0
-    packs_superseded_kept: int = 0
     markers_deleted: int = 0
     snapshots_spared: list[str] = field(default_factory=list)  # pushed again while gc ran
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # the plan's, then execution's
     requests: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
+    # What the plan decided, read through (one source of truth).
+    _FROM_PLAN = ("url", "keep_last", "keep_within", "grace", "snapshots_kept",
+                  "snapshots_dropped", "packs_kept", "packs_young", "packs_superseded_kept")
+
+    def __getattr__(self, name: str) -> Any:
+        if name in GcReport._FROM_PLAN:
+            return getattr(self.plan, name)
+        raise AttributeError(name)
+
     def as_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k != "plan"}
-        out["plan"] = self.plan.as_dict() if self.plan else None
+        out: dict[str, Any] = {k: getattr(self.plan, k) for k in self._FROM_PLAN}
+        out.update({k: v for k, v in self.__dict__.items() if k != "plan"})
+        out["plan"] = self.plan.as_dict()
         return out
 
 
@@ -381,11 +386,7 @@ def gc(url: str | Store, keep_last: int, keep_within: float | None = None,
     repo.open(create=False)
     plan = plan_gc(repo, keep_last, keep_within, grace, repack=repack,
                    repack_below=repack_below, on_progress=on_progress)
-    rep = GcReport(url=store.display_url, dry_run=dry_run, keep_last=keep_last,
-                   keep_within=keep_within, grace=grace, plan=plan,
-                   snapshots_kept=plan.snapshots_kept, snapshots_dropped=plan.snapshots_dropped,
-                   packs_kept=plan.packs_kept, packs_young=plan.packs_young,
-                   packs_superseded_kept=plan.packs_superseded_kept, notes=plan.notes)
+    rep = GcReport(plan=plan, dry_run=dry_run, notes=list(plan.notes))
     if dry_run:
         rep.log_entries_deleted = len(plan.log_entries)
         rep.manifests_deleted = len(plan.manifests)
