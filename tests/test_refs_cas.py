@@ -167,3 +167,19 @@ def test_eight_pushes_to_one_ref_on_s3_beside_gc(s3_server, s3_bucket, tmp_path,
         dst = tmp_path / "out" / r.snapshot_id
         snapsync.pull(url, dst, snapshot=r.snapshot_id, storage_options=opts, use_cache=False)
         assert describe(dst) == describe(root)
+
+
+def test_concurrent_pushes_form_one_chain_on_azurite(azurite_server, az_container, tmp_path,
+                                                    monkeypatch):
+    """The same compare-and-swap through obstore's Azure client (ETags, If-Match)."""
+    opts = azurite_server.storage_options
+    url = f"{az_container}/cas"
+    assert open_store(url, opts).conditional
+    monkeypatch.setattr(repo_mod, "_sleep", lambda _s: None)
+    trees = _trees(tmp_path, 4)
+    _all_read_the_same_head(monkeypatch, 4)
+    results = _push_all(trees, url, opts, tmp_path / "cache")
+    monkeypatch.undo()
+    assert max(r.ref_attempts for r in results) >= 2
+    _assert_one_chain(Repository(open_store(url, opts)), {r.snapshot_id for r in results}, None)
+    assert check(url, read_data=True, storage_options=opts).ok
