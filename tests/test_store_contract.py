@@ -11,6 +11,7 @@ TestObstoreS3          obstore                 SeaweedFS
 TestFsspecS3           fsspec (s3fs)           SeaweedFS
 TestObstoreAzure       obstore                 Azurite
 TestFsspecGCS          fsspec (gcsfs)          fake-gcs-server
+TestLocal              local (file://)         -
 TestFsspecLocal        fsspec (file://)        -
 TestFsspecMemory       fsspec (memory://)      -
 TestObstoreMemory      obstore (MemoryStore)   -
@@ -35,6 +36,7 @@ from servers import AZURITE_ACCOUNT, Azurite, FakeGCS, SeaweedS3
 
 from snapsync.errors import (
     AlreadyExistsError,
+    FormatError,
     NotFoundError,
     PreconditionError,
     StoreAccessError,
@@ -657,10 +659,11 @@ class TestFsspecGCS(BackendContract):
         return f"gs://missing-{uuid.uuid4().hex[:12]}/x"
 
 
-class TestFsspecLocal(BackendContract):
-    """file:// through fsspec and snapsync's atomic writes."""
+class TestLocal(BackendContract):
+    """file:// through the standard-library local backend (the default) and snapsync's
+    atomic writes."""
 
-    engine = "fsspec"
+    engine = "local"
     conditional = False
     remote = False
     local = True
@@ -675,11 +678,37 @@ class TestFsspecLocal(BackendContract):
     def missing_root_url(self, url: str) -> str | None:
         return url + "-missing"
 
+    def test_listing_does_not_follow_symlinks(self, url: str, backend: Backend,
+                                              tmp_path: Path) -> None:
+        backend.put("packs/aa/p.pack", b"p")
+        outside = tmp_path / "outside"
+        outside.mkdir()
+        (outside / "secret.pack").write_bytes(b"s")
+        root = Path(url.removeprefix("file://"))
+        (root / "packs" / "link").symlink_to(outside)
+        (root / "packs" / "aa" / "l.pack").symlink_to(outside / "secret.pack")
+        assert sorted(m.key for m in backend.list("packs/")) == [
+            "packs/aa/l.pack", "packs/aa/p.pack", "packs/link"]
+        with pytest.raises(FormatError, match="symlink"):
+            Store(url, backend, retry=no_sleep()).get("packs/aa/l.pack")
+
     def test_writes_are_atomic_files(self, url: str, backend: Backend) -> None:
         backend.put("packs/aa/p.pack", b"x" * 100)
         root = Path(url.removeprefix("file://"))
         assert (root / "packs/aa/p.pack").read_bytes() == b"x" * 100
         assert not [p for p in (root / "packs/aa").iterdir() if p.name.endswith(".tmp")]
+
+
+class TestFsspecLocal(TestLocal):
+    """file:// through fsspec's LocalFileSystem (``backend=fsspec``)."""
+
+    engine = "fsspec"
+
+    def make(self, url: str, **override: Any) -> Backend:
+        return _open(url, {"backend": "fsspec", **override})
+
+    def test_listing_does_not_follow_symlinks(self) -> None:
+        pytest.skip("fsspec's LocalFileSystem follows linked folders")
 
 
 class TestFsspecMemory(BackendContract):

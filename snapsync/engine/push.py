@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import time
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
@@ -311,7 +310,7 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
         when, ns = _now()
         repo.write_ref(SnapshotInfo(
             snapshot=sid, ref=ref, time=when, time_ns=ns,
-            parent=parent.snapshot if parent else None, host=socket.gethostname(),
+            parent=parent.snapshot if parent else None, host=_hostname(),
             version=__version__, message=message, totals=totals,
             git=git_info(rootp) if git_facts is None else git_facts))
     if journal is not None:
@@ -444,3 +443,9 @@ def _stat_cache_path(cache_root: Path, root: Path, url: str) -> Path:
 def _now() -> tuple[str, int]:
     ns = time.time_ns()
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ns / 1e9)), ns
+
+
+def _hostname() -> str:
+    import socket  # ~7 ms to import: only a push that writes a snapshot needs it
+
+    return socket.gethostname()
