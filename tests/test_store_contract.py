@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from fault_proxy import FaultProxy, HttpFault
 from servers import AZURITE_ACCOUNT, Azurite, FakeGCS, SeaweedS3
 
 from snapsync.errors import (
@@ -160,6 +161,7 @@ class BackendContract:
     remote: ClassVar[bool] = True
     local: ClassVar[bool] = False  # keys are files on this machine
     names_missing_bucket: ClassVar[bool] = True  # a missing bucket is told from a missing key
+    retries_itself: ClassVar[bool] = False  # the provider's client retries 5xx on its own
     silent_bound: ClassVar[float] = 8.0  # seconds for test_silent_endpoint_fails_in_bounded_time
 
     # ---- hooks for subclasses -------------------------------------------------------------
@@ -170,6 +172,10 @@ class BackendContract:
     def make(self, url: str, **override: Any) -> Backend:
         """A backend for ``url``; ``override`` replaces storage options."""
         raise NotImplementedError
+
+    def make_options(self) -> dict[str, Any]:
+        """The storage options :meth:`make` starts from (network engines)."""
+        return dict(self.server.storage_options)
 
     def missing_root_url(self, url: str) -> str | None:
         """A URL of the same kind whose bucket (or top folder) does not exist."""
@@ -473,6 +479,73 @@ class BackendContract:
         assert not backend.is_transient(PreconditionFailed("x"))
         assert backend.is_transient(ConnectionError("reset"))
 
+    # ---- real network faults, through a fault-injecting proxy (tests/fault_proxy.py) -------
+    @pytest.fixture
+    def faulty(self, url: str, backend: Backend) -> Iterator[tuple[FaultProxy, Store]]:
+        """A proxy in front of this engine's server and a store whose backend goes through
+        it (``backend`` itself does not)."""
+        server = getattr(self, "server", None)
+        if server is None:
+            pytest.skip("no network between this engine and its objects")
+        with FaultProxy(server.endpoint) as proxy:
+            b = self.make(url, **_swap(self.make_options(), server.endpoint, proxy.endpoint))
+            try:
+                yield proxy, Store(url, b, retry=RetryPolicy(base=0.01))
+            finally:
+                b.close()
+
+    @pytest.mark.parametrize("kind", ["503", "reset", "cut"])
+    def test_retries_network_faults(self, backend: Backend, kind: str,
+                                    faulty: tuple[FaultProxy, Store]) -> None:
+        proxy, store = faulty
+        data = bytes(range(256)) * 800  # 200 KiB: a body worth cutting
+        backend.put("packs/h.pack", data)
+        steps = 0
+
+        def once(**kw: Any) -> None:
+            nonlocal steps
+            steps += 1
+            proxy.faults = [HttpFault(kind, **kw)]
+
+        once(match="h.pack")
+        assert store.get("packs/h.pack") == data
+        once(match="h.pack")
+        assert store.get_ranges([("packs/h.pack", 10, 100_000), ("packs/h.pack", 150_000,
+                                                                  200_000)]) == [
+            data[10:100_000], data[150_000:200_000]]
+        once(methods=("PUT", "POST"))
+        store.put("packs/w.pack", data[:5000])
+        assert backend.get("packs/w.pack") == data[:5000]
+        once(methods=("GET",))  # the listing's first page
+        assert sorted(m.key for m in store.list("packs/")) == ["packs/h.pack", "packs/w.pack"]
+        assert proxy.fired(kind) == steps
+        # Every faulted request was sent again (by the store, or by the client's own
+        # retry); a cut PUT answer (no body to cut) may count as answered.
+        for i, (method, path, got) in enumerate(proxy.requests):
+            if got and not (kind == "cut" and method != "GET"):
+                assert (method, path, "") in proxy.requests[i + 1:], (method, path)
+
+    def test_persistent_5xx_is_a_store_error(self, backend: Backend,
+                                             faulty: tuple[FaultProxy, Store]) -> None:
+        if self.retries_itself:
+            pytest.skip("this engine's client retries 5xx itself, 6 times 1-32 s apart")
+        proxy, store = faulty
+        proxy.faults = [HttpFault("503", times=None)]
+        with pytest.raises(StoreError) as info:
+            store.get("packs/h.pack")
+        assert type(info.value) is StoreError and info.value.exit_code == 4
+        assert "packs/h.pack" in str(info.value)
+        assert proxy.fired("503") == 5  # one try and 4 retries
+
+    def test_denied_by_the_server_is_not_retried(self, backend: Backend,
+                                                 faulty: tuple[FaultProxy, Store]) -> None:
+        proxy, store = faulty
+        proxy.faults = [HttpFault("403", times=None)]
+        with pytest.raises(StoreAccessError, match="access denied") as info:
+            store.get("packs/h.pack")
+        assert info.value.exit_code == 6 and "packs/h.pack" in str(info.value)
+        assert proxy.fired("403") == 1
+
     # ---- timeouts -------------------------------------------------------------------------
     def test_silent_endpoint_fails_in_bounded_time(self, url: str,
                                                    silent_endpoint: str) -> None:
@@ -494,6 +567,18 @@ class BackendContract:
 
 
 # ==================================================================== engines and servers
+
+
+def _swap(obj: Any, old: str, new: str) -> Any:
+    """``obj`` (options: dicts, lists, strings) with ``old`` replaced by ``new`` in strings."""
+    if isinstance(obj, str):
+        return obj.replace(old, new)
+    if isinstance(obj, dict):
+        return {k: _swap(v, old, new) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_swap(v, old, new) for v in obj)
+    return obj
+
 
 
 def _open(url: str, options: dict[str, Any]) -> Backend:
@@ -646,6 +731,7 @@ class TestFsspecGCS(BackendContract):
     conditional = False
     # NOTE: gcsfs raises a bare FileNotFoundError for a missing bucket (a known gap).
     names_missing_bucket = False
+    retries_itself = True  # gcsfs's retry_request: 6 tries, 1-32 s apart
 
     @pytest.fixture
     def url(self, gcs_bucket: str, gcs_server: FakeGCS) -> str:

@@ -7,6 +7,7 @@ objects atomically, and turns the providers' listing dicts into :class:`ObjectMe
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Sequence
@@ -136,6 +137,16 @@ class FsspecBackend(Backend):
     def root_exists(self) -> bool:
         top = self.root if self.local else self.root.split("/", 1)[0]
         return bool(self.fs.exists(top))
+
+    def is_transient(self, exc: BaseException) -> bool:
+        # s3fs turns S3's throttling and 5xx answers into bare errnos ("503 SlowDown" is
+        # OSError(EBUSY, "Please reduce your request rate."), 500 is EREMOTEIO), whose
+        # text has none of the usual words: found with tests/fault_proxy.py.
+        if not self.local and isinstance(exc, OSError) and not isinstance(
+                exc, FileNotFoundError | PermissionError | FileExistsError) and exc.errno in (
+                errno.EBUSY, getattr(errno, "EREMOTEIO", -1)):
+            return True
+        return super().is_transient(exc)
 
     def invalidate(self) -> None:
         try:
