@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import time
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
@@ -370,7 +369,7 @@ def _publish(repo: Repository, ref: str, sid: str, raw_manifest: bytes, entries:
             return None  # the ref names this tree already (another push put it there)
         when, ns = _now()
         return SnapshotInfo(snapshot=sid, ref=ref, time=when, time_ns=ns,
-                            parent=head.snapshot if head else None, host=socket.gethostname(),
+                            parent=head.snapshot if head else None, host=_hostname(),
                             version=__version__, message=message, totals=totals, git=git)
 
     return repo.publish(ref, make, needs)
@@ -480,3 +479,9 @@ def _stat_cache_path(cache_root: Path, root: Path, url: str) -> Path:
 def _now() -> tuple[str, int]:
     ns = time.time_ns()
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ns / 1e9)), ns
+
+
+def _hostname() -> str:
+    import socket  # ~7 ms to import: only a push that writes a snapshot needs it
+
+    return socket.gethostname()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import random
-import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -485,6 +484,8 @@ class Repository:
     # ---- gc tombstones (docs/format.md §8) ------------------------------------------------
     def write_tombstones(self, manifests: Iterable[str], packs: Iterable[str]) -> list[str]:
         """Announce what a gc run is about to delete; returns the tombstones' keys."""
+        import socket  # only gc needs the host name here (~7 ms to import)
+
         ids = [("m", s) for s in manifests] + [("p", p) for p in packs]
         keys = []
         for i in range(0, len(ids), TOMBSTONE_IDS_MAX):
