@@ -79,8 +79,12 @@ def _ratio(peer: float, snap: float) -> str:
     return f"**{r:.1f}x**" if r >= 1 else f"{r:.2f}x"
 
 
-def markdown(run: dict[str, Any]) -> str:
+def markdown(run: dict[str, Any], only: set[tuple[str, str]] | None = None,
+             heading: str = "###") -> str:
+    """Ratio tables, one per (backend, corpus); ``only`` keeps just those pairs."""
     summ = summarize(run["records"])
+    if only is not None:
+        summ = {k: v for k, v in summ.items() if (k[0], k[1]) in only}
     lines: list[str] = []
     meta = run["meta"]
     lines.append(f"Run `{meta['run_id']}` ({meta['mode']}), {meta['machine']}; "
@@ -102,7 +106,7 @@ def markdown(run: dict[str, Any]) -> str:
                                                x[1])):
         peers = [p for p in PEERS if any((b, c, s, p) in summ for s in by_bc[(b, c)])]
         lines.append("")
-        lines.append(f"### {b} · {c}")
+        lines.append(f"{heading} {b} · {c}")
         lines.append("")
         head = ["scenario", *[f"vs {p}" for p in peers], "floor", "snapsync s",
                 *[f"{p} s" for p in peers], "snapsync req", "snapsync RSS MB"]
@@ -126,7 +130,7 @@ def markdown(run: dict[str, Any]) -> str:
             cells.append(" ".join(f"{k}:{v}" for k, v in sorted(snap["requests"].items())))
             cells.append(f"{snap['rss']:.0f}")
             lines.append("| " + " | ".join(cells) + " |")
-    if run.get("skipped"):
+    if run.get("skipped") and only is None:
         lines.append("")
         lines.append("Skipped: " + "; ".join(f"{k} ({v})" for k, v in run["skipped"].items()))
     return "\n".join(lines) + "\n"
@@ -599,3 +603,116 @@ def startup_table(run: dict[str, Any]) -> str:
             lines.append(f"Import times are `python -X importtime` totals of the command's "
                          f"top-level imports minus those of `python -c pass` ({base:.0f} ms).")
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------- README tables
+
+README_MARKERS = ("<!-- BENCH-TABLE:START -->", "<!-- BENCH-TABLE:END -->")
+BENCH_README_MARKERS = {"targets": ("<!-- TARGETS:START -->", "<!-- TARGETS:END -->"),
+                        "latest": ("<!-- LATEST-RESULTS -->", "<!-- LATEST-RESULTS:END -->")}
+
+
+def run_label(run: dict[str, Any]) -> str:
+    m = run["meta"]
+    return (f"run `{m['run_id']}` ({m['mode']}, engine `{m.get('git') or '?'}`, "
+            f"{m['seconds']:.0f} s, reps {m['reps']})")
+
+
+def _replace_between(text: str, markers: tuple[str, str], body: str, path: Path) -> str:
+    start, end = markers
+    i, j = text.find(start), text.find(end)
+    if i < 0 or j < i:
+        raise SystemExit(f"{path}: markers {start} ... {end} not found")
+    return text[:i + len(start)] + "\n" + body.rstrip("\n") + "\n" + text[j:]
+
+
+def _all_targets(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each target from the run that measured it (the scale run for the 100k rows)."""
+    out: list[dict[str, Any]] = []
+    for key in dict.fromkeys((t.get("issue", ""), t["target"]) for r in runs
+                             for t in r.get("targets", [])):
+        measured = [(r, t) for r in runs for t in r.get("targets", [])
+                    if (t.get("issue", ""), t["target"]) == key and t.get("met") is not None]
+        if not measured:
+            out.append(next(t for r in runs for t in r.get("targets", [])
+                            if (t.get("issue", ""), t["target"]) == key))
+            continue
+        for r, t in measured:
+            out.append({**t, "corpus": f"{t.get('corpus', '')} [{r['meta']['mode']}]"})
+    return out
+
+
+def readme_block(runs: list[dict[str, Any]], rel: str) -> str:
+    """The top-level README's benchmark section body, from one run per preset."""
+    lines = ["Measured side by side by the suite in [benchmarks/](benchmarks/README.md): every "
+             "tool on the same corpus and server, in turns (the order rotates), one fresh "
+             "process per command as users run it, medians of the repetitions. "
+             "Regenerate this section with `python -m benchmarks --readme`. From "
+             + "; ".join(run_label(r) for r in runs) + ", on a shared 2-core machine.", "",
+             "| issue | target | threshold | backend · corpus [run] | measured | met | detail |",
+             "|---|---|---|---|---|---|---|"]
+    lines += targets_table(_all_targets(runs)).splitlines()[2:]
+    for r in runs:
+        summ = summarize(r["records"])
+        pairs = {(b, c) for (b, c, _s, _t) in summ if b != "file" or r["meta"]["mode"] != "quick"}
+        keep = {p for p in pairs if p[0] in ("s3", "s3-latency")} or pairs
+        if keep:
+            lines += ["", f"Ratios = peer's time ÷ snapsync's, {run_label(r)}:",
+                      markdown(r, keep, heading="####").split("\n", 3)[-1]]
+        st = startup_table(r)
+        if st:
+            lines += ["", "#### Start-up (issue 12)", "", st]
+        sc = scale_table(r)
+        if sc:
+            lines += ["", "#### Against file count (file://)", "", sc]
+    for r in runs:
+        stem = "latest" if r["meta"]["mode"] == "quick" else f"latest-{r['meta']['mode']}"
+        for suffix, alt in (("scale", "time and peak RSS against file count"),
+                            ("speedup", "speed-up per scenario")):
+            if (Path(rel) / f"{stem}-{suffix}.png").exists():
+                lines += ["", f"![{alt}](benchmarks/results/{stem}-{suffix}.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def rewrite_readmes(paths: list[Path], results: Path) -> list[Path]:
+    """Rewrite the marked sections of README.md and benchmarks/README.md from result JSONs."""
+    import json
+
+    from . import BENCH_DIR, REPO_ROOT
+
+    if not paths:
+        paths = [p for p in (results / "latest.json", results / "latest-scale.json")
+                 if p.exists()]
+    if not paths:
+        raise SystemExit(f"no results in {results}: run `python -m benchmarks` first")
+    runs = [json.loads(p.read_text()) for p in paths]
+    from .targets import evaluate
+
+    for r in runs:  # recomputed, so a README always shows the targets of this code
+        r["targets"] = evaluate(r)
+    top = REPO_ROOT / "README.md"
+    text = _replace_between(top.read_text(), README_MARKERS, readme_block(runs, str(results)),
+                            top)
+    top.write_text(text)
+    bench = BENCH_DIR / "README.md"
+    text = bench.read_text()
+    text = _replace_between(text, BENCH_README_MARKERS["targets"],
+                            targets_table(_all_targets(runs)), bench)
+    body = []
+    for r in runs:
+        stem = "latest" if r["meta"]["mode"] == "quick" else f"latest-{r['meta']['mode']}"
+        body += [f"### {run_label(r).capitalize()}", "",
+                 f"Machine: {r['meta']['machine']}. Versions: "
+                 + ", ".join(f"{k} {v}" for k, v in r["meta"].get("versions", {}).items())
+                 + f". JSON with every repetition: [`results/{stem}.json`](results/{stem}.json)."
+                 , ""]
+        for suffix in ("scale", "speedup", "time", "requests", "sweeps"):
+            if (results / f"{stem}-{suffix}.png").exists():
+                body += [f"![{suffix}](results/{stem}-{suffix}.png)", ""]
+        # Demote the report's headings so they sit under this section.
+        body += [("##" + ln if ln.startswith("#") else ln) for ln in
+                 full_markdown(r).splitlines()]
+        body.append("")
+    text = _replace_between(text, BENCH_README_MARKERS["latest"], "\n".join(body), bench)
+    bench.write_text(text)
+    return [top, bench]
