@@ -584,9 +584,11 @@ def startup_table(run: dict[str, Any]) -> str:
         if not v:
             lines.append(f"| {name} | failed | | | | |")
             continue
+        # Ratios to the floor only where a floor makes sense: commands that do no real work.
+        vs = not name.startswith(("first-push", "pull-cold"))
         lines.append(f"| {name} | {_spread(v)} | {_cpu(v)} | {v['rss']:.0f} | "
-                     + (f"{v['median'] / walk['median']:.2f}x" if walk else "") + " | "
-                     + (f"{v['median'] / find['median']:.2f}x" if find else "") + " |")
+                     + (f"{v['median'] / walk['median']:.2f}x" if walk and vs else "") + " | "
+                     + (f"{v['median'] / find['median']:.2f}x" if find and vs else "") + " |")
     imp = st.get("imports") or {}
     if imp:
         lines += ["", "| engine | imports for a no-op push | for a no-op pull | cloud/store "
