@@ -366,8 +366,10 @@ def targets_table(targets: list[dict[str, Any]], run_label: str = "") -> str:
 
 
 def _plots_extra(run: dict[str, Any], outdir: Path, stem: str) -> list[Path]:
-    p = scale_plot(run, outdir, stem)
-    return [p] if p else []
+    if run.get("meta", {}).get("mode") != "scale":
+        return []
+    made = [scale_plot(run, outdir, stem, b) for b in ("file", "s3")]
+    return [p for p in made if p]
 
 
 def full_markdown(run: dict[str, Any]) -> str:
@@ -379,9 +381,10 @@ def full_markdown(run: dict[str, Any]) -> str:
             lines.append(f"- **{b['name']}**: {b['note']}")
     if run.get("meta", {}).get("pull_dir"):
         lines.append(f"- {run['meta']['pull_dir']}")
-    sc = scale_table(run)
-    if sc:
-        lines += ["", "## Against file count (file://)", "", sc]
+    for b in ("file", "s3") if run.get("meta", {}).get("mode") == "scale" else ():
+        sc = scale_table(run, b)
+        if sc:
+            lines += ["", f"## Against file count ({b})", "", sc]
     st = startup_table(run)
     if st:
         lines += ["", "## Start-up, one fresh process per command (issue 12)", "", st]
@@ -469,13 +472,14 @@ def corpus_files(run: dict[str, Any]) -> dict[str, int]:
     return {v["name"]: v["files"] for v in (run.get("corpora") or {}).values()}
 
 
-def scale_series(run: dict[str, Any]) -> dict[tuple[str, str], list[tuple[int, dict[str, Any]]]]:
+def scale_series(run: dict[str, Any], backend: str = "file"
+                 ) -> dict[tuple[str, str], list[tuple[int, dict[str, Any]]]]:
     """(scenario, tool) -> [(files, summary)] over the generated corpora of a file-count sweep."""
     summ = summarize(run["records"])
     files = corpus_files(run)
     out: dict[tuple[str, str], list[tuple[int, dict[str, Any]]]] = defaultdict(list)
     for (b, c, s, t), v in summ.items():
-        if b == "file" and c in files and c.startswith("gen") and c[3:4].isdigit():
+        if b == backend and c in files and c.startswith("gen") and c[3:4].isdigit():
             out[(s, t)].append((files[c], v))
     for k in out:
         out[k].sort(key=lambda x: x[0])
@@ -485,9 +489,9 @@ def scale_series(run: dict[str, Any]) -> dict[tuple[str, str], list[tuple[int, d
 SCALE_SCENARIOS = ["first-push", "noop-push", "pull-cold", "pull-warm"]
 
 
-def scale_table(run: dict[str, Any]) -> str:
+def scale_table(run: dict[str, Any], backend: str = "file") -> str:
     """Time and peak RSS against file count, one row per scenario and tool."""
-    ser = scale_series(run)
+    ser = scale_series(run, backend)
     if not ser:
         return ""
     counts = sorted({n for pts in ser.values() for n, _v in pts})
@@ -504,9 +508,10 @@ def scale_table(run: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def scale_plot(run: dict[str, Any], outdir: Path, stem: str) -> Path | None:
+def scale_plot(run: dict[str, Any], outdir: Path, stem: str, backend: str = "file"
+               ) -> Path | None:
     """Wall time and peak RSS against file count (log-log), per scenario, per tool."""
-    ser = scale_series(run)
+    ser = scale_series(run, backend)
     if not ser:
         return None
     import matplotlib
@@ -546,10 +551,10 @@ def scale_plot(run: dict[str, Any], outdir: Path, stem: str) -> Path | None:
     names = sorted(seen, key=_tool_key)
     fig.legend([seen[n] for n in names], names, loc="upper center", ncol=len(names),
                fontsize=9, frameon=False)
-    fig.suptitle("file-count sweep on file:// (median, bars min-max; dotted: 100 MB target)",
-                 y=0.94, fontsize=11)
+    fig.suptitle(f"file-count sweep on {backend} (median, bars min-max; dotted: 100 MB "
+                 "target)", y=0.94, fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.92))
-    p = outdir / f"{stem}-scale.png"
+    p = outdir / (f"{stem}-scale.png" if backend == "file" else f"{stem}-scale-{backend}.png")
     fig.savefig(p, dpi=90)
     plt.close(fig)
     return p
@@ -656,17 +661,24 @@ def readme_block(runs: list[dict[str, Any]], rel: str) -> str:
     lines += targets_table(_all_targets(runs)).splitlines()[2:]
     for r in runs:
         summ = summarize(r["records"])
-        pairs = {(b, c) for (b, c, _s, _t) in summ if b != "file" or r["meta"]["mode"] != "quick"}
-        keep = {p for p in pairs if p[0] in ("s3", "s3-latency")} or pairs
+        pairs = {(b, c) for (b, c, _s, _t) in summ}
+        if r["meta"]["mode"] == "scale":  # the biggest tree; the others are in the sweep table
+            files = corpus_files(r)
+            big = max((p for p in pairs if p[1] in files), key=lambda p: files[p[1]],
+                      default=None)
+            keep = {big} if big else set()
+        else:
+            keep = {p for p in pairs if p[0] in ("s3", "s3-latency")} or pairs
         if keep:
             lines += ["", f"Ratios = peer's time ÷ snapsync's, {run_label(r)}:",
                       markdown(r, keep, heading="####").split("\n", 3)[-1]]
         st = startup_table(r)
         if st:
             lines += ["", "#### Start-up (issue 12)", "", st]
-        sc = scale_table(r)
-        if sc:
-            lines += ["", "#### Against file count (file://)", "", sc]
+        for b in ("file", "s3") if r["meta"]["mode"] == "scale" else ():
+            sc = scale_table(r, b)
+            if sc:
+                lines += ["", f"#### Against file count ({b})", "", sc]
     for r in runs:
         stem = "latest" if r["meta"]["mode"] == "quick" else f"latest-{r['meta']['mode']}"
         for suffix, alt in (("scale", "time and peak RSS against file count"),
@@ -708,7 +720,7 @@ def rewrite_readmes(paths: list[Path], results: Path) -> list[Path]:
                  + ", ".join(f"{k} {v}" for k, v in r["meta"].get("versions", {}).items())
                  + f". JSON with every repetition: [`results/{stem}.json`](results/{stem}.json)."
                  , ""]
-        for suffix in ("scale", "speedup", "time", "requests", "sweeps"):
+        for suffix in ("scale", "scale-s3", "speedup", "time", "requests", "sweeps"):
             if (results / f"{stem}-{suffix}.png").exists():
                 body += [f"![{suffix}](results/{stem}-{suffix}.png)", ""]
         # Demote the report's headings so they sit under this section.

@@ -105,8 +105,9 @@ class TreeSampler:
 
     ``ru_maxrss`` (and GNU ``time``'s ``%M``) is the peak of the largest *single* process of a
     tree; a tool that reads in helper processes would look smaller than it is. The sum of the
-    samples is an upper bound (shared library pages count once per process); a peak shorter
-    than the interval can be missed, which ``%M`` covers. ``skip_root``: the root is a
+    samples is an upper bound (shared library and copy-on-write pages count once per process;
+    a vfork child, which shares its parent's memory until exec, is not counted); a peak
+    shorter than the interval can be missed, which ``%M`` covers. ``skip_root``: the root is a
     launcher (GNU ``time``) whose own memory is not the tool's.
     """
 
@@ -141,17 +142,23 @@ class TreeSampler:
     def sample(self) -> None:
         total = 0
         seen = 0
-        stack = [self.pid]
+        stack: list[tuple[int, str]] = [(self.pid, "")]
         while stack:
-            pid = stack.pop()
-            stack.extend(self._children(pid))
-            if self.skip_root and pid == self.pid:
-                continue
+            pid, parent_statm = stack.pop()
             try:
                 with open(f"/proc/{pid}/statm") as f:
-                    total += int(f.read().split()[1]) * _PAGE_KB
+                    statm = f.read()
+            except OSError:
+                continue
+            stack.extend((c, statm) for c in self._children(pid))
+            # A child between vfork and exec shares its parent's memory (same mm, the very
+            # same statm line): counting it would double the parent (seen with `git`).
+            if (self.skip_root and pid == self.pid) or statm == parent_statm:
+                continue
+            try:
+                total += int(statm.split()[1]) * _PAGE_KB
                 seen += 1
-            except (OSError, ValueError, IndexError):
+            except (ValueError, IndexError):
                 pass
         self.peak_kb = max(self.peak_kb, total)
         self.procs = max(self.procs, seen)
