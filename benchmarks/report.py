@@ -627,7 +627,9 @@ def run_label(run: dict[str, Any]) -> str:
 
 def _replace_between(text: str, markers: tuple[str, str], body: str, path: Path) -> str:
     start, end = markers
-    i, j = text.find(start), text.find(end)
+    # The markers stand on lines of their own (prose may mention them in backquotes).
+    i = text.find("\n" + start + "\n") + 1 if ("\n" + start + "\n") in text else -1
+    j = text.find("\n" + end + "\n", i) + 1 if i > 0 and ("\n" + end + "\n") in text else -1
     if i < 0 or j < i:
         raise SystemExit(f"{path}: markers {start} ... {end} not found")
     return text[:i + len(start)] + "\n" + body.rstrip("\n") + "\n" + text[j:]
@@ -715,7 +717,8 @@ def rewrite_readmes(paths: list[Path], results: Path) -> list[Path]:
     body = []
     for r in runs:
         stem = "latest" if r["meta"]["mode"] == "quick" else f"latest-{r['meta']['mode']}"
-        body += [f"### {run_label(r).capitalize()}", "",
+        label = run_label(r)
+        body += [f"### {label[:1].upper()}{label[1:]}", "",
                  f"Machine: {r['meta']['machine']}. Versions: "
                  + ", ".join(f"{k} {v}" for k, v in r["meta"].get("versions", {}).items())
                  + f". JSON with every repetition: [`results/{stem}.json`](results/{stem}.json)."
