@@ -29,6 +29,9 @@ QUICK: dict[str, Any] = {
     "corpora": {"file": ["gen:0.1"], "s3": ["gen:0.1", "history:flask:3.0.0,3.0.1,3.0.2,3.0.3"],
                 "s3-latency": ["gen:0.05"]},
     "reps": {"file": 2, "s3": 2, "s3-latency": 1},
+    # The real history gets both repetitions on s3; the generated tree one (its steps are
+    # the same kind of work, and the budget is ~6 minutes).
+    "corpus_reps": {"s3": {"gen:0.1": 1}},
     "limited": ["prefect-aws", "naive"],
     "limited_reps": 1,  # ...and in the first repetition only
     "limited_scenarios": {"s3-latency": ["first-push", "pull-cold"]},
@@ -233,6 +236,8 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
             "scenarios": preset.get("scenarios"), "warm_tools": preset.get("warm_tools"),
             "max_files": preset.get("max_files", {}), "pull_dir": _pull_dir(args, preset),
             "startup": {b: v for b, v in preset.get("startup", {}).items() if b in backends},
+            "corpus_reps": {} if args.reps else preset.get("corpus_reps", {}),
+            "tool_scenarios": preset.get("tool_scenarios", {}),
             "corpora": corpora, "sweeps": sweeps, "limited": preset["limited"],
             "limited_reps": preset["limited_reps"],
             "limited_scenarios": preset["limited_scenarios"],
@@ -291,7 +296,9 @@ def run(args: argparse.Namespace) -> int:
                     "warm_tools": plan["warm_tools"], "max_files": plan["max_files"],
                     "pull_dir": (str(Path(plan["pull_dir"]) / b) if plan["pull_dir"]
                                  else None),
-                    "startup": plan["startup"].get(b)}
+                    "startup": plan["startup"].get(b),
+                    "corpus_reps": plan["corpus_reps"].get(b),
+                    "tool_scenarios": plan["tool_scenarios"]}
             print(f"== backend {b}: corpora {spec['corpora']}, reps {spec['reps']}, "
                   f"sweeps {spec['sweeps']}", flush=True)
             if b == "s3-latency":

@@ -149,7 +149,8 @@ class Session:
                 t.start()
             for cspec in self.spec["corpora"]:
                 corpus = load_corpus(cspec)
-                for rep in range(self.spec["reps"]):
+                reps = (self.spec.get("corpus_reps") or {}).get(cspec, self.spec["reps"])
+                for rep in range(reps):
                     k = rep % len(active)
                     order = active[k:] + active[:k]  # rotate: nobody always goes first
                     self._one(corpus, rep, order, floors, cp)
@@ -234,10 +235,14 @@ class Session:
         lim_reps = self.spec.get("limited_reps") or 99
         replay = corpus.name.startswith("history") and len(corpus.steps) > 1
 
+        only = self.spec.get("tool_scenarios") or {}
+
         def runs(t: Tool, scenario: str) -> bool:
-            if t not in alive or not self._wants(scenario.rstrip("-0123456789") if
-                                                 scenario.startswith("pull-prev-") else
-                                                 scenario):
+            base_scen = (scenario.rstrip("-0123456789") if scenario.startswith("pull-prev-")
+                         else scenario)
+            if t not in alive or not self._wants(base_scen):
+                return False
+            if t.name in only and base_scen not in only[t.name]:
                 return False
             return t.name not in limited or (scenario in lim_scen and rep < lim_reps)
 
@@ -277,7 +282,8 @@ class Session:
         deployed: dict[str, Path] = {}
         if replay and self._wants("pull-prev"):
             for t in order:
-                if t in alive and t.name in last_step and t.name not in limited:
+                if t in alive and t.name in last_step and t.name not in limited and (
+                        t.name not in only or "pull-prev" in only[t.name]):
                     dest = pull_root / "deploy" / t.name
                     dest.mkdir(parents=True, exist_ok=True)
                     m = t.pull(ctxs[t.name], dest, "deploy")  # untimed: the starting point
