@@ -35,9 +35,9 @@ QUICK: dict[str, Any] = {
     "limited": ["prefect-aws", "naive"],
     "limited_reps": 1,  # ...and in the first repetition only
     "limited_scenarios": {"s3-latency": ["first-push", "pull-cold"]},
-    # naive does what prefect-aws does (per-file, serial); at 20 ms per request it is the
-    # slowest thing in the run, so quick mode measures it on file:// and s3 only.
-    "skip_tools": {"s3-latency": ["naive"]},
+    # naive does what prefect-aws does (per-file, serial), so quick mode measures it on
+    # file:// only, where prefect-aws cannot run; prefect-aws is the per-file peer on S3.
+    "skip_tools": {"s3": ["naive"], "s3-latency": ["naive"]},
     "sweeps": {"file": ["level", "chunker"], "s3-latency": ["jobs", "pack"]},
     "sweep_points": {"jobs": [1, 16], "pack": [4, 16], "level": [1, 3, 9]},
     "sweep_corpus": "gen:0.05",

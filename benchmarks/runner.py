@@ -133,8 +133,8 @@ class Session:
         for t in tools:
             ok, why = t.available()
             if t.name in (self.spec.get("skip_tools") or []):
-                self.skipped[t.name] = (f"not run on {self.backend.name} (it does what "
-                                        "prefect-aws does, one request per file)")
+                self.skipped[t.name] = (f"not run on {self.backend.name} in this preset (it "
+                                        "does what prefect-aws does, one request per file)")
             elif not ok:
                 self.skipped[t.name] = why
             elif not t.supports(self.backend):
