@@ -311,7 +311,8 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
     parent_id = parent.snapshot if parent else None
     attempts = 0
     if not dry_run and not unchanged:
-        published = _publish(repo, ref, sid, raw_manifest, entries, locations,
+        needs = {locations[c].pack for e in entries for c in e.chunks}  # packs it names
+        published = _publish(repo, ref, sid, raw_manifest, needs,
                              manifests.get(sid), resign, keyring, stats, totals, message,
                              git_info(rootp) if git_facts is None else git_facts,
                              git_facts is not None)
@@ -347,8 +348,8 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
         seconds=round(time.perf_counter() - t0, 3), warnings=warnings, notes=notes)
 
 
-def _publish(repo: Repository, ref: str, sid: str, raw_manifest: bytes, entries: list[Entry],
-             locations: dict[bytes, Location], head_manifest: Manifest | None, resign: bool,
+def _publish(repo: Repository, ref: str, sid: str, raw_manifest: bytes, needs: set[bytes],
+             head_manifest: Manifest | None, resign: bool,
              keyring: Keyring | None, stats: dict[str, int], totals: dict[str, int],
              message: str, git: dict[str, Any], by_commit: bool) -> Published | None:
     """Store the manifest (unless a ref head has it), then move the ref (docs/format.md §5)."""
@@ -359,9 +360,8 @@ def _publish(repo: Repository, ref: str, sid: str, raw_manifest: bytes, entries:
         if stored is not None and keyring is not None and not keyring.signed(stored):
             size, stored = repo.save_manifest(sid, raw_manifest, rewrite=True)
         stats["uploaded"] += size
-    # What the snapshot depends on: the packs its stored manifest names.
-    needs = ({loc.pack for loc in stored.locations.values()} if stored is not None
-             else {locations[c].pack for e in entries for c in e.chunks})
+    if stored is not None:  # what the snapshot depends on: the packs its stored manifest names
+        needs = {loc.pack for loc in stored.locations.values()}
 
     def make(head: SnapshotInfo | None) -> SnapshotInfo | None:
         if (head is not None and head.snapshot == sid and not resign
