@@ -183,8 +183,9 @@ def test_column_encoder_gives_the_same_bytes_as_entries():
                        [e.target for e in entries])
     info = {"ignore": ["x"], "chunker": {"name": "fastcdc2020"}}
     sid, raw = encode_manifest(entries, locations, info)
-    sid2, raw2, distinct = encode_manifest_columns(cols, locations, info)
+    sid2, raw2, distinct, packs = encode_manifest_columns(cols, locations, info)
     assert (sid2, raw2) == (sid, raw)
+    assert set(packs) == {locations[c].pack for e in entries for c in e.chunks}
     assert distinct == len({c for e in entries for c in e.chunks})
     assert cols.entries() == entries
 

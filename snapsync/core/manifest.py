@@ -220,11 +220,12 @@ def encode_tree_columns(cols: TreeColumns) -> bytes:
                   cols.sizes, cols.nchunks, bytes(cols.ids), cols.targets])
 
 
-def encode_index_ids(ids: bytes, locations: Mapping[bytes, Location]) -> tuple[bytes, int]:
+def encode_index_ids(ids: bytes, locations: Mapping[bytes, Location]
+                     ) -> tuple[bytes, int, list[bytes]]:
     """The index of the chunk ids ``ids`` (concatenated, in entry order): first-use order.
 
-    Returns the index bytes and the number of distinct chunks; the same bytes as
-    :func:`encode_index` for entries with these chunks.
+    Returns the index bytes, the number of distinct chunks and the packs they lie in; the
+    same bytes as :func:`encode_index` for entries with these chunks.
     """
     seen: set[bytes] = set()
     packs: list[bytes] = []
@@ -246,16 +247,20 @@ def encode_index_ids(ids: bytes, locations: Mapping[bytes, Location]) -> tuple[b
         offsets.append(loc.offset)
         lengths.append(loc.length)
         raws.append(loc.raw_size)
-    return _pack([packs, bytes(firsts), pack_idx, offsets, lengths, raws]), len(seen)
+    return _pack([packs, bytes(firsts), pack_idx, offsets, lengths, raws]), len(seen), packs
 
 
 def encode_manifest_columns(cols: TreeColumns, locations: Mapping[bytes, Location],
-                            info: dict[str, Any] | None = None) -> tuple[str, bytes, int]:
-    """Return ``(snapshot id, uncompressed manifest bytes, distinct chunks)`` from columns."""
+                            info: dict[str, Any] | None = None
+                            ) -> tuple[str, bytes, int, list[bytes]]:
+    """From columns: ``(snapshot id, uncompressed manifest bytes, distinct chunks, packs)``.
+
+    ``packs``: every pack the manifest names (what the snapshot depends on).
+    """
     tree = encode_tree_columns(cols)
-    index, distinct = encode_index_ids(cols.ids, locations)
+    index, distinct, packs = encode_index_ids(cols.ids, locations)
     return (tree_id(tree), _pack([MANIFEST_MAGIC, MANIFEST_VERSION, tree, index, info or {}]),
-            distinct)
+            distinct, packs)
 
 
 def _check(cond: bool, what: str, msg: str) -> None:
