@@ -46,7 +46,6 @@ from snapsync.core.manifest import (
     encode_manifest_columns,
 )
 from snapsync.errors import LocalFileError, UsageError
-from snapsync.local.git import git_info
 from snapsync.local.statcache import TreeCache
 from snapsync.local.tree import (
     Columns,
@@ -376,7 +375,7 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
         needs = set(packs)  # the packs it names
         published = _publish(repo, ref, sid, raw_manifest, needs,
                              manifests.get(sid), resign, keyring, stats, totals, message,
-                             git_info(rootp) if git_facts is None else git_facts,
+                             _git_info(rootp) if git_facts is None else git_facts,
                              git_facts is not None)
         if published is not None:
             attempts = published.attempts
@@ -563,6 +562,12 @@ def _stat_cache_path(cache_root: Path, root: Path, url: str) -> Path:
 def _now() -> tuple[str, int]:
     ns = time.time_ns()
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ns / 1e9)), ns
+
+
+def _git_info(root: Path) -> dict[str, Any]:
+    from snapsync.local.git import git_info  # ~7 ms to import: only a push that publishes
+
+    return git_info(root)
 
 
 def _hostname() -> str:
