@@ -19,6 +19,14 @@ T = TypeVar("T")
 DEFAULT_IO = 16  # requests in flight (``--jobs``): enough to hide a bucket's latency
 META_BATCH = 64  # small objects (refs, logs, manifests) read in one concurrent batch
 PACKS_IN_FLIGHT = 4  # uploads of pack-size objects at once: keeps the link busy, bounds memory
+# On a local store a pack "upload" is a file write with no latency to hide: one in flight
+# (beside the one being built) keeps the writer busy at a quarter of the buffers.
+LOCAL_PACKS_IN_FLIGHT = 1
+
+
+def packs_in_flight(io: int, local: bool) -> int:
+    """How many packs may upload at once: ``io`` bounds it, a local store needs one."""
+    return max(1, min(io, LOCAL_PACKS_IN_FLIGHT if local else PACKS_IN_FLIGHT))
 
 
 @dataclass(frozen=True)

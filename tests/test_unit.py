@@ -210,3 +210,55 @@ def test_stat_cache_distrusts_racy_entries(tmp_path):
     assert c2.lookup("racy", racy_sig) is None
     path.write_bytes(b"garbage")
     assert StatCache(path).lookup("old", old_sig) is None  # a broken cache is just empty
+
+
+def test_pack_built_in_place_is_the_documented_layout_whatever_the_buffer():
+    """Blobs are copied into one buffer: the bytes are exactly blobs + trailer + tail
+    (docs/format.md §3), also when the builder outgrows its buffer or reuses a dirty one."""
+    import struct
+
+    from snapsync.core.manifest import encode_json_like
+    from snapsync.core.pack import new_buffer
+
+    rng = random.Random(5)
+    blobs = [(chunk_id(bytes([i])), rng.randbytes(rng.randrange(1, 300_000)), b"\x01")
+             for i in range(12)]
+    dirty = new_buffer(1 << 16)
+    dirty[:] = b"\xee" * len(dirty)  # a reused buffer holds an older pack's bytes
+    for buf in (None, dirty):
+        b = PackBuilder(buf)
+        for cid, blob, tag in blobs:
+            b.add(cid, blob, len(blob) + 7, tag)
+        pid, view, locs = b.seal()
+        body = b"".join(tag + blob for _, blob, tag in blobs)
+        offs = [sum(len(t) + len(x) for _, x, t in blobs[:i]) for i in range(len(blobs))]
+        trailer = encode_json_like([1, b"".join(c for c, _, _ in blobs), offs,
+                                    [len(t) + len(x) for _, x, t in blobs],
+                                    [len(x) + 7 for _, x, _ in blobs]])
+        want = body + trailer + struct.pack("<I8s", len(trailer), b"SNAPPACK")
+        assert bytes(view) == want and pid == chunk_id(want)
+        assert parse_pack(bytes(view)) == locs
+
+
+def test_pack_writer_reuses_buffers_only_after_their_upload(tmp_path):
+    """Many packs through one upload slot: each stored pack is intact (a buffer reused while
+    its upload still read it would show up as a pack whose id is not its hash)."""
+    from snapsync.core.pack import parse_pack as parse
+    from snapsync.repository.packer import PackWriter
+    from snapsync.store import Layout, open_store
+
+    store = open_store((tmp_path / "s").as_uri())
+    rng = random.Random(9)
+    chunks = {}
+    with PackWriter(store, 1 << 16, in_flight=1) as w:
+        for _ in range(300):
+            data = rng.randbytes(rng.randrange(1, 20_000))
+            chunks[chunk_id(data)] = data
+            w.add(chunk_id(data), data, len(data), b"\x00")
+        locs = w.finish()
+    assert w.packs > 20 and set(locs) == set(chunks)
+    for pid in {loc.pack for loc in locs.values()}:
+        raw = store.get(Layout.pack(pid))
+        assert chunk_id(raw) == pid
+        for cid, loc in parse(raw).items():
+            assert raw[loc.offset + 1:loc.offset + loc.length] == chunks[cid]

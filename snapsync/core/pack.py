@@ -11,6 +11,7 @@ id is xxh3-128 of all its bytes.
 
 from __future__ import annotations
 
+import mmap
 import struct
 
 from snapsync.core.hashing import ID_SIZE, chunk_id
@@ -30,10 +31,16 @@ TAIL_SIZE = _TAIL.size  # u32 trailer length + magic, at the very end of every p
 
 
 class PackBuilder:
-    """Accumulates stored chunk blobs until the pack is big enough to upload."""
+    """Accumulates stored chunk blobs, in place in one buffer, until the pack is big enough.
 
-    def __init__(self) -> None:
-        self._parts: list[bytes | memoryview] = []
+    The blobs are copied once, into ``buffer`` (an anonymous ``mmap``: pages never written
+    cost no memory, so it can be sized for the worst case), and :meth:`seal` hands out a view
+    of it: no list of parts and no joined copy. A buffer can be reused for a later pack once
+    the view of this one is no longer read (``PackWriter`` recycles them after the upload).
+    """
+
+    def __init__(self, buffer: mmap.mmap | None = None) -> None:
+        self._buf = buffer
         self._ids: list[bytes] = []
         self._offsets: list[int] = []
         self._lengths: list[int] = []
@@ -43,23 +50,33 @@ class PackBuilder:
     def __len__(self) -> int:
         return len(self._ids)
 
+    @property
+    def buffer(self) -> mmap.mmap | None:
+        """The buffer the pack is built in (the one given, or a bigger one it outgrew)."""
+        return self._buf
+
     def add(self, cid: bytes, blob: bytes | memoryview, raw_size: int, tag: bytes = b"") -> None:
-        """Append a stored blob: ``tag + blob`` (given apart, so the payload is not copied)."""
-        n = len(tag) + len(blob)
+        """Append a stored blob: ``tag + blob`` (given apart, so the payload is copied once)."""
+        start, t = self.size, len(tag)
+        n = t + len(blob)
+        self._write(start, tag, blob)
         self._ids.append(cid)
-        self._offsets.append(self.size)
+        self._offsets.append(start)
         self._lengths.append(n)
         self._raws.append(raw_size)
-        if tag:
-            self._parts.append(tag)
-        self._parts.append(blob)
-        self.size += n
+        self.size = start + n
 
-    def finish(self) -> tuple[bytes, bytes, dict[bytes, Location]]:
-        """Return ``(pack id, pack bytes, locations of its chunks)``."""
+    def seal(self) -> tuple[bytes, memoryview, dict[bytes, Location]]:
+        """Return ``(pack id, view of the pack's bytes, locations of its chunks)``.
+
+        The view reads this builder's buffer: it is valid until the buffer is reused.
+        """
         trailer = encode_json_like(
             [PACK_VERSION, b"".join(self._ids), self._offsets, self._lengths, self._raws])
-        data = b"".join([*self._parts, trailer, _TAIL.pack(len(trailer), PACK_MAGIC)])
+        end = self.size + len(trailer) + _TAIL.size
+        self._write(self.size, trailer, _TAIL.pack(len(trailer), PACK_MAGIC))
+        assert self._buf is not None
+        data = memoryview(self._buf)[:end]
         pid = chunk_id(data)
         locs = {
             cid: Location(pid, off, ln, raw)
@@ -67,6 +84,32 @@ class PackBuilder:
                                          strict=True)
         }
         return pid, data, locs
+
+    def finish(self) -> tuple[bytes, bytes, dict[bytes, Location]]:
+        """Like :meth:`seal`, with the pack's bytes copied out (the buffer can be reused)."""
+        pid, data, locs = self.seal()
+        return pid, bytes(data), locs
+
+    def _write(self, at: int, a: bytes | memoryview, b: bytes | memoryview) -> None:
+        la, end = len(a), at + len(a) + len(b)
+        buf = self._buf
+        if buf is None or len(buf) < end:  # outgrown: move to a bigger buffer (rare)
+            bigger = new_buffer(max(end + (end >> 2), 1 << 20))
+            if buf is not None and at:
+                bigger[:at] = memoryview(buf)[:at]
+            self._buf = buf = bigger
+        if la:
+            buf[at:at + la] = a
+        buf[at + la:end] = b
+
+
+def new_buffer(size: int) -> mmap.mmap:
+    """An anonymous, private ``mmap`` of ``size`` bytes for building packs in.
+
+    Its pages cost memory only once written, and it is unmapped when the last reference
+    goes, so the allocator's heap (and its fragmentation) never sees pack-size blocks.
+    """
+    return mmap.mmap(-1, max(1, size))
 
 
 def trailer_span(tail: bytes, what: str) -> int:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from snapsync.concurrency import PACKS_IN_FLIGHT, Concurrency, Window
+from snapsync.concurrency import Concurrency, Window, packs_in_flight
 from snapsync.core.chunking import Chunker
 from snapsync.core.codec import Codec
 from snapsync.core.hashing import ID_SIZE, chunk_id, hasher
@@ -270,7 +270,7 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
     root_s, threshold = str(rootp), cfg.chunker.threshold
     with ThreadPoolExecutor(conc.cpu, thread_name_prefix="snapsync-cpu") as cpu_ex, \
             PackWriter(store, target_pack, journal=journal, dry_run=dry_run,
-                       in_flight=min(conc.io, PACKS_IN_FLIGHT)) as writer:
+                       in_flight=packs_in_flight(conc.io, store.local)) as writer:
         def packed(batch: list[tuple[bytes, bytes, Any, int]]) -> None:
             for cid, tag, payload, raw in batch:
                 writer.add(cid, payload, raw, tag)

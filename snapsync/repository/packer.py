@@ -3,7 +3,9 @@
 Push and gc's repack both write through :class:`PackWriter`. A pack is journaled just before
 its upload starts (so a killed push can resume, see ``journal.py``), and at most
 ``in_flight`` packs are uploading at once, which bounds memory at about
-``(in_flight + 1) x pack_size`` whatever the producer does.
+``(in_flight + 1) x pack_size`` whatever the producer does. Each pack is built in place in a
+buffer (``PackBuilder``) that is handed to the store as a view, then reused for a later pack
+once its upload returned: no join copy, and no pack-size blocks churning through the heap.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from snapsync.concurrency import PACKS_IN_FLIGHT, Window
 from snapsync.core.manifest import Location
-from snapsync.core.pack import PackBuilder
+from snapsync.core.pack import PackBuilder, new_buffer
 from snapsync.errors import AlreadyExistsError
 from snapsync.repository.journal import UploadJournal
 from snapsync.store import Layout, Store
@@ -37,9 +39,13 @@ class PackWriter:
         self.locations: dict[bytes, Location] = {}  # chunk id -> where this writer put it
         self.packs = 0
         self.bytes = 0
-        self._builder = PackBuilder()
+        # Room for a full pack plus one more large blob and the trailer; pages never written
+        # cost nothing (new_buffer), and a bigger blob moves the builder to a bigger buffer.
+        self._capacity = pack_size + (8 << 20)
+        self._free: list[Any] = []  # buffers whose upload is done, ready for the next pack
+        self._builder = PackBuilder(new_buffer(self._capacity))
         self._ex = ThreadPoolExecutor(max(1, in_flight), thread_name_prefix="snapsync-up")
-        self._uploads: Window[int] = Window(self._ex, in_flight, self._uploaded)
+        self._uploads: Window[tuple[int, Any]] = Window(self._ex, in_flight, self._uploaded)
 
     def __enter__(self) -> PackWriter:
         return self
@@ -62,15 +68,29 @@ class PackWriter:
         if len(self._builder):
             self._seal()
         self._uploads.drain()
+        # The buffers go now (unmapped at once), not when the writer does: the caller goes
+        # on to build the manifest, the push's other peak.
+        self._free.clear()
+        self._builder = PackBuilder()
         return self.locations
 
     def _seal(self) -> None:
-        pid, data, locs = self._builder.finish()
-        self._builder = PackBuilder()
+        pid, data, locs = self._builder.seal()
+        buf = self._builder.buffer
         self.locations.update(locs)
-        self._uploads.submit(self._upload, pid, data, locs)
+        # Submitting first: when the window is full this waits for the oldest upload, whose
+        # buffer is then free for the next pack.
+        self._uploads.submit(self._upload, pid, data, locs, buf)
+        self._builder = PackBuilder(self._free.pop() if self._free else
+                                    new_buffer(self._capacity))
 
-    def _upload(self, pid: bytes, data: bytes, locs: dict[bytes, Location]) -> int:
+    def _upload(self, pid: bytes, data: memoryview, locs: dict[bytes, Location],
+                buf: Any) -> tuple[int, Any]:
+        """Upload one pack; return its size and its buffer (free again once this returns)."""
+        self._put(pid, data, locs)
+        return len(data), buf
+
+    def _put(self, pid: bytes, data: memoryview, locs: dict[bytes, Location]) -> None:
         if not self.dry_run:
             if self.journal is not None:  # before the PUT: a resume checks the pack landed
                 self.journal.record(pid, len(data), locs)
@@ -82,11 +102,12 @@ class PackWriter:
                                mode="create" if self.store.conditional else "overwrite")
             except AlreadyExistsError:
                 pass
-        return len(data)
 
-    def _uploaded(self, n: int) -> None:
+    def _uploaded(self, done: tuple[int, Any]) -> None:
+        n, buf = done
         self.packs += 1
         self.bytes += n
+        self._free.append(buf)
         _trim()
 
 

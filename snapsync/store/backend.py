@@ -129,7 +129,8 @@ class Backend(ABC):
         """``[start, end)`` byte ranges ``(key, start, end)``, read concurrently, in order."""
 
     @abstractmethod
-    def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str | None:
+    def put(self, key: str, data: bytes | memoryview,
+            mode: PutMode = "overwrite") -> str | None:
         """Write one object whole; return its new version token when the provider gives one."""
 
     @abstractmethod

@@ -121,7 +121,8 @@ class FsspecBackend(Backend):
                                        [s for _, s, _ in reqs], [e for _, _, e in reqs],
                                        batch_size=concurrency, on_error="return"))
 
-    def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str | None:
+    def put(self, key: str, data: bytes | memoryview,
+            mode: PutMode = "overwrite") -> str | None:
         if mode != "overwrite" and not isinstance(mode, IfMatch) and mode != "create":
             raise NotImplementedError(f"put mode {mode!r}")
         if mode != "overwrite" and not self.conditional:
@@ -134,6 +135,9 @@ class FsspecBackend(Backend):
                 return replace_if(path, key, data, mode.etag)
             atomic_write(path, data)
             return version_of(data)
+        # fsspec wants bytes, and a memory filesystem keeps what it is given: a caller's
+        # reusable buffer (a pack's view, packer.py) is copied here, the one place it must be.
+        data = data if isinstance(data, bytes) else bytes(data)
         if self.memory:
             with _MEMORY_LOCK:
                 return self._put_memory(key, data, mode)

@@ -77,7 +77,8 @@ class LocalBackend(Backend):
         data = self.get(key)
         return data, version_of(data)
 
-    def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str | None:
+    def put(self, key: str, data: bytes | memoryview,
+            mode: PutMode = "overwrite") -> str | None:
         path = Path(self._path(key))
         if mode == "create":  # link(2) refuses a taken name (local_write.py)
             return create_only(path, data)

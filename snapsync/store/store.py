@@ -337,7 +337,8 @@ class Store:
             result.append(val)
         return result
 
-    def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str | None:
+    def put(self, key: str, data: bytes | memoryview,
+            mode: PutMode = "overwrite") -> str | None:
         """Write one object (atomically on local stores); return its version token if known.
 
         ``mode="create"`` raises ``AlreadyExistsError`` when the key exists; ``IfMatch``
