@@ -8,9 +8,11 @@ Network requests go through fsspec's bulk verbs, bounded by ``io`` (its ``batch_
 from __future__ import annotations
 
 import os
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -19,14 +21,15 @@ T = TypeVar("T")
 DEFAULT_IO = 16  # requests in flight (``--jobs``): enough to hide a bucket's latency
 META_BATCH = 64  # small objects (refs, logs, manifests) read in one concurrent batch
 PACKS_IN_FLIGHT = 4  # uploads of pack-size objects at once: keeps the link busy, bounds memory
-# On a local store a pack "upload" is a file write with no latency to hide: one in flight
-# (beside the one being built) keeps the writer busy at a quarter of the buffers.
-LOCAL_PACKS_IN_FLIGHT = 1
+# On a local store a pack "upload" is a file write with no latency to hide: the reading
+# thread writes it itself (0 in flight), so one pack buffer exists instead of five. Measured
+# at 20 x 40 MB files: 92 MB peak RSS vs 110 MB with one in flight, and no slower.
+LOCAL_PACKS_IN_FLIGHT = 0
 
 
 def packs_in_flight(io: int, local: bool) -> int:
-    """How many packs may upload at once: ``io`` bounds it, a local store needs one."""
-    return max(1, min(io, LOCAL_PACKS_IN_FLIGHT if local else PACKS_IN_FLIGHT))
+    """How many packs may upload at once (0: written in the caller's thread, see above)."""
+    return LOCAL_PACKS_IN_FLIGHT if local else max(1, min(io, PACKS_IN_FLIGHT))
 
 
 @dataclass(frozen=True)
@@ -93,3 +96,33 @@ class Window(Generic[T]):
 
     def __iter__(self) -> Iterator[Future[T]]:
         return iter(self._q)
+
+
+_M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+@contextmanager
+def shared_malloc_arena() -> Iterator[None]:
+    """Threads started inside share glibc's main heap arena; the default comes back after.
+
+    Chunk buffers are allocated by one thread (reading, compressing) and freed by another;
+    with an arena per thread each arena keeps its own freed holes. A first push of 100k files
+    / 1.6 GB peaked at ~138 MB instead of ~150-160 MB with one arena, at the same CPU time.
+    Afterwards the limit goes back to glibc's default (8 per core), so a host process (a
+    Prefect worker) keeps its allocator as it was for threads it starts later. No-op off glibc.
+    """
+    mallopt: Any = None
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            mallopt = ctypes.CDLL(None).mallopt
+        except (OSError, AttributeError):
+            mallopt = None
+    if mallopt is not None:
+        mallopt(_M_ARENA_MAX, 1)
+    try:
+        yield
+    finally:
+        if mallopt is not None:
+            mallopt(_M_ARENA_MAX, 8 * (os.cpu_count() or 1))

@@ -26,7 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from snapsync.concurrency import Concurrency, Window, packs_in_flight
+from snapsync.concurrency import (
+    Concurrency,
+    Window,
+    packs_in_flight,
+    shared_malloc_arena,
+)
 from snapsync.core.chunking import Chunker
 from snapsync.core.codec import Codec
 from snapsync.core.hashing import ID_SIZE, chunk_id, hasher
@@ -268,7 +273,8 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
 
     prog.phase("read", total_read, "B")
     root_s, threshold = str(rootp), cfg.chunker.threshold
-    with ThreadPoolExecutor(conc.cpu, thread_name_prefix="snapsync-cpu") as cpu_ex, \
+    with shared_malloc_arena(), \
+            ThreadPoolExecutor(conc.cpu, thread_name_prefix="snapsync-cpu") as cpu_ex, \
             PackWriter(store, target_pack, journal=journal, dry_run=dry_run,
                        in_flight=packs_in_flight(conc.io, store.local)) as writer:
         def packed(batch: list[tuple[bytes, bytes, Any, int]]) -> None:
@@ -532,7 +538,7 @@ def _read_file(abs_path: str, sig: tuple[int, ...], chunker: Chunker,
             if cid not in known and cid not in pending and cid not in seen_here:
                 seen_here.add(cid)
                 if on_fresh is not None:  # streamed; the returned list stays empty
-                    on_fresh(cid, bytes(data))
+                    on_fresh(cid, _own_bytes(data))
                 else:
                     fresh.append((cid, bytes(data)))
         after = _sig_of(abs_path)
@@ -541,6 +547,13 @@ def _read_file(abs_path: str, sig: tuple[int, ...], chunker: Chunker,
         before = after
     raise LocalFileError(f"{abs_path} keeps changing while it is read; try again when it is "
                          "quiet")
+
+
+def _own_bytes(view: memoryview) -> bytes:
+    """The bytes of ``view``: its object itself when it is a whole ``bytes`` (read_chunks'
+    chunks are: copying them again would only churn the heap)."""
+    obj = view.obj
+    return obj if type(obj) is bytes and len(obj) == view.nbytes else bytes(view)
 
 
 def _sig_of(path: str) -> tuple[int, int, int, int, int]:

@@ -44,6 +44,7 @@ class PackWriter:
         self._capacity = pack_size + (8 << 20)
         self._free: list[Any] = []  # buffers whose upload is done, ready for the next pack
         self._builder = PackBuilder(new_buffer(self._capacity))
+        self._sync = in_flight < 1
         self._ex = ThreadPoolExecutor(max(1, in_flight), thread_name_prefix="snapsync-up")
         self._uploads: Window[tuple[int, Any]] = Window(self._ex, in_flight, self._uploaded)
 
@@ -80,7 +81,10 @@ class PackWriter:
         self.locations.update(locs)
         # Submitting first: when the window is full this waits for the oldest upload, whose
         # buffer is then free for the next pack.
-        self._uploads.submit(self._upload, pid, data, locs, buf)
+        if self._sync:  # in this thread: one buffer, and no thread to hand it to
+            self._uploaded(self._upload(pid, data, locs, buf))
+        else:
+            self._uploads.submit(self._upload, pid, data, locs, buf)
         self._builder = PackBuilder(self._free.pop() if self._free else
                                     new_buffer(self._capacity))
 
