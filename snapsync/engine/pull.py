@@ -24,6 +24,7 @@ import shutil
 import tempfile
 import threading
 import time
+from array import array
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -136,8 +137,10 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
     # Plan. An empty target (a worker's fresh folder) holds nothing to compare: no look.
     direct = target.is_empty(destp)
     chunker = Chunker(cfg.chunker)
-    stat_cache = StatCache(cache_root / "targets" / f"{_key(destp)}.msgpack"
-                           if use_cache else None, warnings)
+    cache_file = cache_root / "targets" / f"{_key(destp)}.msgpack" if use_cache else None
+    # Loaded only when there is a tree to compare with (a folder's cache can be large).
+    stat_cache = StatCache(None if direct else cache_file, warnings)
+    stat_cache.path = cache_file
     seen = {} if direct else target.observe(destp, manifest.entries, stat_cache, chunker)
     plan = plan_pull(manifest.entries, seen)
     if rules is not None:
@@ -192,8 +195,10 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
             _publish(cache, writer, where, segs)
             fill = _filler(reader, cache, segs, where, writer)
             prog.phase("write", sum(e.size for e in files), "B")
+            sigs = array("q", bytes(40 * len(plan.write))) if direct and use_cache else None
             try:
-                target.stage(staging, plan, fill, cpu_ex, prog, destp if direct else None)
+                target.stage(staging, plan, fill, cpu_ex, prog, destp if direct else None,
+                             sigs=sigs)
                 # Copied from segments that changed meanwhile: fetch those chunks again and
                 # rewrite the files made of them, before anything is committed.
                 for _ in range(3):
@@ -201,7 +206,7 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
                     if not redo:
                         break
                     target.stage(staging, plan, fill, cpu_ex, prog, destp if direct else None,
-                                 only=redo)
+                                 only=redo, sigs=sigs)
                 else:
                     raise CacheError(f"the chunk cache {cache.dir} keeps changing while it is "
                                      "read; pull again with --no-cache")
@@ -232,7 +237,9 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
     _count(result, plan)
     result.deleted = deleted
 
-    target.save_target_cache(destp, manifest, stat_cache)
+    del where, need, seen, fill  # before the stat cache's rows are built: a lower peak
+    target.save_target_cache(destp, manifest, stat_cache,
+                             (plan, sigs) if sigs is not None else None)
     if use_cache:
         with contextlib.suppress(Exception):
             cache.trim()

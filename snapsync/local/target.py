@@ -13,6 +13,7 @@ import errno
 import os
 import shutil
 import stat
+from array import array
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from pathlib import Path
@@ -156,13 +157,16 @@ Fill = Callable[[int, Entry], None]  # writes a file entry's content into an ope
 
 
 def stage(staging: Path, plan: PullPlan, fill: Fill, cpu_ex: Executor, prog: Progress,
-          direct: Path | None = None, only: list[int] | None = None) -> None:
+          direct: Path | None = None, only: list[int] | None = None,
+          sigs: array[int] | None = None) -> None:
     """Write every planned file and symlink into ``staging`` (the ``n``-th of
     ``plan.write`` as :func:`staged_name`); ``fill(fd, entry)`` writes a file's content.
 
     With ``direct`` (an empty target), write them at their final paths in ``direct`` instead.
     With ``only`` (indexes into ``plan.write``), write just those again, replacing what an
-    earlier call wrote there.
+    earlier call wrote there. With ``sigs`` (5 ints per entry of ``plan.write``), each
+    file's final stat signature is recorded there (for the target's stat cache, without a
+    second pass of ``lstat``: only a ``direct`` write leaves files where they will stay).
     """
     root = os.fsencode(direct) if direct is not None else b""
     if direct is not None and only is None:
@@ -183,10 +187,17 @@ def stage(staging: Path, plan: PullPlan, fill: Fill, cpu_ex: Executor, prog: Pro
             if e.kind == SYMLINK:
                 os.symlink(e.target, name)
                 continue
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            # Created with its mode (the umask or a default ACL may take bits away: then
+            # fchmod); an fstat is cheaper than an fchmod, which dirties the inode again.
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, e.mode)
             try:
                 fill(fd, e)
-                os.fchmod(fd, e.mode)
+                st = os.fstat(fd)
+                if stat.S_IMODE(st.st_mode) != e.mode:
+                    os.fchmod(fd, e.mode)
+                    st = os.fstat(fd)
+                if sigs is not None:
+                    sigs[5 * n:5 * n + 5] = array("q", stat_sig(st))
             finally:
                 os.close(fd)
             prog.advance(e.size)
@@ -395,11 +406,23 @@ def commit(destp: Path, plan: PullPlan, direct: bool = False,
     return deleted
 
 
-def save_target_cache(destp: Path, manifest: Manifest, stat_cache: StatCache) -> None:
+def save_target_cache(destp: Path, manifest: Manifest, stat_cache: StatCache,
+                      written: tuple[PullPlan, array[int]] | None = None) -> None:
+    """Record what the target's files are now (stat signature and chunk ids), so the next
+    pull into it reads only what changed. ``written``: a ``direct`` pull's plan and the
+    signatures :func:`stage` recorded (every file of the snapshot, no ``lstat`` needed)."""
     if stat_cache.path is None:
         return
-    root = os.fsencode(destp)
     rows = {}
+    if written is not None:
+        plan, sigs = written
+        for n, e in enumerate(plan.write):
+            if e.kind == FILE:
+                rows[e.name] = (tuple(sigs[5 * n:5 * n + 5]), e.chunks)
+        stat_cache.replace(rows)
+        stat_cache.save()
+        return
+    root = os.fsencode(destp)
     for e in manifest.files():
         try:
             st = os.lstat(os.path.join(root, e.path))
