@@ -7,7 +7,7 @@ store; a pull trusts the target files it wrote last time while their signature h
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,27 @@ class StatCache:
             atomic_write(self.path, data)
         except OSError:
             pass  # the cache is an optimisation; failing to save it must not fail the push
+
+
+    def save_rows(self, rows: Iterable[tuple[bytes, tuple[int, ...], bytes]]) -> None:
+        """Write ``(path, signature, joined chunk ids)`` rows as :meth:`save` would, streamed:
+        no dict or list of the rows is built (a pull target's 100k files)."""
+        if self.path is None:
+            return
+        buf = bytearray()
+        pk = msgpack.Packer(use_bin_type=True, autoreset=True)
+        n = fine = 0
+        for path, sig, ids in rows:
+            buf += pk.pack((path, sig, ids))
+            n += 1
+            fine |= sig[1] % 1_000_000_000
+        cutoff = time.time_ns() - (self.FINE_NS if fine else self.COARSE_NS)
+        head = pk.pack_array_header(4) + pk.pack(self.VERSION) + pk.pack(cutoff) \
+            + pk.pack_array_header(n)
+        try:
+            atomic_write(self.path, head + bytes(buf) + pk.pack(self.meta))
+        except OSError:
+            pass  # an optimisation: failing to save it must not fail the pull
 
 
 def _decode_rows(written: Any, rows: Any, meta: Any

@@ -14,7 +14,7 @@ import os
 import shutil
 import stat
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
@@ -410,28 +410,27 @@ def save_target_cache(destp: Path, manifest: Manifest, stat_cache: StatCache,
                       written: tuple[PullPlan, array[int]] | None = None) -> None:
     """Record what the target's files are now (stat signature and chunk ids), so the next
     pull into it reads only what changed. ``written``: a ``direct`` pull's plan and the
-    signatures :func:`stage` recorded (every file of the snapshot, no ``lstat`` needed)."""
+    signatures :func:`stage` recorded (every file of the snapshot, no ``lstat`` needed).
+    Rows are streamed to the file: no per-file objects are kept."""
     if stat_cache.path is None:
         return
-    rows = {}
     if written is not None:
         plan, sigs = written
-        for n, e in enumerate(plan.write):
-            if e.kind == FILE:
-                rows[e.name] = (tuple(sigs[5 * n:5 * n + 5]), e.chunks)
-        stat_cache.replace(rows)
-        stat_cache.save()
+        stat_cache.save_rows((e.path, tuple(sigs[5 * n:5 * n + 5]), b"".join(e.chunks))
+                             for n, e in enumerate(plan.write) if e.kind == FILE)
         return
     root = os.fsencode(destp)
-    for e in manifest.files():
-        try:
-            st = os.lstat(os.path.join(root, e.path))
-        except OSError:
-            continue
-        if stat.S_ISREG(st.st_mode) and st.st_size == e.size:
-            rows[e.name] = (stat_sig(st), e.chunks)
-    stat_cache.replace(rows)
-    stat_cache.save()
+
+    def rows() -> Iterator[tuple[bytes, tuple[int, ...], bytes]]:
+        for e in manifest.files():
+            try:
+                st = os.lstat(os.path.join(root, e.path))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_size == e.size:
+                yield e.path, stat_sig(st), b"".join(e.chunks)
+
+    stat_cache.save_rows(rows())
 
 
 
