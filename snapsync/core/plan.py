@@ -193,8 +193,8 @@ def diff_trees(old: Iterable[Entry], new: Iterable[Entry]) -> TreeDiff:
 # request beats two; a merged range stays under MAX_RANGE; a batch of concurrent requests
 # holds at most FETCH_BATCH_BYTES, which bounds a pull's download memory.
 MAX_GAP = 256 << 10
-MAX_RANGE = 16 << 20
-FETCH_BATCH_BYTES = 32 << 20
+MAX_RANGE = 4 << 20
+FETCH_BATCH_BYTES = 16 << 20
 
 
 @dataclass(frozen=True, slots=True)

@@ -159,7 +159,7 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
     staging = Path(tempfile.mkdtemp(prefix=target.STAGING_PREFIX, dir=destp))
     cache = ChunkCache(cache_root if use_cache else staging / "cache", on_warning=warnings)
     segs: Segments | None = None
-    writer = cache.writer()
+    writer = None
     try:
         reader = ChunkReader(store, manifest.locations, repo.chunk_codec(manifest), what=sid,
                              on_warning=warnings)
@@ -167,7 +167,9 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
         # the old files of the target, else downloaded), then every file is copied out.
         where = cache.where(need)
         segs = cache.open_segments({seg_of(p) for p in where.values()})
-        where = {c: p for c, p in where.items() if seg_of(p) in segs}
+        for cid in [c for c, p in where.items() if seg_of(p) not in segs]:
+            del where[cid]
+        writer = cache.writer(where)
         result.chunks_cached = len(where)
         missing = need.difference(where)
         seeded = reader.seed(_old_chunks(destp, plan, seen, missing, chunker), writer.add)
@@ -230,7 +232,8 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
             with contextlib.suppress(Exception):  # LRU bookkeeping only
                 cache.touch(segs.fds)
     finally:
-        writer.abort()
+        if writer is not None:
+            writer.abort()
         if segs is not None:
             segs.close()
         shutil.rmtree(staging, ignore_errors=True)
@@ -250,15 +253,17 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
 
 def _publish(cache: ChunkCache, writer: SegmentWriter, where: dict[bytes, int],
              segs: Segments) -> None:
-    """Seal what ``writer`` holds, and open its new segments for copying."""
-    placed = writer.finish()
-    fresh = {seg_of(p) for p in placed.values()} - set(segs.fds)
+    """Seal what ``writer`` holds (its chunks join ``where``), and open its new segments for
+    copying; chunks of a segment that cannot be opened (evicted meanwhile) leave ``where``."""
+    fresh = set(writer.finish()) - set(segs.fds)
     if fresh:
         segs.update(cache.open_segments(fresh))
-    for cid, place in placed.items():
-        if seg_of(place) in segs:
-            where[cid] = place
-    placed.clear()
+        lost = fresh - set(segs.fds)
+        if lost:
+            for cid in [c for c, p in where.items() if seg_of(p) in lost]:
+                del where[cid]
+            raise CacheError(f"the chunk cache {cache.dir} lost a segment this pull just wrote; "
+                             "pull again (or with --no-cache)")
 
 
 def _filler(reader: ChunkReader, cache: ChunkCache, segs: Segments, where: dict[bytes, int],

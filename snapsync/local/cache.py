@@ -149,9 +149,10 @@ class ChunkCache:
             self.drop_segments(bad)
         return out
 
-    def writer(self) -> SegmentWriter:
-        """A new segment (or several) for chunks this pull adds."""
-        return SegmentWriter(self)
+    def writer(self, placed: dict[bytes, int] | None = None) -> SegmentWriter:
+        """A new segment (or several) for chunks this pull adds; ``placed`` (id -> packed
+        place) gains each chunk once its segment is published."""
+        return SegmentWriter(self, placed)
 
     def _publish(self, name: str, sig: Sig, rows: list[tuple[bytes, int]]) -> int:
         """Make a complete segment visible: its row and its chunks' rows in one transaction."""
@@ -309,10 +310,11 @@ class SegmentWriter:
     :meth:`ChunkCache.trim` removes later.
     """
 
-    def __init__(self, cache: ChunkCache) -> None:
+    def __init__(self, cache: ChunkCache, placed: dict[bytes, int] | None = None) -> None:
         self.cache = cache
-        self.placed: dict[bytes, int] = {}  # published: id -> packed place
+        self.placed: dict[bytes, int] = {} if placed is None else placed
         self.segs: list[int] = []
+        self._segs: set[int] = set()
         self._fd = -1
         self._name = ""
         self._pos = 0
@@ -320,7 +322,7 @@ class SegmentWriter:
         self._pending: set[bytes] = set()
 
     def __contains__(self, cid: bytes) -> bool:
-        return cid in self.placed or cid in self._pending
+        return cid in self._pending or self.placed.get(cid, -1) >> OFFSET_BITS in self._segs
 
     def add(self, cid: bytes, data: bytes | memoryview) -> None:
         """Append one chunk (already verified against ``cid``)."""
@@ -364,6 +366,7 @@ class SegmentWriter:
         for cid, off in self._rows:
             self.placed[cid] = base | off
         self.segs.append(seg)
+        self._segs.add(seg)
         self._rows = []
         self._pending = set()
 
@@ -376,10 +379,11 @@ class SegmentWriter:
             raise LocalFileError(f"cannot write the chunk cache {self.cache.dir}: "
                                  f"{exc.strerror or exc}") from None
 
-    def finish(self) -> dict[bytes, int]:
-        """Publish what was added; return id -> packed place of every chunk written."""
+    def finish(self) -> list[int]:
+        """Publish what was added; return the segments written (their chunks are in
+        ``placed``)."""
         self.seal()
-        return self.placed
+        return self.segs
 
     def abort(self) -> None:
         """Remove the unpublished segment (an error stopped the pull)."""

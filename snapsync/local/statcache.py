@@ -87,23 +87,30 @@ class StatCache:
             pass  # the cache is an optimisation; failing to save it must not fail the push
 
 
-    def save_rows(self, rows: Iterable[tuple[bytes, tuple[int, ...], bytes]]) -> None:
-        """Write ``(path, signature, joined chunk ids)`` rows as :meth:`save` would, streamed:
-        no dict or list of the rows is built (a pull target's 100k files)."""
+    def save_rows(self, count: int,
+                  rows: Iterable[tuple[bytes, tuple[int, ...], bytes]]) -> None:
+        """Write ``count`` rows of ``(path, signature, joined chunk ids)`` as :meth:`save`
+        would, streamed into one buffer: no dict or list of rows is built (a pull target's
+        100k files)."""
         if self.path is None:
             return
-        buf = bytearray()
         pk = msgpack.Packer(use_bin_type=True, autoreset=True)
+        body = bytearray()
         n = fine = 0
         for path, sig, ids in rows:
-            buf += pk.pack((path, sig, ids))
+            if n == count:
+                break
+            body += pk.pack((path, sig, ids))
             n += 1
             fine |= sig[1] % 1_000_000_000
         cutoff = time.time_ns() - (self.FINE_NS if fine else self.COARSE_NS)
-        head = pk.pack_array_header(4) + pk.pack(self.VERSION) + pk.pack(cutoff) \
-            + pk.pack_array_header(n)
+        out = bytearray(pk.pack_array_header(4) + pk.pack(self.VERSION) + pk.pack(cutoff)
+                        + pk.pack_array_header(n))
+        out += body
+        del body
+        out += pk.pack(self.meta)
         try:
-            atomic_write(self.path, head + bytes(buf) + pk.pack(self.meta))
+            atomic_write(self.path, out)
         except OSError:
             pass  # an optimisation: failing to save it must not fail the pull
 

@@ -416,8 +416,10 @@ def save_target_cache(destp: Path, manifest: Manifest, stat_cache: StatCache,
         return
     if written is not None:
         plan, sigs = written
-        stat_cache.save_rows((e.path, tuple(sigs[5 * n:5 * n + 5]), b"".join(e.chunks))
-                             for n, e in enumerate(plan.write) if e.kind == FILE)
+        stat_cache.save_rows(
+            sum(1 for e in plan.write if e.kind == FILE),
+            ((e.path, tuple(sigs[5 * n:5 * n + 5]), b"".join(e.chunks))
+             for n, e in enumerate(plan.write) if e.kind == FILE))
         return
     root = os.fsencode(destp)
 
@@ -430,7 +432,7 @@ def save_target_cache(destp: Path, manifest: Manifest, stat_cache: StatCache,
             if stat.S_ISREG(st.st_mode) and st.st_size == e.size:
                 yield e.path, stat_sig(st), b"".join(e.chunks)
 
-    stat_cache.save_rows(rows())
+    stat_cache.save_rows(len(manifest.entries), rows())
 
 
 
