@@ -114,3 +114,21 @@ def test_a_fresh_pull_records_each_files_final_signature(tmp_path):
     assert len(cache.entries) == r.files > 30
     for name, (sig, _ids) in cache.entries.items():
         assert sig == stat_sig(os.lstat(dst / name)), name
+
+
+def test_pull_stat_caches_do_not_pile_up(tmp_path, monkeypatch):
+    # A worker pulls into a new folder on every run: only the newest caches are kept.
+    import snapsync.local.target as target_mod
+
+    monkeypatch.setattr(target_mod.prune_target_caches, "__defaults__", (3,))
+    src = make_project(tmp_path / "src", files=3)
+    url = (tmp_path / "store").as_uri()
+    snapsync.push(src, url)
+    folder = Path(os.environ["SNAPSYNC_CACHE_DIR"]) / "targets"
+    for i in range(5):
+        snapsync.pull(url, tmp_path / f"run{i}")
+    from snapsync.engine.pull import _key
+
+    left = {p.name for p in folder.iterdir()}
+    assert len(left) == 3
+    assert f"{_key(tmp_path / 'run4')}.msgpack" in left  # the last one written stays

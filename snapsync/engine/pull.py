@@ -244,6 +244,8 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
     target.save_target_cache(destp, manifest, stat_cache,
                              (plan, sigs) if sigs is not None else None)
     if use_cache:
+        target.prune_target_caches(cache_root / "targets")
+    if use_cache:
         with contextlib.suppress(Exception):
             cache.trim()
     result.requests = store.stats.as_dict()["requests"]

@@ -436,6 +436,24 @@ def save_target_cache(destp: Path, manifest: Manifest, stat_cache: StatCache,
 
 
 
+TARGET_CACHES = 64  # pull stat caches kept (a worker pulls into a new folder every run)
+
+
+def prune_target_caches(folder: Path, keep: int = TARGET_CACHES) -> None:
+    """Keep the ``keep`` most recently written pull stat caches in ``folder``: one per
+    target folder, and a worker's every flow run has a new one, which would pile up."""
+    try:
+        with os.scandir(folder) as it:
+            found = [(de.stat(follow_symlinks=False).st_mtime_ns, de.path) for de in it
+                     if de.name.endswith(".msgpack") and de.is_file(follow_symlinks=False)]
+    except OSError:
+        return
+    found.sort(reverse=True)
+    for _mtime, path in found[keep:]:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
 def scan_extras(destp: Path, rules: IgnoreRules,
                 exclude: Iterable[str | os.PathLike[str]] = ()
                 ) -> tuple[list[tuple[bytes, bool]], set[bytes]]:
