@@ -172,13 +172,13 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
         writer = cache.writer(where)
         result.chunks_cached = len(where)
         missing = need.difference(where)
-        seeded = reader.seed(_old_chunks(destp, plan, seen, missing, chunker), writer.add)
+        seeded = reader.seed(_old_chunks(destp, plan, seen, missing, chunker), writer.add_many)
         result.chunks_from_target = len(seeded)
         missing -= seeded
         with ThreadPoolExecutor(conc.cpu, thread_name_prefix="snapsync-cpu") as cpu_ex:
             def download() -> tuple[int, int]:
                 prog.phase("download", sum(reader.locations[c].length for c in missing), "B")
-                return reader.fetch(missing, conc, cpu_ex, writer.add, prog, writer.seal)
+                return reader.fetch(missing, conc, cpu_ex, writer.add_many, prog, writer.seal)
 
             def refresh() -> None:
                 nonlocal manifest, missing
@@ -287,7 +287,7 @@ def _filler(reader: ChunkReader, cache: ChunkCache, segs: Segments, where: dict[
                 except FormatError as exc:
                     got: dict[bytes, bytes] = {}
                     with lock:  # one thread at a time asks the store and drops segments
-                        reader.refetch({cid: exc}, got.__setitem__)
+                        reader.refetch({cid: exc}, got.update)
                         with contextlib.suppress(Exception):
                             cache.drop_segments([seg_of(place)])
                     data = got[cid]
@@ -325,7 +325,7 @@ def _recheck(reader: ChunkReader, cache: ChunkCache, segs: Segments, where: dict
     for c in lost:
         del where[c]
     # The store's copy; a chunk the old tree held is downloaded too (the old file may be gone).
-    reader.refetch(dict.fromkeys(lost, CacheError("its segment changed")), writer.add)
+    reader.refetch(dict.fromkeys(lost, CacheError("its segment changed")), writer.add_many)
     _publish(cache, writer, where, segs)
     return [n for n, e in enumerate(plan.write) if e.kind == FILE and not lost.isdisjoint(
         e.chunks)]

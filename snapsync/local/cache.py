@@ -39,6 +39,7 @@ OFFSET_BITS = 40  # a chunk's place is one int: segment << 40 | offset
 ORPHAN_AGE = 3600  # unpublished segment files older than this (a killed pull's) are removed
 QUERY = 500  # ids per SQLite query
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+_ZEROS = memoryview(bytes(ALIGN))  # padding up to the next chunk start
 
 Sig = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
 
@@ -326,32 +327,55 @@ class SegmentWriter:
 
     def add(self, cid: bytes, data: bytes | memoryview) -> None:
         """Append one chunk (already verified against ``cid``)."""
-        if cid in self:
-            return
+        self.add_many([(cid, data)])
+
+    def add_many(self, items: Iterable[tuple[bytes, bytes | memoryview]]) -> None:
+        """Append chunks (already verified against their ids), one ``pwritev`` per run."""
         try:
-            self._add(cid, data)
+            self._add(items)
         except OSError as exc:
             raise LocalFileError(f"cannot write the chunk cache {self.cache.dir}: "
                                  f"{exc.strerror or exc} (--cache-dir elsewhere, or "
                                  "--no-cache)") from None
 
-    def _add(self, cid: bytes, data: bytes | memoryview) -> None:
-        if self._fd < 0:
-            self._name = f"{secrets.token_hex(12)}.seg"
-            self._fd = os.open(self.cache.dir / self._name,
-                               os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o444)
-            self._pos = 0
-        off = self._pos
-        view = memoryview(data)
-        n = len(view)
-        while view:
-            w = os.pwrite(self._fd, view, off + n - len(view))
-            view = view[w:]
-        self._rows.append((cid, off))
-        self._pending.add(cid)
-        self._pos = (off + n + ALIGN - 1) // ALIGN * ALIGN
-        if self._pos >= SEGMENT_BYTES:
-            self._seal()
+    def _add(self, items: Iterable[tuple[bytes, bytes | memoryview]]) -> None:
+        bufs: list[bytes | memoryview] = []
+        start = self._pos
+        for cid, data in items:
+            if cid in self:
+                continue
+            if self._fd < 0:
+                self._name = f"{secrets.token_hex(12)}.seg"
+                self._fd = os.open(self.cache.dir / self._name,
+                                   os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o444)
+                self._pos = start = 0
+            n = len(data)
+            self._rows.append((cid, self._pos))
+            self._pending.add(cid)
+            bufs.append(data)
+            end = (self._pos + n + ALIGN - 1) // ALIGN * ALIGN
+            if end - self._pos - n:
+                bufs.append(_ZEROS[:end - self._pos - n])
+            self._pos = end
+            if len(bufs) >= 512 or self._pos >= SEGMENT_BYTES:
+                self._write(bufs, start)
+                bufs, start = [], self._pos
+                if self._pos >= SEGMENT_BYTES:
+                    self._seal()
+                    start = 0
+        if bufs:
+            self._write(bufs, start)
+
+    def _write(self, bufs: list[bytes | memoryview], pos: int) -> None:
+        views = [memoryview(b) for b in bufs]
+        while views:
+            n = os.pwritev(self._fd, views, pos)
+            pos += n
+            while views and n >= len(views[0]):  # drop what was written, keep the rest
+                n -= len(views[0])
+                views.pop(0)
+            if views and n:
+                views[0] = views[0][n:]
 
     def _seal(self) -> None:
         if self._fd < 0:

@@ -23,7 +23,7 @@ from snapsync.errors import IntegrityError, NotFoundError
 from snapsync.progress import NullProgress, Progress
 from snapsync.store import Layout, Store
 
-Sink = Callable[[bytes, Any], None]  # (chunk id, verified raw bytes); called on one thread
+Sink = Callable[[list[tuple[bytes, Any]]], None]  # [(chunk id, verified raw bytes)]; one thread
 VERIFY_UNIT = 64  # chunks per CPU task: a task costs ~12 µs, a small chunk's check ~2 µs
 
 
@@ -89,7 +89,7 @@ class ChunkReader:
                                                     loc.offset - f.start + loc.length])
                     except IntegrityError as exc:
                         raise IntegrityError(f"{self.store.display_url}: {exc}") from None
-                    sink(cid, raw)
+                    sink([(cid, raw)])
 
     def seed(self, found: Iterable[tuple[bytes, bytes | memoryview]], sink: Sink) -> set[bytes]:
         """Hand raw chunks found elsewhere (old files of the target) to ``sink``.
@@ -105,7 +105,7 @@ class ChunkReader:
                     self.verify_raw(cid, data)
                 except IntegrityError:
                     continue
-            sink(cid, data)
+            sink([(cid, data)])
             got.add(cid)
         return got
 
@@ -160,8 +160,7 @@ class ChunkReader:
                         if nxt < len(work):
                             futs.append(cpu.submit(verify, work[nxt]))
                             nxt += 1
-                        for cid, raw in verified:
-                            sink(cid, raw)
+                        sink(verified)
                         n_chunks += len(verified)
                         work[k] = []
                     if flush is not None:
