@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import time
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +46,7 @@ from snapsync.progress import NullProgress, Progress, Warnings
 from snapsync.repository import Repository, SnapshotInfo, StoreConfig
 from snapsync.repository.journal import UploadJournal
 from snapsync.repository.packer import PackWriter
+from snapsync.repository.repo import Published
 from snapsync.store import Store, as_store, check_ref_name
 from snapsync.version import __version__
 
@@ -75,6 +75,9 @@ class PushResult:
     bytes_packs: int = 0  # of bytes_uploaded: packs; the rest is metadata (manifest, log, ref)
     bytes_metadata: int = 0
     packs_uploaded: int = 0
+    # Compare-and-swap rounds the ref update took (more than 1: other pushes moved the ref
+    # while this one ran, and it was rebuilt on their snapshot: ``parent_id`` names it).
+    ref_attempts: int = 0
     requests: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
@@ -305,15 +308,20 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
         "symlinks": sum(1 for e in entries if e.kind == SYMLINK),
         "bytes": sum(e.size for e in entries),
     }
+    parent_id = parent.snapshot if parent else None
+    attempts = 0
     if not dry_run and not unchanged:
-        if sid not in manifests or resign:
-            stats["uploaded"] += repo.save_manifest(sid, raw_manifest)
-        when, ns = _now()
-        repo.write_ref(SnapshotInfo(
-            snapshot=sid, ref=ref, time=when, time_ns=ns,
-            parent=parent.snapshot if parent else None, host=socket.gethostname(),
-            version=__version__, message=message, totals=totals,
-            git=git_info(rootp) if git_facts is None else git_facts))
+        needs = {locations[c].pack for e in entries for c in e.chunks}  # packs it names
+        published = _publish(repo, ref, sid, raw_manifest, needs,
+                             manifests.get(sid), resign, keyring, stats, totals, message,
+                             git_info(rootp) if git_facts is None else git_facts,
+                             git_facts is not None)
+        if published is not None:
+            attempts = published.attempts
+        if published is None or published.same:
+            unchanged = True  # the ref names this tree already (another push put it there)
+        else:
+            parent_id = published.info.parent
     if journal is not None:
         journal.forget()  # the ref now names what the journal kept alive
     if not dry_run:
@@ -329,15 +337,42 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
     sent = req["bytes_sent"] if not dry_run else stats["uploaded"]
     return PushResult(
         snapshot_id=sid, ref=ref, url=store.display_url,
-        parent_id=parent.snapshot if parent else None, unchanged=unchanged, dry_run=dry_run,
+        parent_id=parent_id, unchanged=unchanged, dry_run=dry_run,
         files=totals["files"], dirs=totals["dirs"], symlinks=totals["symlinks"],
         bytes_scanned=totals["bytes"], files_read=stats["files_read"],
         bytes_read=stats["bytes_read"], chunks=len(all_chunks), chunks_new=len(new_locs),
         chunks_reused=len(all_chunks) - len(new_locs), bytes_new=stats["bytes_new"],
         bytes_uploaded=sent, bytes_packs=stats["pack_bytes"],
         bytes_metadata=max(0, sent - stats["pack_bytes"]),
-        packs_uploaded=stats["packs"], requests=req["requests"],
+        packs_uploaded=stats["packs"], ref_attempts=attempts, requests=req["requests"],
         seconds=round(time.perf_counter() - t0, 3), warnings=warnings, notes=notes)
+
+
+def _publish(repo: Repository, ref: str, sid: str, raw_manifest: bytes, needs: set[bytes],
+             head_manifest: Manifest | None, resign: bool,
+             keyring: Keyring | None, stats: dict[str, int], totals: dict[str, int],
+             message: str, git: dict[str, Any], by_commit: bool) -> Published | None:
+    """Store the manifest (unless a ref head has it), then move the ref (docs/format.md §5)."""
+    if head_manifest is not None and not resign:
+        stored: Manifest | None = head_manifest
+    else:
+        size, stored = repo.save_manifest(sid, raw_manifest, rewrite=resign)
+        if stored is not None and keyring is not None and not keyring.signed(stored):
+            size, stored = repo.save_manifest(sid, raw_manifest, rewrite=True)
+        stats["uploaded"] += size
+    if stored is not None:  # what the snapshot depends on: the packs its stored manifest names
+        needs = {loc.pack for loc in stored.locations.values()}
+
+    def make(head: SnapshotInfo | None) -> SnapshotInfo | None:
+        if (head is not None and head.snapshot == sid and not resign
+                and (not by_commit or head.git == git)):
+            return None  # the ref names this tree already (another push put it there)
+        when, ns = _now()
+        return SnapshotInfo(snapshot=sid, ref=ref, time=when, time_ns=ns,
+                            parent=head.snapshot if head else None, host=_hostname(),
+                            version=__version__, message=message, totals=totals, git=git)
+
+    return repo.publish(ref, make, needs)
 
 
 def _unchanged_since_last_push(local: list[LocalEntry], stat_cache: StatCache,
@@ -444,3 +479,9 @@ def _stat_cache_path(cache_root: Path, root: Path, url: str) -> Path:
 def _now() -> tuple[str, int]:
     ns = time.time_ns()
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ns / 1e9)), ns
+
+
+def _hostname() -> str:
+    import socket  # ~7 ms to import: only a push that writes a snapshot needs it
+
+    return socket.gethostname()

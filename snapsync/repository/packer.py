@@ -14,6 +14,7 @@ from types import TracebackType
 from snapsync.concurrency import PACKS_IN_FLIGHT, Window
 from snapsync.core.manifest import Location
 from snapsync.core.pack import PackBuilder
+from snapsync.errors import AlreadyExistsError
 from snapsync.repository.journal import UploadJournal
 from snapsync.store import Layout, Store
 
@@ -70,7 +71,14 @@ class PackWriter:
         if not self.dry_run:
             if self.journal is not None:  # before the PUT: a resume checks the pack landed
                 self.journal.record(pid, len(data), locs)
-            self.store.put(Layout.pack(pid), data)
+            try:
+                # Create-only where the store can: a pack's id is the hash of its bytes, so
+                # one already there is this very pack (whether gc is about to delete it is
+                # checked before the ref moves, docs/format.md §8).
+                self.store.put(Layout.pack(pid), data,
+                               mode="create" if self.store.conditional else "overwrite")
+            except AlreadyExistsError:
+                pass
         return len(data)
 
     def _uploaded(self, n: int) -> None:
