@@ -19,7 +19,7 @@ from typing import Any
 from . import REPO_ROOT, RESULTS_DIR, netns
 
 ALL_BACKENDS = ("file", "s3", "s3-latency")
-ALL_TOOLS = ("snapsync", "prefect-aws", "naive", "rclone", "restic")
+ALL_TOOLS = ("snapsync", "snapsync-fsspec", "prefect-aws", "naive", "rclone", "restic")
 ALL_SWEEPS = ("level", "chunker", "pack", "jobs")
 
 # Presets. Quick must finish in under 5 minutes on 2 cores, so it uses smaller trees, fewer
@@ -29,16 +29,50 @@ QUICK: dict[str, Any] = {
     "corpora": {"file": ["gen:0.1"], "s3": ["gen:0.1", "history:flask:3.0.0,3.0.1,3.0.2,3.0.3"],
                 "s3-latency": ["gen:0.05"]},
     "reps": {"file": 2, "s3": 2, "s3-latency": 1},
+    # The real history gets both repetitions on s3; the generated tree one (its steps are
+    # the same kind of work, and the budget is ~6 minutes).
+    "corpus_reps": {"s3": {"gen:0.1": 1}},
     "limited": ["prefect-aws", "naive"],
     "limited_reps": 1,  # ...and in the first repetition only
     "limited_scenarios": {"s3-latency": ["first-push", "pull-cold"]},
-    # naive does what prefect-aws does (per-file, serial); at 20 ms per request it is the
-    # slowest thing in the run, so quick mode measures it on file:// and s3 only.
-    "skip_tools": {"s3-latency": ["naive"]},
+    # naive does what prefect-aws does (per-file, serial), so quick mode measures it on
+    # file:// only, where prefect-aws cannot run; prefect-aws is the per-file peer on S3.
+    "skip_tools": {"s3": ["naive"], "s3-latency": ["naive"]},
     "sweeps": {"file": ["level", "chunker"], "s3-latency": ["jobs", "pack"]},
     "sweep_points": {"jobs": [1, 16], "pack": [4, 16], "level": [1, 3, 9]},
     "sweep_corpus": "gen:0.05",
     "throughput": "stdlib",
+    # Issue 12's start-up rows: fresh processes on a 5k-file tree (the size of the tree the
+    # issue measured), both S3 engines, in the s3 session.
+    "startup": {"s3": {"corpus": "gen100k:0.05", "reps": 5}},
+}
+# The file-count sweep (issue 11): the seeded 100k-file tree and its 1k / 10k scalings on
+# file://, every tool that finishes in reasonable time, 3 repetitions, for plots of time and
+# peak RSS against file count. Pulled trees go to tmpfs when it has room (see --pull-dir).
+SCALE: dict[str, Any] = {
+    "corpora": {"file": ["gen100k:0.01", "gen100k:0.1", "gen100k:1"],
+                # Only with --backends file,s3: the same sweep over S3 up to 10k files, where
+                # prefect-aws can run (about 10 ms a file each way); one repetition.
+                "s3": ["gen100k:0.01", "gen100k:0.1"]},
+    "backends": ["file"],
+    "reps": {"file": 3, "s3": 1},
+    "limited": [],
+    "limited_reps": 99,
+    "limited_scenarios": {},
+    "skip_tools": {},
+    "sweep_points": {},
+    "sweeps": {},
+    "sweep_corpus": "gen:0.05",
+    "throughput": "gen100k:1",
+    "scenarios": ["first-push", "noop-push", "pull-cold", "pull-warm"],
+    # Peers without a chunk cache do the same work warm as cold; restic's warm restore only
+    # keeps its metadata cache. At 100k files every pulled tree costs ~10-30 s to create.
+    "warm_tools": ["snapsync"],
+    # naive copies file by file; rclone's file:// "store" is a plain copy of the tree, one
+    # more 100k-file tree to create and delete per repetition. Both run up to 10k files.
+    "max_files": {"naive": 10_100, "rclone": 10_100, "prefect-aws": 10_100},
+    "pull_dir": "auto",
+    "startup": {},
 }
 FULL: dict[str, Any] = {
     "corpora": {"file": ["gen:1", "stdlib"],
@@ -58,6 +92,7 @@ FULL: dict[str, Any] = {
                "s3-latency": ["jobs", "pack"]},
     "sweep_corpus": "gen:0.5",
     "throughput": "site-packages",
+    "startup": {"s3": {"corpus": "gen100k:0.05", "reps": 7}},
 }
 
 
@@ -68,6 +103,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     mode.add_argument("--full", action="store_true",
                       help="every corpus at full size, 3-5 reps (prefect-aws and naive: first "
                            "push, no-op push, cold pull, 2 reps); takes hours")
+    mode.add_argument("--preset", choices=("quick", "full", "scale"),
+                      help="scale: the file-count sweep (1k, 10k, 100k files on file://, "
+                           "3 reps; ~15 min)")
+    mode.add_argument("--scale-sweep", action="store_true", help="same as --preset scale")
+    mode.add_argument("--readme", nargs="*", metavar="JSON",
+                      help="rewrite the benchmark tables between the markers in README.md "
+                           "and benchmarks/README.md from result JSONs (default: "
+                           "results/latest.json, plus results/latest-scale.json if present); "
+                           "runs nothing")
     p.add_argument("--backends", help=f"comma list of {', '.join(ALL_BACKENDS)} (default: all)")
     p.add_argument("--tools", help=f"comma list of {', '.join(ALL_TOOLS)} (default: all)")
     p.add_argument("--corpora", help="comma list overriding the preset for every backend: "
@@ -85,6 +129,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also profile snapsync's first push and cold pull (pyinstrument)")
     p.add_argument("--out", default=str(RESULTS_DIR), help="results folder")
     p.add_argument("--work-dir", help="scratch folder (default: a temp dir, removed after)")
+    p.add_argument("--pull-dir", help="where pulled trees and pull caches go (default: the "
+                                      "scratch folder; scale preset: a folder in /dev/shm "
+                                      "when it has room); 'disk' forces the scratch folder")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
 
 
@@ -95,7 +142,7 @@ def register(subparsers: Any, common: Callable[..., None] | None = None) -> None
         description="Run the benchmark suite (benchmarks/README.md); same as "
                     "`python -m benchmarks`.")
     add_arguments(p)
-    p.set_defaults(func=lambda args: run(args))
+    p.set_defaults(func=lambda args: dispatch(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,12 +162,50 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         run_session_file(argv[1], argv[2])
         return 0
-    return run(build_parser().parse_args(argv))
+    return dispatch(build_parser().parse_args(argv))
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run the benchmarks, or with ``--readme`` only rewrite the README tables."""
+    if args.readme is not None:
+        from .report import rewrite_readmes
+
+        for path in rewrite_readmes([Path(p) for p in args.readme], Path(args.out)):
+            print(f"rewrote {path}")
+        return 0
+    return run(args)
+
+
+def _mode(args: argparse.Namespace) -> str:
+    if args.full:
+        return "full"
+    if args.scale_sweep:
+        return "scale"
+    return args.preset or "quick"
+
+
+def _pull_dir(args: argparse.Namespace, preset: dict[str, Any]) -> str | None:
+    want = args.pull_dir or preset.get("pull_dir")
+    if not want or want == "disk":
+        return None
+    if want != "auto":
+        return want
+    # tmpfs, if it can hold a few copies of the biggest tree (pulled trees are deleted as
+    # soon as they are verified there).
+    shm = Path("/dev/shm")
+    try:
+        st = os.statvfs(shm)
+    except OSError:
+        return None
+    return str(shm / f"snapsync-bench-{os.getpid()}") if (
+        st.f_bavail * st.f_frsize > 8e9) else None
 
 
 def _plan(args: argparse.Namespace) -> dict[str, Any]:
-    preset = FULL if args.full else QUICK
-    backends = args.backends.split(",") if args.backends else list(ALL_BACKENDS)
+    mode = _mode(args)
+    preset = {"full": FULL, "scale": SCALE}.get(mode, QUICK)
+    backends = (args.backends.split(",") if args.backends else
+                list(preset.get("backends", ALL_BACKENDS)))
     for b in backends:
         if b not in ALL_BACKENDS:
             raise SystemExit(f"unknown backend {b!r}")
@@ -132,7 +217,7 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
         cs = (args.corpora.split(",") if args.corpora else list(preset["corpora"].get(b, [])))
         cs = [c.replace("/", ",") if c.startswith("history:") else c for c in cs]
         if args.scale is not None:
-            cs = [f"gen:{args.scale}" if c.startswith("gen") else c for c in cs]
+            cs = [f"gen:{args.scale}" if c.startswith("gen:") else c for c in cs]
         corpora[b] = cs
     if args.sweeps == "none":
         sweeps: dict[str, list[str]] = {}
@@ -147,7 +232,12 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
                 sweeps.setdefault(b, []).append(name)
     else:
         sweeps = {b: v for b, v in preset["sweeps"].items() if b in backends}
-    return {"mode": "full" if args.full else "quick", "backends": backends, "tools": tools,
+    return {"mode": mode, "backends": backends, "tools": tools,
+            "scenarios": preset.get("scenarios"), "warm_tools": preset.get("warm_tools"),
+            "max_files": preset.get("max_files", {}), "pull_dir": _pull_dir(args, preset),
+            "startup": {b: v for b, v in preset.get("startup", {}).items() if b in backends},
+            "corpus_reps": {} if args.reps else preset.get("corpus_reps", {}),
+            "tool_scenarios": preset.get("tool_scenarios", {}),
             "corpora": corpora, "sweeps": sweeps, "limited": preset["limited"],
             "limited_reps": preset["limited_reps"],
             "limited_scenarios": preset["limited_scenarios"],
@@ -156,7 +246,10 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
             "sweep_points": {} if args.sweeps else preset["sweep_points"],
             "reps": {b: args.reps or preset["reps"][b] for b in backends},
             "sweep_corpus": (f"gen:{args.scale}" if args.scale else preset["sweep_corpus"]),
-            "throughput": preset["throughput"], "scale_corpus": "site-packages"}
+            "throughput": preset["throughput"],
+            # The old library-level no-op/warm check on site-packages: full mode only (the
+            # scale preset measures those targets on fresh processes at 100k files).
+            "scale_corpus": "site-packages" if mode == "full" else None}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -173,8 +266,9 @@ def run(args: argparse.Namespace) -> int:
     # Build every corpus first, here: the namespace has no route to the package index.
     needed = sorted({c for cs in plan["corpora"].values() for c in cs}
                     | ({plan["sweep_corpus"]} if plan["sweeps"] else set())
-                    | ({plan["throughput"], plan["scale_corpus"]} if "file" in plan["backends"]
-                       else set()))
+                    | ({c for c in (plan["throughput"], plan["scale_corpus"]) if c}
+                       if "file" in plan["backends"] else set())
+                    | {v["corpus"] for v in plan["startup"].values()})
     corpora_info = {}
     for c in needed:
         t0 = time.time()
@@ -198,7 +292,13 @@ def run(args: argparse.Namespace) -> int:
                     "sweep_points": plan["sweep_points"],
                     "sweeps": plan["sweeps"].get(b, []),
                     "sweep_corpus": plan["sweep_corpus"], "delay_ms": args.delay_ms,
-                    "rate_mbit": args.rate_mbit}
+                    "rate_mbit": args.rate_mbit, "scenarios": plan["scenarios"],
+                    "warm_tools": plan["warm_tools"], "max_files": plan["max_files"],
+                    "pull_dir": (str(Path(plan["pull_dir"]) / b) if plan["pull_dir"]
+                                 else None),
+                    "startup": plan["startup"].get(b),
+                    "corpus_reps": plan["corpus_reps"].get(b),
+                    "tool_scenarios": plan["tool_scenarios"]}
             print(f"== backend {b}: corpora {spec['corpora']}, reps {spec['reps']}, "
                   f"sweeps {spec['sweeps']}", flush=True)
             if b == "s3-latency":
@@ -208,7 +308,8 @@ def run(args: argparse.Namespace) -> int:
                 result = session.run()
                 if b == "file":
                     throughput = _throughput(scratch, plan["throughput"])
-                    scale_check = _scale_check(scratch, plan["scale_corpus"])
+                    if plan["scale_corpus"]:
+                        scale_check = _scale_check(scratch, plan["scale_corpus"])
                     if plan["mode"] == "full":
                         rss_check = _rss_check(scratch)
                     if args.profile:
@@ -217,6 +318,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if not args.work_dir:
             shutil.rmtree(scratch, ignore_errors=True)
+        if plan["pull_dir"]:
+            shutil.rmtree(plan["pull_dir"], ignore_errors=True)
 
     merged: dict[str, Any] = {
         "meta": {"run_id": run_id, "mode": plan["mode"], "plan": plan,
@@ -236,7 +339,11 @@ def run(args: argparse.Namespace) -> int:
         "throughput": throughput,
         "scale_check": scale_check,
         "rss_check": rss_check,
+        "startup": next((s["startup"] for s in sessions if s.get("startup")), {}),
     }
+    if plan["pull_dir"]:
+        merged["meta"]["pull_dir"] = (f"pulled trees and pull caches on {plan['pull_dir']} "
+                                      "(tmpfs): the disk's file-creation moods do not decide")
     if profiles:
         merged["profiles"] = profiles
     from .targets import evaluate, recommend
@@ -248,7 +355,7 @@ def run(args: argparse.Namespace) -> int:
     (out / f"{run_id}.json").write_text(json.dumps(merged, indent=1, default=str))
     md = report.full_markdown(merged)
     (out / f"{run_id}.md").write_text(md)
-    stem = "latest" if plan["mode"] == "quick" else "latest-full"
+    stem = "latest" if plan["mode"] == "quick" else f"latest-{plan['mode']}"
     (out / f"{stem}.md").write_text(md)
     (out / f"{stem}.json").write_text(json.dumps(merged, indent=1, default=str))
     if not args.no_plots:
@@ -304,11 +411,15 @@ def _throughput(scratch: Path, corpus_spec: str) -> dict[str, Any]:
         w.close()
     if not runs:
         return {}
+    # The median run (of 3) by wall time, with the spread beside it.
+    mid = sorted(runs, key=lambda m: m.wall)[len(runs) // 2]
     best = min(runs, key=lambda m: m.wall)
-    mb = best.extra["bytes_read"] / 1e6
+    mb = mid.extra["bytes_read"] / 1e6
     return {"corpus": corpus.name, "files": corpus.files, "mb": round(mb, 1),
-            "walls": [round(m.wall, 3) for m in runs], "cpu": round(best.cpu, 3),
-            "mb_per_s": round(mb / best.wall, 1)}
+            "walls": [round(m.wall, 3) for m in runs], "cpu": round(mid.cpu, 3),
+            "user": round(mid.user or 0.0, 3), "sys": round(mid.sys or 0.0, 3),
+            "rss_mb": round(mid.rss_mb), "mb_per_s": round(mb / mid.wall, 1),
+            "mb_per_s_best": round(mb / best.wall, 1)}
 
 
 def _scale_check(scratch: Path, corpus_spec: str) -> dict[str, Any]:

@@ -154,6 +154,31 @@ def _derive(prev: Path, new: Path, edit: dict[str, bytes]) -> None:
         os.utime(p, (FIXED_MTIME + 86400, FIXED_MTIME + 86400))
 
 
+# The 100k-file tree of issue 11: 100,000 source-like files (log-normal, median ~5 KB), 10
+# assets, 9 binaries and one big file: 100,020 files, ~1.6 GB. ``gen100k:K`` scales every
+# count by K (0.01 -> ~1k files, 0.1 -> ~10k), for the file-count sweep.
+GEN100K = GenSpec(small=100_000, medium=9, large=9, huge_mb=768, seed=100)
+
+
+def _count_label(n: int) -> str:
+    return f"{n / 1000:.0f}k" if n >= 1000 else str(n)
+
+
+def generated_flat(spec: GenSpec) -> Corpus:
+    """One seeded tree, no later steps (the scale sweep pushes and pulls it as it is)."""
+    root = CACHE_DIR / spec.key / "v0"
+    meta = CACHE_DIR / spec.key / "meta-flat.json"
+    if not meta.exists():
+        _build_generated(spec, root)
+        n, size = tree_stats(root)
+        meta.write_text(json.dumps({"files": n, "bytes": size}))
+    info = json.loads(meta.read_text())
+    return Corpus(name=f"gen{_count_label(info['files'])}",
+                  description=(f"seeded project: {spec.small} source files, {spec.medium} "
+                               f"assets, {spec.large} binaries, one {spec.huge_mb} MB file"),
+                  steps=[Step("v0", root)], files=info["files"], bytes=info["bytes"])
+
+
 def generated(spec: GenSpec) -> Corpus:
     base = CACHE_DIR / spec.key
     v0, v1, v2 = base / "v0", base / "v1-edit", base / "v2-insert"

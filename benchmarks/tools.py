@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,23 @@ class Measure:
     ok: bool = True
     error: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    user: float | None = None  # CPU seconds in user and kernel mode (None: only the sum known)
+    sys: float | None = None
+    stdout: str = ""
+    rss_single_mb: float | None = None  # external runs: largest single process (GNU time)
+    rss_tree_mb: float | None = None  # external runs: sampled sum over the process tree
+    procs: int = 0  # external runs: most processes alive at once in the tool's tree
+
+
+def _vm_hwm_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 class Worker:
@@ -65,7 +83,11 @@ class Worker:
                            extra={"trace": ans.get("trace", "")})
         extra = dict(ans.get("result") or {})
         extra["rss_start_mb"] = round(ans.get("rss_start_mb", 0.0), 1)
-        return Measure(ans["wall"], ans["cpu"], ans["rss_mb"], extra=extra)
+        # Peak RSS read from outside: the worker resets its high-water mark (after handing
+        # freed memory back) just before the operation; the harness reads it after.
+        rss = _vm_hwm_mb(self.proc.pid) or ans["rss_mb"]
+        return Measure(ans["wall"], ans["cpu"], rss, extra=extra, user=ans.get("user"),
+                       sys=ans.get("sys"))
 
     def close(self) -> None:
         if self.proc.stdin:
@@ -78,12 +100,89 @@ class Worker:
             self.proc.wait()
 
 
-def run_external(argv: list[str], *, env: dict[str, str] | None = None,
-                 cwd: Path | None = None, timeout: float = 1800) -> Measure:
-    """Run a binary; wall from the parent, CPU from ``wait4`` (this child and its children).
+class TreeSampler:
+    """Polls the summed RSS of a process and all its descendants (``/proc``), every 10 ms.
 
-    Peak RSS comes from GNU ``time``: a child forked straight from this (large) Python process
-    would report our own RSS as its ``ru_maxrss``, since the kernel keeps the pre-exec peak.
+    ``ru_maxrss`` (and GNU ``time``'s ``%M``) is the peak of the largest *single* process of a
+    tree; a tool that reads in helper processes would look smaller than it is. The sum of the
+    samples is an upper bound (shared library and copy-on-write pages count once per process;
+    a vfork child, which shares its parent's memory until exec, is not counted); a peak
+    shorter than the interval can be missed, which ``%M`` covers. ``skip_root``: the root is a
+    launcher (GNU ``time``) whose own memory is not the tool's.
+    """
+
+    def __init__(self, pid: int, skip_root: bool = False, interval: float = 0.01) -> None:
+        self.pid = pid
+        self.skip_root = skip_root
+        self.interval = interval
+        self.peak_kb = 0
+        self.procs = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> TreeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @staticmethod
+    def _children(pid: int) -> list[int]:
+        out: list[int] = []
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/children") as f:
+                    out.extend(int(x) for x in f.read().split())
+        except (OSError, ValueError):
+            pass
+        return out
+
+    def sample(self) -> None:
+        total = 0
+        seen = 0
+        stack: list[tuple[int, str]] = [(self.pid, "")]
+        while stack:
+            pid, parent_statm = stack.pop()
+            try:
+                with open(f"/proc/{pid}/statm") as f:
+                    statm = f.read()
+            except OSError:
+                continue
+            stack.extend((c, statm) for c in self._children(pid))
+            # A child between vfork and exec shares its parent's memory (same mm, the very
+            # same statm line): counting it would double the parent (seen with `git`).
+            if (self.skip_root and pid == self.pid) or statm == parent_statm:
+                continue
+            try:
+                total += int(statm.split()[1]) * _PAGE_KB
+                seen += 1
+            except (ValueError, IndexError):
+                pass
+        self.peak_kb = max(self.peak_kb, total)
+        self.procs = max(self.procs, seen)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+
+_PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def run_external(argv: list[str], *, env: dict[str, str] | None = None,
+                 cwd: Path | None = None, timeout: float = 1800,
+                 capture: bool = False) -> Measure:
+    """Run a program as users do, one fresh process; measure it from outside.
+
+    Wall from the parent; user and system CPU from ``wait4`` (the child and every descendant
+    it waited for); peak RSS the larger of GNU ``time``'s ``%M`` (the largest single process
+    of the tree) and the sampled sum over the live process tree (``TreeSampler``).
+    GNU ``time`` is the launcher because a child forked straight from this (large) Python
+    process would report our own RSS as its ``ru_maxrss``: the kernel keeps the pre-exec peak.
+    ``capture``: keep stdout (``Measure.stdout``), e.g. a ``--json`` summary.
     """
     gtime = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
     rss_file = None
@@ -91,26 +190,31 @@ def run_external(argv: list[str], *, env: dict[str, str] | None = None,
         fd, rss_file = tempfile.mkstemp(prefix="bench-rss-")
         os.close(fd)
         argv = [gtime, "-f", "%M", "-o", rss_file, *argv]
-    t0 = time.perf_counter()
-    with open(os.devnull, "wb") as devnull, \
-            subprocess.Popen(argv, env=env, cwd=cwd, stdout=devnull,
-                             stderr=subprocess.PIPE) as p:
-        assert p.stderr is not None
-        err = p.stderr.read()  # until the child closes it (exit)
-        _pid, status, ru = os.wait4(p.pid, 0)
-        p.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - t0
-    rss_mb = ru.ru_maxrss / 1024
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as errf:
+        t0 = time.perf_counter()
+        with subprocess.Popen(argv, env=env, cwd=cwd,
+                              stdout=out if capture else subprocess.DEVNULL,
+                              stderr=errf) as p, TreeSampler(p.pid, skip_root=bool(gtime)) as ts:
+            _pid, status, ru = os.wait4(p.pid, 0)
+            wall = time.perf_counter() - t0
+            p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        errf.seek(0)
+        stdout = out.read().decode(errors="replace")
+        err = errf.read().decode(errors="replace")
+    rss_kb = ru.ru_maxrss if not gtime else 0
     if rss_file:
         try:
-            rss_mb = int(Path(rss_file).read_text().split()[-1]) / 1024
+            rss_kb = int(Path(rss_file).read_text().split()[-1])
         except (OSError, ValueError, IndexError):
             pass
         os.unlink(rss_file)
-    m = Measure(wall, ru.ru_utime + ru.ru_stime, rss_mb)
+    m = Measure(wall, ru.ru_utime + ru.ru_stime, max(rss_kb, ts.peak_kb) / 1024,
+                user=ru.ru_utime, sys=ru.ru_stime, stdout=stdout,
+                rss_single_mb=rss_kb / 1024, rss_tree_mb=ts.peak_kb / 1024, procs=ts.procs)
     if p.returncode != 0:
         m.ok = False
-        m.error = f"exit {p.returncode}: {err.decode(errors='replace')[-800:]}"
+        m.error = f"exit {p.returncode}: {err[-800:]}"
     return m
 
 
@@ -121,7 +225,12 @@ class Ctx:
     backend: Backend
     bucket: str
     prefix: str
-    state: Path  # tool-private local folder (caches)
+    state: Path  # tool-private local folder (push-side caches)
+    pull_state: Path | None = None  # pull-side caches, beside the pulled trees (default: state)
+
+    @property
+    def pstate(self) -> Path:
+        return self.pull_state or self.state
 
 
 class Tool:
@@ -151,8 +260,10 @@ class Tool:
 
 
 class Snapsync(Tool):
-    name = "snapsync"
-    label = "snapsync"
+    """snapsync as a library in a long-lived worker (sweeps, throughput, profiles)."""
+
+    name = "snapsync-lib"
+    label = "snapsync (library, in a worker)"
 
     def __init__(self, jobs: int | None = None) -> None:
         self.jobs = jobs
@@ -183,6 +294,85 @@ class Snapsync(Tool):
         return self.worker.call("snapsync_pull", url=self.url(ctx), dest=str(dest),
                                 storage_options=ctx.backend.storage_options,
                                 cache_dir=str(cache), jobs=self.jobs)
+
+
+def snapsync_argv() -> list[str]:
+    """How a user starts snapsync: the console script of this venv (else ``python -m``)."""
+    script = Path(sys.executable).parent / "snapsync"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "snapsync"]
+
+
+def snapsync_env() -> dict[str, str]:
+    """A clean environment for snapsync runs: no engine or cache choice leaks in."""
+    env = python_env()
+    for k in ("SNAPSYNC_BACKEND", "SNAPSYNC_CACHE_DIR", "AWS_PROFILE"):
+        env.pop(k, None)
+    env.update({"AWS_EC2_METADATA_DISABLED": "true"})
+    return env
+
+
+def option_args(opts: dict[str, Any]) -> list[str]:
+    """fsspec-style storage options as ``-o KEY=VALUE`` (JSON for non-strings)."""
+    out = []
+    for k, v in opts.items():
+        out += ["-o", f"{k}={v if isinstance(v, str) else json.dumps(v)}"]
+    return out
+
+
+class SnapsyncCLI(Tool):
+    """snapsync as users run it: one ``snapsync push``/``pull`` process per operation.
+
+    ``engine``: ``None`` is the default engine for the URL (obstore for ``s3://``);
+    ``"fsspec"`` passes ``-o backend=fsspec`` (s3fs). Start-up and imports are included.
+    """
+
+    def __init__(self, engine: str | None = None, jobs: int | None = None) -> None:
+        self.engine = engine
+        self.jobs = jobs
+        self.name = "snapsync" if engine is None else f"snapsync-{engine}"
+        self.label = "snapsync" if engine is None else f"snapsync -o backend={engine}"
+
+    def supports(self, backend: Backend) -> bool:
+        # file:// is fsspec either way; the engine choice matters only where there is one.
+        return self.engine is None or backend.is_s3
+
+    def url(self, ctx: Ctx) -> str:
+        return ctx.backend.url(ctx.bucket, ctx.prefix)
+
+    def _opts(self, ctx: Ctx) -> list[str]:
+        opts = dict(ctx.backend.storage_options)
+        if self.engine:
+            opts["backend"] = self.engine
+        args = option_args(opts)
+        if self.jobs:
+            args += ["--jobs", str(self.jobs)]
+        return args
+
+    def _run(self, argv: list[str]) -> Measure:
+        m = run_external([*snapsync_argv(), *argv, "--json"], env=snapsync_env(), capture=True)
+        if m.ok:
+            try:
+                m.extra = json.loads(m.stdout)
+            except ValueError:
+                m.ok, m.error = False, f"no JSON on stdout: {m.stdout[-300:]}"
+            m.extra.pop("warnings", None)
+            m.extra.pop("notes", None)
+        return m
+
+    def push(self, ctx: Ctx, work: Path) -> Measure:
+        # --no-default-ignore: ship every file, like the peers, so all move the same bytes.
+        return self._run(["push", str(work), self.url(ctx), "--no-default-ignore",
+                          "--cache-dir", str(ctx.state / "push-cache"), *self._opts(ctx)])
+
+    def pull(self, ctx: Ctx, dest: Path, mode: str) -> Measure:
+        # cold and prev get an empty cache; warm reuses the cache the cold pull filled;
+        # deploy (the replay's incremental pulls) keeps its own cache from pull to pull.
+        cache = ctx.pstate / ("pull-cache" if mode in ("cold", "warm") else f"pull-cache-{mode}")
+        if mode in ("cold", "prev"):
+            shutil.rmtree(cache, ignore_errors=True)
+        extra = ["--delete"] if mode in ("prev", "deploy") else []
+        return self._run(["pull", self.url(ctx), str(dest), "--cache-dir", str(cache),
+                          *extra, *self._opts(ctx)])
 
 
 class Naive(Tool):
@@ -288,7 +478,8 @@ class Restic(Tool):
         return (True, "") if shutil.which("restic") else (
             False, "restic not installed (apt-get install restic; scripts/install-bench-deps.sh)")
 
-    def _env(self, ctx: Ctx, cache: str = "cache") -> dict[str, str]:
+    def _env(self, ctx: Ctx, cache: str = "cache", where: Path | None = None
+             ) -> dict[str, str]:
         env = dict(os.environ)
         if isinstance(ctx.backend, FileBackend):
             repo = str(ctx.backend.path(ctx.bucket, ctx.prefix))
@@ -298,7 +489,7 @@ class Restic(Tool):
             repo = f"s3:{b.client_endpoint}/{ctx.bucket}/{ctx.prefix}"
             env.update({"AWS_ACCESS_KEY_ID": b.key, "AWS_SECRET_ACCESS_KEY": b.secret})
         env.update({"RESTIC_REPOSITORY": repo, "RESTIC_PASSWORD": RESTIC_PASSWORD,
-                    "RESTIC_CACHE_DIR": str(ctx.state / cache)})
+                    "RESTIC_CACHE_DIR": str((where or ctx.state) / cache)})
         return env
 
     def prepare(self, ctx: Ctx) -> None:
@@ -314,28 +505,55 @@ class Restic(Tool):
 
     def pull(self, ctx: Ctx, dest: Path, mode: str) -> Measure:
         # Backups keep their cache in "cache"; a cold pull starts from an empty one.
-        cache = "cache" if mode == "warm" else f"cache-{mode}"
-        if mode != "warm":
-            shutil.rmtree(ctx.state / cache, ignore_errors=True)
-        return run_external(["restic", "restore", "latest", "--target", str(dest)],
-                            env=self._env(ctx, cache))
+        # The warm pull reuses the backups' metadata cache; cold and prev start empty; the
+        # replay's deploy pulls keep theirs from pull to pull.
+        if mode == "warm":
+            env = self._env(ctx, "cache")
+        else:
+            if mode != "deploy":
+                shutil.rmtree(ctx.pstate / f"cache-{mode}", ignore_errors=True)
+            env = self._env(ctx, f"cache-{mode}", ctx.pstate)
+        return run_external(["restic", "restore", "latest", "--target", str(dest)], env=env)
+
+
+# The Python floor: interpreter start-up plus a bare scandir + lstat walk, nothing else.
+PY_WALK = """
+import os, sys
+stack = [sys.argv[1]]
+n = 0
+while stack:
+    with os.scandir(stack.pop()) as it:
+        for e in it:
+            e.stat(follow_symlinks=False)
+            n += 1
+            if e.is_dir(follow_symlinks=False):
+                stack.append(e.path)
+"""
 
 
 class StatWalk(Tool):
-    """Floor for a no-op push: a bare scandir + stat walk of the same tree."""
+    """Floor for a no-op push: a bare stat walk of the same tree, in a fresh process.
 
-    name = "stat-walk"
-    label = "bare stat walk (floor)"
+    ``find``: ``find DIR -printf '%s %T@\\n' > /dev/null`` (process start included, the
+    cheapest possible walk). ``py-walk``: ``python -c`` scandir + lstat, i.e. interpreter
+    start plus the walk a Python tool cannot avoid.
+    """
+
     baseline = True
 
-    def start(self) -> None:
-        self.worker = Worker("baseline")
-
-    def stop(self) -> None:
-        self.worker.close()
+    def __init__(self, kind: str = "find") -> None:
+        self.kind = kind
+        self.name = kind
+        self.label = ("find -printf stat walk (floor)" if kind == "find"
+                      else "python start + scandir walk (floor)")
 
     def push(self, ctx: Ctx, work: Path) -> Measure:
-        return self.worker.call("statwalk", root=str(work))
+        return self.walk(work)
+
+    def walk(self, root: Path) -> Measure:
+        if self.kind == "find":
+            return run_external(["find", str(root), "-printf", "%s %T@\\n"])
+        return run_external([sys.executable, "-c", PY_WALK, str(root)])
 
 
 class CopyTree(Tool):
@@ -350,4 +568,5 @@ class CopyTree(Tool):
 
 
 def all_tools(jobs: int | None = None) -> list[Tool]:
-    return [Snapsync(jobs), PrefectAws(), Naive(), Rclone(), Restic()]
+    return [SnapsyncCLI(None, jobs), SnapsyncCLI("fsspec", jobs), PrefectAws(), Naive(),
+            Rclone(), Restic()]

@@ -237,9 +237,9 @@ def _run(op: str, args: dict[str, Any]) -> dict[str, Any]:
     result = OPS[op](**args)
     wall = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    return {"ok": True, "wall": wall, "cpu": cpu, "rss_mb": _peak_mb(), "result": result,
-            "rss_start_mb": rss0}
+    user, sys_ = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
+    return {"ok": True, "wall": wall, "cpu": user + sys_, "user": user, "sys": sys_,
+            "rss_mb": _peak_mb(), "result": result, "rss_start_mb": rss0}
 
 
 def main() -> None:

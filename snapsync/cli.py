@@ -73,8 +73,12 @@ StoreOpener = Callable[[str, dict[str, Any]], Any]
 
 
 def _store(args: argparse.Namespace, url: str | None = None) -> Any:
-    """The store the command names, opened by ``main``'s opener (tests inject their own)."""
-    return args.open_store(args.url if url is None else url, storage_options(args.option))
+    """The store the command names, opened by ``main``'s opener (tests inject their own);
+    its retries are reported on stderr."""
+    store = args.open_store(args.url if url is None else url, storage_options(args.option))
+    if getattr(store, "on_retry", False) is None:
+        store.on_retry = args.on_retry
+    return store
 
 
 def _requests(req: dict[str, int]) -> str:
@@ -112,6 +116,8 @@ def cmd_push(args: argparse.Namespace) -> int:
     def human() -> str:
         state = ("unchanged, nothing written" if r.unchanged else
                  "dry run, nothing written" if r.dry_run else f"ref {r.ref} updated")
+        if r.ref_attempts > 1 and not r.unchanged:  # other pushes moved the ref meanwhile
+            state += f" after {r.ref_attempts} rounds; parent {r.parent_id}"
         return "\n".join([
             f"snapshot {r.snapshot_id} ({state})",
             f"  store     {r.url}",
@@ -457,7 +463,12 @@ def main(argv: Sequence[str] | None = None, open_store: StoreOpener | None = Non
         if not quiet:
             print(f"snapsync: {msg}", file=sys.stderr)
 
-    args.warn, args.note = warn, note
+    def retrying(event: Any) -> None:
+        # "retrying GET s3://b/p/snapsync.json (attempt 2 of 5): TimeoutError: ..."
+        if not quiet:
+            print(f"snapsync: {event.message()}", file=sys.stderr, flush=True)
+
+    args.warn, args.note, args.on_retry = warn, note, retrying
     if open_store is None:
         from snapsync.store import open_store
     args.open_store = open_store

@@ -32,13 +32,18 @@ from snapsync.errors import UsageError
 
 log = logging.getLogger("snapsync")
 
-# Keys whose values are secrets, in Prefect shapes and in fsspec options alike.
-SECRET_KEYS = frozenset({
-    "aws_secret_access_key", "aws_session_token", "minio_root_password", "secret", "token",
-    "password", "connection_string", "account_key", "sas_token", "client_secret",
-    "service_account_info", "credential", "credentials", "private_key",
-})
+# What makes a key's value a secret, in Prefect shapes and in fsspec options alike: a word in
+# its (lower-case) name, or the whole name.
+_SECRET_WORDS = ("secret", "password", "token", "connection_string", "sas", "credential",
+                 "account_key", "access_key", "private_key")
+_SECRET_NAMES = frozenset({"key", "client_secret", "service_account_info"})
 _REDACTED = "***"
+
+
+def is_secret_name(name: object) -> bool:
+    """Whether a key of this name holds a secret (``secret``, ``aws_session_token``, ``key``...)."""
+    low = str(name).lower()
+    return low in _SECRET_NAMES or any(w in low for w in _SECRET_WORDS)
 
 # Fields of the Prefect blocks that carry no meaning for the store (rendered-block noise).
 _BLOCK_NOISE = frozenset({"block_type_slug", "_block_document_id", "_block_document_name",
@@ -76,7 +81,7 @@ def redact(value: Any) -> Any:
         The same shape with secret values hidden; safe to log or show.
     """
     if isinstance(value, Mapping):
-        return {k: (_REDACTED if str(k).lower() in SECRET_KEYS and v is not None
+        return {k: (_REDACTED if is_secret_name(k) and v is not None
                     else redact(v)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(redact(v) for v in value)

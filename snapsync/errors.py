@@ -102,6 +102,14 @@ class PreconditionError(ConflictError):
     """A compare-and-swap write found another version of the object."""
 
 
+class GcRaceError(ConflictError):
+    """A gc run is deleting objects that the snapshot being published depends on."""
+
+    def __init__(self, message: str, tombstones: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.tombstones = tombstones or []
+
+
 class CacheError(SnapsyncError):
     """The local cache lost or garbled an entry it promised (the store is not at fault)."""
 

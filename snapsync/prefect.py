@@ -49,6 +49,7 @@ from prefect.logging.loggers import get_logger
 from prefect.utilities.collections import visit_collection
 
 import snapsync
+from snapsync.credentials import is_secret_name
 from snapsync.errors import LocalFileError, UsageError
 
 __all__ = ["SnapsyncStorage", "step_log"]
@@ -56,10 +57,6 @@ __all__ = ["SnapsyncStorage", "step_log"]
 PULL_STEP = "snapsync.steps.pull"
 KEEP_OLD_GENERATIONS = 2
 _GEN_DIR = ".{}.snapsync"  # next to the destination, on the same file system (rename, link)
-# Storage option names whose plain-string values are secrets (matched on lower-case names).
-_SECRET_WORDS = ("secret", "password", "token", "connection_string", "sas", "credential",
-                 "account_key", "access_key", "private_key")
-_SECRET_NAMES = {"key", "client_secret", "service_account_info"}
 
 
 def step_log(level: int, msg: str) -> None:
@@ -104,11 +101,9 @@ def _plain_secrets(options: Any, path: str = "") -> list[str]:
     if isinstance(options, dict):
         for k, v in options.items():
             name = f"{path}.{k}" if path else str(k)
-            low = str(k).lower()
-            secretish = low in _SECRET_NAMES or any(w in low for w in _SECRET_WORDS)
             if isinstance(v, dict):
                 found += _plain_secrets(v, name)
-            elif secretish and isinstance(v, str) and v and "{{" not in v:
+            elif is_secret_name(k) and isinstance(v, str) and v and "{{" not in v:
                 found.append(name)
     return found
 

@@ -13,8 +13,10 @@
 
 Bulk verbs (``cat``, ``cat_ranges``) get faults per item, returned in the result as fsspec does
 with ``on_error="return"``. :func:`faulty_store` gives a Store whose fsspec backend goes
-through one; engines take that store instead of a URL, and nothing global is patched. (The
-obstore backend's retries are covered by the contract suite's ``Flaky`` backend wrapper.)
+through one; engines take that store instead of a URL, and nothing global is patched. (Every
+engine's own HTTP stack is tested under real network faults, 503s, resets and cut bodies,
+through ``tests/fault_proxy.py`` in the contract suite; its ``Flaky`` wrapper injects at the
+Backend level for engines without a network.)
 
 Run as a script to execute the snapsync CLI under faults (crash tests use this)::
 

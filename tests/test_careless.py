@@ -197,14 +197,20 @@ def test_skip_unreadable_directory_via_scan(tmp_path, monkeypatch):
     (src / "gone").mkdir(parents=True)
     (src / "gone" / "x").write_text("x")
     (src / "keep.txt").write_text("k")
-    real = os.scandir
+    real, real_open = os.scandir, os.open
 
     def flaky(path):
         if str(path).endswith("gone"):
             raise PermissionError(13, "Permission denied")
         return real(path)
 
+    def flaky_open(path, *a, **kw):  # the walk opens directories relative to the root
+        if str(path).endswith("gone"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *a, **kw)
+
     monkeypatch.setattr(os, "scandir", flaky)
+    monkeypatch.setattr(os, "open", flaky_open)
     with pytest.raises(snapsync.LocalFileError, match="gone"):
         scan(src, IgnoreRules.none(), lambda _m: None)
     skipped: list[str] = []
@@ -219,7 +225,7 @@ def test_mid_walk_deletions_are_summarized(tmp_path, monkeypatch):
         (src / f"f{i:02}.txt").write_text(str(i))
     import snapsync.engine.push as push_mod
 
-    real_scan = push_mod.scan
+    real_scan = push_mod.walk
 
     def scan_then_delete(*a, **kw):
         out = real_scan(*a, **kw)
@@ -227,7 +233,7 @@ def test_mid_walk_deletions_are_summarized(tmp_path, monkeypatch):
             os.unlink(src / f"f{i:02}.txt")  # deleted after the walk, before the read
         return out
 
-    monkeypatch.setattr(push_mod, "scan", scan_then_delete)
+    monkeypatch.setattr(push_mod, "walk", scan_then_delete)
     warnings: list[str] = []
     r = snapsync.push(src, (tmp_path / "store").as_uri(), skip_unreadable=True,
                       on_warning=warnings.append, use_default_ignore=False)

@@ -5,15 +5,18 @@ dropped by retention (never a ref head), and every kept snapshot stays complete.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from test_crash import FAULTS, SMALL, _opts_args
 from test_faults import report
 from treeutil import backdate, describe, make_project
@@ -21,8 +24,9 @@ from treeutil import backdate, describe, make_project
 import snapsync
 from snapsync.engine.check import check
 from snapsync.engine.gc import gc
+from snapsync.errors import GcRaceError
 from snapsync.repository import Repository
-from snapsync.store import Layout, open_store
+from snapsync.store import Layout, as_store, open_store
 
 _PUSHER = """
 import json, os, random, sys
@@ -68,6 +72,33 @@ def _collect(procs: list[subprocess.Popen[str]]) -> list[dict[str, str]]:
                 p.kill()
                 p.wait()
     return out
+
+
+@contextlib.contextmanager
+def gc_in_a_loop(url: str, opts: dict[str, Any], **kwargs: Any) -> Iterator[list[Any]]:
+    """Run gc over and over in a thread while the block runs; yields its reports, with one
+    more run's appended after the block (and any gc error raised)."""
+    reports: list[Any] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                reports.append(gc(url, storage_options=opts, **kwargs))
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+                return
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    try:
+        yield reports
+    finally:
+        stop.set()
+        thread.join(timeout=120)
+    assert not errors, errors
+    reports.append(gc(url, storage_options=opts, **kwargs))
 
 
 def test_many_pushes_to_one_ref_at_once(s3_server, s3_bucket, tmp_path):
@@ -123,28 +154,9 @@ def test_gc_in_a_loop_while_pushes_run(s3_server, s3_bucket, tmp_path):
     assert killed.returncode == -9
     time.sleep(grace + 0.5)
 
-    reports: list[Any] = []
-    errors: list[BaseException] = []
-    stop = threading.Event()
-
-    def gc_loop() -> None:
-        while not stop.is_set():
-            try:
-                reports.append(gc(url, keep_last=1, grace=grace, storage_options=opts))
-            except BaseException as exc:  # surfaced below
-                errors.append(exc)
-                return
-
     procs = _start_pushers(url, opts, tmp_path / "trees", n=3, count=5, slow=0.15)
-    loop = threading.Thread(target=gc_loop)
-    loop.start()
-    try:
+    with gc_in_a_loop(url, opts, keep_last=1, grace=grace) as reports:
         pushed = _collect(procs)
-    finally:
-        stop.set()
-        loop.join(timeout=120)
-    assert not errors, errors
-    reports.append(gc(url, keep_last=1, grace=grace, storage_options=opts))
 
     deleted_packs = sum(r.packs_deleted for r in reports)
     dropped = {s for r in reports for s in r.snapshots_dropped}
@@ -258,9 +270,7 @@ def test_stale_cached_manifest_not_trusted_after_gc_and_repush(tmp_path):
     assert describe(tmp_path / "out") == describe(t1)
 
 
-def test_gc_spares_objects_rewritten_while_it_deletes(tmp_path):
-    """A rollback push of a dropped tree rewrites the very manifest and pack keys gc is about
-    to delete (ids are content hashes); gc's last look before deleting must spare them."""
+def _rollback_trees(tmp_path):
     url = (tmp_path / "store").as_uri()
     t1, t2 = tmp_path / "t1", tmp_path / "t2"
     for root in (t1, t2):  # nothing in common: the re-push recreates T1's packs exactly
@@ -270,15 +280,113 @@ def test_gc_spares_objects_rewritten_while_it_deletes(tmp_path):
     s1 = snapsync.push(t1, url, config=SMALL).snapshot_id
     snapsync.push(t2, url)
     time.sleep(0.05)
+    return url, t1, s1
+
+
+@pytest.mark.parametrize("store", ["file", "memory"])
+def test_gc_spares_a_rollback_published_before_its_tombstones(tmp_path, store):
+    """A rollback push of a dropped tree needs the very manifest and pack keys gc is about to
+    delete (ids are content hashes). Published after gc's plan but before its tombstones, its
+    log entry is in gc's look after them, and gc spares what it needs (docs/format.md §8)."""
+    url, t1, s1 = _rollback_trees(tmp_path)
+    if store == "memory":
+        url = f"memory://rollback-{os.urandom(4).hex()}"
+        s1 = snapsync.push(t1, url, config=SMALL).snapshot_id
+        snapsync.push(tmp_path / "t2", url)
+    pushed = []
+
+    def race(line: str) -> None:
+        if line.startswith("writing tombstones"):
+            pushed.append(snapsync.push(t1, url, cache_dir=tmp_path / "c2"))
+
+    r = gc(url, keep_last=1, grace=0, on_progress=race)
+    assert pushed[0].snapshot_id == s1 and not pushed[0].unchanged
+    assert s1 in r.snapshots_dropped and s1 in r.snapshots_spared  # dropped, then spared
+    assert r.packs_deleted == 0 and r.manifests_deleted == 0
+    rep = check(url, read_data=True)
+    assert rep.ok, rep.problems
+    snapsync.pull(url, tmp_path / "out", use_cache=False)
+    assert describe(tmp_path / "out") == describe(t1)
+    assert not Repository(as_store(url)).tombstones()  # gc removed its tombstones
+
+
+def _push_seeing_tombstones(monkeypatch, tree, url, cache):
+    """Start a push in a thread; return it with an event set once it saw a gc tombstone."""
+    saw = threading.Event()
+    real = Repository.doomed
+
+    def doomed(self, sid, packs):
+        found = real(self, sid, packs)
+        if found:
+            saw.set()
+        return found
+
+    monkeypatch.setattr(Repository, "doomed", doomed)
+    out: dict[str, Any] = {}
+
+    def run():
+        try:
+            out["result"] = snapsync.push(tree, url, cache_dir=cache)
+        except BaseException as exc:  # looked at by the test
+            out["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, saw, out
+
+
+def test_a_rollback_that_sees_gc_tombstones_waits_and_is_spared(tmp_path, monkeypatch):
+    """Published after gc wrote its tombstones but before gc's look at the logs, the rollback
+    sees them and waits; gc sees its log entry and spares it; then it lands whole."""
+    url, t1, s1 = _rollback_trees(tmp_path)
+    started = []
+
+    def race(line: str) -> None:
+        if line.startswith("re-reading refs and logs"):
+            thread, saw, out = _push_seeing_tombstones(monkeypatch, t1, url, tmp_path / "c2")
+            started.append((thread, out))
+            assert saw.wait(30)  # the push has logged and seen the tombstone
+
+    r = gc(url, keep_last=1, grace=0, on_progress=race)
+    thread, out = started[0]
+    thread.join(60)
+    assert "error" not in out, out.get("error")
+    assert out["result"].snapshot_id == s1 and s1 in r.snapshots_spared
+    assert r.packs_deleted == 0 and r.manifests_deleted == 0
+    assert any("waits for it to finish" in w for w in out["result"].warnings)
+    rep = check(url, read_data=True)
+    assert rep.ok, rep.problems
+    snapsync.pull(url, tmp_path / "out", use_cache=False)
+    assert describe(tmp_path / "out") == describe(t1)
+
+
+def test_a_rollback_whose_objects_gc_deleted_publishes_nothing(tmp_path, monkeypatch):
+    """Logged after gc's look, the rollback sees the tombstones, waits for gc, finds that the
+    objects it needs are gone, and publishes nothing (exit 8) rather than a ref to missing
+    data; pushed again, it uploads them and lands whole."""
+    url, t1, s1 = _rollback_trees(tmp_path)
+    started = []
 
     def race(line: str) -> None:
         if line.startswith("deleting"):
-            assert snapsync.push(t1, url).snapshot_id == s1  # lands just before the deletes
+            thread, saw, out = _push_seeing_tombstones(monkeypatch, t1, url, tmp_path / "c2")
+            started.append((thread, out))
+            assert saw.wait(30)
 
     r = gc(url, keep_last=1, grace=0, on_progress=race)
-    assert s1 in r.snapshots_dropped  # dropped by the plan...
+    thread, out = started[0]
+    thread.join(60)
+    err = out.get("error")
+    assert isinstance(err, GcRaceError) and err.exit_code == 8, out
+    assert "nothing was published" in str(err) and "push again" in str(err)
+    assert s1 in r.snapshots_dropped and r.packs_deleted > 0
+    repo = Repository(as_store(url))
+    assert s1 not in {e.snapshot for e in repo.log("latest")}  # its log entry went too
+    assert check(url).ok  # the ref still names the tree before the rollback
+    monkeypatch.undo()
+    assert snapsync.push(t1, url, cache_dir=tmp_path / "c2").snapshot_id == s1
     rep = check(url, read_data=True)
-    assert rep.ok, rep.problems  # ...but the rewritten objects survived
+    assert rep.ok, rep.problems
     snapsync.pull(url, tmp_path / "out", use_cache=False)
     assert describe(tmp_path / "out") == describe(t1)
 

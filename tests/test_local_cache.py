@@ -214,18 +214,27 @@ def test_chunk_cache_that_is_not_a_database_is_replaced(pushed, tmp_path):
     assert snapsync.pull(url, tmp_path / "dst2").chunks_downloaded == 0
 
 
-@pytest.mark.parametrize("doc", [
-    [3, 0, [[1, 2, 3]], {}],  # a row of the wrong types
-    [3, "x", [], {}],  # a time that is not an integer
-    [3, 0, 7, {}],  # rows that are not a list
-    [3, 0, [[b"a.txt", [1, "b"], b"\x01" * 16]], {}],  # a signature that is not integers
+@pytest.mark.parametrize("doc, push_doc", [
+    ([3, 0, [[1, 2, 3]], {}],  # a row of the wrong types
+     [4, "k", {}, [[1, 2, 3, 4, 5, 6, 7]]]),
+    ([3, "x", [], {}],  # a time (push: a rules key) that is not an integer (a string)
+     [4, 5, {}, []]),
+    ([3, 0, 7, {}],  # rows that are not a list
+     [4, "k", {}, 7]),
+    ([3, 0, [[b"a.txt", [1, "b"], b"\x01" * 16]], {}],  # a signature that is not integers
+     [4, "k", {}, [[b"", b"a.txt", b"f", b"\x01" * 39, b"\0" * 4, b"", False]]]),
 ])
-def test_stat_cache_that_does_not_decode_is_ignored_with_a_warning(pushed, tmp_path, doc):
+def test_stat_cache_that_does_not_decode_is_ignored_with_a_warning(pushed, tmp_path, doc,
+                                                                   push_doc):
+    from snapsync.local.statcache import TreeCache
+
     src, url, cache = pushed
     stat_files = list(cache.rglob("*.msgpack"))
     assert len(stat_files) >= 2  # the push's (folder, store) and the pull's target
+    assert push_doc[0] == TreeCache.VERSION  # (an older version is rebuilt, not warned about)
     for p in stat_files:
-        p.write_bytes(msgpack.packb(doc, use_bin_type=True))
+        mine = p.parent.name == "stat"  # the push's cache: one row per directory
+        p.write_bytes(msgpack.packb(push_doc if mine else doc, use_bin_type=True))
     (src / "new.txt").write_text("new\n")
     pushed_warn: list[str] = []
     snapsync.push(src, url, on_warning=pushed_warn.append)

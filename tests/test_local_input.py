@@ -17,6 +17,7 @@ from treeutil import describe, make_project
 import snapsync
 from snapsync.cli import main
 from snapsync.errors import LocalFileError, UsageError
+from snapsync.local.tree import stat_sig
 from snapsync.repository import Repository
 from snapsync.store import open_store
 
@@ -63,18 +64,21 @@ def test_file_changing_while_pushed_is_read_again(tmp_path, monkeypatch):
     src = make_project(tmp_path / "src", files=3)
     hot = src / "hot.log"
     hot.write_bytes(b"a" * 5000)
-    real = push_mod.read_chunks
+    real = push_mod.read_small
     calls = {"n": 0}
 
-    def racing(path, size, chunker):  # type: ignore[no-untyped-def]
-        yield from real(path, size, chunker)
+    def racing(path, size):  # type: ignore[no-untyped-def]
+        got = real(path, size)
         if path.endswith("hot.log") and calls["n"] < 1:
             calls["n"] += 1
-            with open(path, "ab") as f:  # a writer appends just after we read
+            with open(path, "ab") as f:  # a writer appends between our read and our fstat
                 f.write(b"b" * 3000)
+            return got[0], stat_sig(os.lstat(path))  # what that fstat would then see
+        return got
 
-    monkeypatch.setattr(push_mod, "read_chunks", racing)
+    monkeypatch.setattr(push_mod, "read_small", racing)
     r = snapsync.push(src, (tmp_path / "store").as_uri())
+    assert calls["n"] == 1
     snapsync.pull((tmp_path / "store").as_uri(), tmp_path / "dst")
     assert (tmp_path / "dst" / "hot.log").read_bytes() == b"a" * 5000 + b"b" * 3000
     m = Repository(open_store((tmp_path / "store").as_uri()), None).load_manifest(r.snapshot_id)
@@ -92,7 +96,18 @@ def test_file_that_never_settles_is_an_error(tmp_path, monkeypatch):
             with open(path, "ab") as f:
                 f.write(b"more")
 
+    real_small = push_mod.read_small
+
+    def racing_small(path, size):  # type: ignore[no-untyped-def]
+        got = real_small(path, size)
+        if path.endswith("hot.log"):
+            with open(path, "ab") as f:  # between the read and the fstat
+                f.write(b"more")
+            return got[0], stat_sig(os.lstat(path))
+        return got
+
     monkeypatch.setattr(push_mod, "read_chunks", racing)
+    monkeypatch.setattr(push_mod, "read_small", racing_small)
     with pytest.raises(LocalFileError, match="hot.log keeps changing"):
         snapsync.push(src, (tmp_path / "store").as_uri())
 

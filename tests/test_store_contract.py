@@ -11,6 +11,7 @@ TestObstoreS3          obstore                 SeaweedFS
 TestFsspecS3           fsspec (s3fs)           SeaweedFS
 TestObstoreAzure       obstore                 Azurite
 TestFsspecGCS          fsspec (gcsfs)          fake-gcs-server
+TestLocal              local (file://)         -
 TestFsspecLocal        fsspec (file://)        -
 TestFsspecMemory       fsspec (memory://)      -
 TestObstoreMemory      obstore (MemoryStore)   -
@@ -31,10 +32,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from fault_proxy import FaultProxy, HttpFault
 from servers import AZURITE_ACCOUNT, Azurite, FakeGCS, SeaweedS3
 
 from snapsync.errors import (
     AlreadyExistsError,
+    FormatError,
     NotFoundError,
     PreconditionError,
     StoreAccessError,
@@ -158,6 +161,7 @@ class BackendContract:
     remote: ClassVar[bool] = True
     local: ClassVar[bool] = False  # keys are files on this machine
     names_missing_bucket: ClassVar[bool] = True  # a missing bucket is told from a missing key
+    retries_itself: ClassVar[bool] = False  # the provider's client retries 5xx on its own
     silent_bound: ClassVar[float] = 8.0  # seconds for test_silent_endpoint_fails_in_bounded_time
 
     # ---- hooks for subclasses -------------------------------------------------------------
@@ -168,6 +172,10 @@ class BackendContract:
     def make(self, url: str, **override: Any) -> Backend:
         """A backend for ``url``; ``override`` replaces storage options."""
         raise NotImplementedError
+
+    def make_options(self) -> dict[str, Any]:
+        """The storage options :meth:`make` starts from (network engines)."""
+        return dict(self.server.storage_options)
 
     def missing_root_url(self, url: str) -> str | None:
         """A URL of the same kind whose bucket (or top folder) does not exist."""
@@ -400,6 +408,33 @@ class BackendContract:
             t.join()
         assert sorted(results) == ["lost"] * 5 + ["won"]
 
+    def test_concurrent_swaps_lose_no_update(self, backend: Backend) -> None:
+        """Counters bumped by compare-and-swap from 4 threads end at the number of wins."""
+        if not self.conditional:
+            pytest.skip("no conditional writes on this engine")
+        backend.put("refs/counter.json", b"0", mode="create")
+        wins: list[int] = []
+
+        def bump() -> None:
+            for _ in range(5):
+                for _try in range(50):
+                    data, etag = backend.get_versioned("refs/counter.json")
+                    assert etag
+                    try:
+                        backend.put("refs/counter.json", b"%d" % (int(data) + 1),
+                                    mode=IfMatch(etag))
+                        wins.append(1)
+                        break
+                    except PreconditionFailed:
+                        continue
+
+        threads = [threading.Thread(target=bump) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert int(backend.get("refs/counter.json")) == len(wins) == 20
+
     # ---- roots, translation ---------------------------------------------------------------
     def test_root_exists(self, url: str, backend: Backend) -> None:
         backend.put("snapsync.json", b"{}")
@@ -471,6 +506,73 @@ class BackendContract:
         assert not backend.is_transient(PreconditionFailed("x"))
         assert backend.is_transient(ConnectionError("reset"))
 
+    # ---- real network faults, through a fault-injecting proxy (tests/fault_proxy.py) -------
+    @pytest.fixture
+    def faulty(self, url: str, backend: Backend) -> Iterator[tuple[FaultProxy, Store]]:
+        """A proxy in front of this engine's server and a store whose backend goes through
+        it (``backend`` itself does not)."""
+        server = getattr(self, "server", None)
+        if server is None:
+            pytest.skip("no network between this engine and its objects")
+        with FaultProxy(server.endpoint) as proxy:
+            b = self.make(url, **_swap(self.make_options(), server.endpoint, proxy.endpoint))
+            try:
+                yield proxy, Store(url, b, retry=RetryPolicy(base=0.01))
+            finally:
+                b.close()
+
+    @pytest.mark.parametrize("kind", ["503", "reset", "cut"])
+    def test_retries_network_faults(self, backend: Backend, kind: str,
+                                    faulty: tuple[FaultProxy, Store]) -> None:
+        proxy, store = faulty
+        data = bytes(range(256)) * 800  # 200 KiB: a body worth cutting
+        backend.put("packs/h.pack", data)
+        steps = 0
+
+        def once(**kw: Any) -> None:
+            nonlocal steps
+            steps += 1
+            proxy.faults = [HttpFault(kind, **kw)]
+
+        once(match="h.pack")
+        assert store.get("packs/h.pack") == data
+        once(match="h.pack")
+        assert store.get_ranges([("packs/h.pack", 10, 100_000), ("packs/h.pack", 150_000,
+                                                                  200_000)]) == [
+            data[10:100_000], data[150_000:200_000]]
+        once(methods=("PUT", "POST"))
+        store.put("packs/w.pack", data[:5000])
+        assert backend.get("packs/w.pack") == data[:5000]
+        once(methods=("GET",))  # the listing's first page
+        assert sorted(m.key for m in store.list("packs/")) == ["packs/h.pack", "packs/w.pack"]
+        assert proxy.fired(kind) == steps
+        # Every faulted request was sent again (by the store, or by the client's own
+        # retry); a cut PUT answer (no body to cut) may count as answered.
+        for i, (method, path, got) in enumerate(proxy.requests):
+            if got and not (kind == "cut" and method != "GET"):
+                assert (method, path, "") in proxy.requests[i + 1:], (method, path)
+
+    def test_persistent_5xx_is_a_store_error(self, backend: Backend,
+                                             faulty: tuple[FaultProxy, Store]) -> None:
+        if self.retries_itself:
+            pytest.skip("this engine's client retries 5xx itself, 6 times 1-32 s apart")
+        proxy, store = faulty
+        proxy.faults = [HttpFault("503", times=None)]
+        with pytest.raises(StoreError) as info:
+            store.get("packs/h.pack")
+        assert type(info.value) is StoreError and info.value.exit_code == 4
+        assert "packs/h.pack" in str(info.value)
+        assert proxy.fired("503") == 5  # one try and 4 retries
+
+    def test_denied_by_the_server_is_not_retried(self, backend: Backend,
+                                                 faulty: tuple[FaultProxy, Store]) -> None:
+        proxy, store = faulty
+        proxy.faults = [HttpFault("403", times=None)]
+        with pytest.raises(StoreAccessError, match="access denied") as info:
+            store.get("packs/h.pack")
+        assert info.value.exit_code == 6 and "packs/h.pack" in str(info.value)
+        assert proxy.fired("403") == 1
+
     # ---- timeouts -------------------------------------------------------------------------
     def test_silent_endpoint_fails_in_bounded_time(self, url: str,
                                                    silent_endpoint: str) -> None:
@@ -492,6 +594,18 @@ class BackendContract:
 
 
 # ==================================================================== engines and servers
+
+
+def _swap(obj: Any, old: str, new: str) -> Any:
+    """``obj`` (options: dicts, lists, strings) with ``old`` replaced by ``new`` in strings."""
+    if isinstance(obj, str):
+        return obj.replace(old, new)
+    if isinstance(obj, dict):
+        return {k: _swap(v, old, new) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_swap(v, old, new) for v in obj)
+    return obj
+
 
 
 def _open(url: str, options: dict[str, Any]) -> Backend:
@@ -578,14 +692,13 @@ class TestFsspecS3(_S3, BackendContract):
 
     engine = "fsspec"
     conditional = False
-    silent_bound = 11.0
 
     def make(self, url: str, **override: Any) -> Backend:
         return _open(url, {**self.options(), "backend": "fsspec", **override})
 
     def unreachable(self, endpoint: str) -> dict[str, Any] | None:
-        # No silence budget in this engine: 5 attempts of 1 s plus the backoffs.
-        return {"endpoint_url": endpoint,
+        # The facade's silence budget applies to every engine (botocore's own spelling).
+        return {"endpoint_url": endpoint, "retry_timeout": 2.5,
                 "config_kwargs": {"connect_timeout": 1, "read_timeout": 1,
                                   "s3": {"addressing_style": "path"}}}
 
@@ -645,6 +758,7 @@ class TestFsspecGCS(BackendContract):
     conditional = False
     # NOTE: gcsfs raises a bare FileNotFoundError for a missing bucket (a known gap).
     names_missing_bucket = False
+    retries_itself = True  # gcsfs's retry_request: 6 tries, 1-32 s apart
 
     @pytest.fixture
     def url(self, gcs_bucket: str, gcs_server: FakeGCS) -> str:
@@ -658,11 +772,12 @@ class TestFsspecGCS(BackendContract):
         return f"gs://missing-{uuid.uuid4().hex[:12]}/x"
 
 
-class TestFsspecLocal(BackendContract):
-    """file:// through fsspec and snapsync's atomic writes."""
+class TestLocal(BackendContract):
+    """file:// through the standard-library local backend (the default) and snapsync's
+    atomic (and conditional) writes."""
 
-    engine = "fsspec"
-    conditional = False
+    engine = "local"
+    conditional = True
     remote = False
     local = True
 
@@ -676,6 +791,20 @@ class TestFsspecLocal(BackendContract):
     def missing_root_url(self, url: str) -> str | None:
         return url + "-missing"
 
+    def test_listing_does_not_follow_symlinks(self, url: str, backend: Backend,
+                                              tmp_path: Path) -> None:
+        backend.put("packs/aa/p.pack", b"p")
+        outside = tmp_path / "outside"
+        outside.mkdir()
+        (outside / "secret.pack").write_bytes(b"s")
+        root = Path(url.removeprefix("file://"))
+        (root / "packs" / "link").symlink_to(outside)
+        (root / "packs" / "aa" / "l.pack").symlink_to(outside / "secret.pack")
+        assert sorted(m.key for m in backend.list("packs/")) == [
+            "packs/aa/l.pack", "packs/aa/p.pack", "packs/link"]
+        with pytest.raises(FormatError, match="symlink"):
+            Store(url, backend, retry=no_sleep()).get("packs/aa/l.pack")
+
     def test_writes_are_atomic_files(self, url: str, backend: Backend) -> None:
         backend.put("packs/aa/p.pack", b"x" * 100)
         root = Path(url.removeprefix("file://"))
@@ -683,11 +812,23 @@ class TestFsspecLocal(BackendContract):
         assert not [p for p in (root / "packs/aa").iterdir() if p.name.endswith(".tmp")]
 
 
+class TestFsspecLocal(TestLocal):
+    """file:// through fsspec's LocalFileSystem (``backend=fsspec``)."""
+
+    engine = "fsspec"
+
+    def make(self, url: str, **override: Any) -> Backend:
+        return _open(url, {"backend": "fsspec", **override})
+
+    def test_listing_does_not_follow_symlinks(self) -> None:
+        pytest.skip("fsspec's LocalFileSystem follows linked folders")
+
+
 class TestFsspecMemory(BackendContract):
     """memory:// through fsspec (one namespace per process, shared by every open)."""
 
     engine = "fsspec"
-    conditional = False
+    conditional = True
     remote = False
 
     @pytest.fixture

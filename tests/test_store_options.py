@@ -167,7 +167,7 @@ def test_engine_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     assert choose_engine("s3", {}) == "obstore"
     assert choose_engine("az", {}) == "obstore"
     assert choose_engine("gs", {}) == "fsspec"
-    assert choose_engine("file", {}) == "fsspec"
+    assert choose_engine("file", {}) == "local"
     opts = {"backend": "fsspec", "key": "k"}
     assert choose_engine("s3", opts) == "fsspec" and opts == {"key": "k"}
     monkeypatch.setenv("SNAPSYNC_BACKEND", "fsspec")
@@ -208,6 +208,8 @@ def test_local_stores_refuse_unknown_options(url: str, options: dict[str, Any],
 def test_local_stores_take_their_options(tmp_path: Path) -> None:
     b = open_backend(tmp_path.as_uri(), {"auto_mkdir": "false", "backend": "fsspec"})
     assert b.local and b.fs.auto_mkdir is False
+    b = open_backend(tmp_path.as_uri(), {"auto_mkdir": "false"})
+    assert b.name == "local" and b.local and b.auto_mkdir is False
     assert open_backend("memory://opt-test", {"backend": "fsspec"}).name == "fsspec"
 
 

@@ -9,8 +9,7 @@ under an ignored ``dir/`` (Prefect's per-file filter would ship it).
 from __future__ import annotations
 
 from pathlib import Path
-
-import pathspec
+from typing import Any
 
 from snapsync.errors import IgnoreFileError
 
@@ -44,20 +43,39 @@ DEFAULT_PATTERNS: tuple[str, ...] = (
 )
 
 
+DEFAULT_SOURCE = "Prefect's default .prefectignore template"
+
+
 class IgnoreRules:
     """A compiled set of gitignore patterns. ``source`` says where they came from."""
 
-    def __init__(self, patterns: list[str] | tuple[str, ...], source: str) -> None:
+    def __init__(self, patterns: list[str] | tuple[str, ...], source: str, *,
+                 lazy: bool = False) -> None:
+        """``lazy``: compile (and check) the patterns on first use, not now. A push whose
+        stat cache holds the decisions made under these very rules never matches a path,
+        and so never imports pathspec."""
+        self._lines = patterns
         self.patterns = [p for p in (line.strip() for line in patterns)
                          if p and not p.startswith("#")]
         self.source = source
         # Directories the walk pruned with these rules, for the default template's note.
         self.pruned: list[str] = []
+        self._spec: Any = None
+        self._simple: Any = None
+        self._dir_patterns: list[Any] = []
+        if not lazy:
+            self.compile()
+
+    def compile(self) -> None:
+        """Compile the patterns; ``IgnoreFileError`` naming the line of an invalid one."""
+        if self._spec is not None:
+            return
+        import pathspec
+
         try:
             self._spec = pathspec.GitIgnoreSpec.from_lines(self.patterns)
         except (ValueError, TypeError) as exc:  # pathspec's GitIgnorePatternError
-            raise IgnoreFileError(f"{source}: {_bad_line(patterns, exc)}") from None
-        self._simple: pathspec.GitIgnoreSpec | None = None
+            raise IgnoreFileError(f"{self.source}: {_bad_line(self._lines, exc)}") from None
         self._dir_patterns = [p for p in reversed(self._spec.patterns) if p.include is not None]
 
     @classmethod
@@ -66,10 +84,10 @@ class IgnoreRules:
 
     @classmethod
     def default(cls) -> IgnoreRules:
-        return cls(DEFAULT_PATTERNS, "Prefect's default .prefectignore template")
+        return cls(DEFAULT_PATTERNS, DEFAULT_SOURCE)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> IgnoreRules:
+    def from_file(cls, path: str | Path, *, lazy: bool = False) -> IgnoreRules:
         """Read gitignore rules from ``path`` (UTF-8; a BOM is allowed, as git allows it)."""
         p = Path(path)
         try:
@@ -82,7 +100,7 @@ class IgnoreRules:
             line = raw[:exc.start].count(b"\n") + 1
             raise IgnoreFileError(f"ignore file {p}: line {line} is not valid UTF-8 (byte "
                                   f"{raw[exc.start]:#04x}); save the file as UTF-8") from None
-        return cls(text.splitlines(), str(p))
+        return cls(text.splitlines(), str(p), lazy=lazy)
 
     def ignored(self, rel: str, is_dir: bool) -> bool:
         """Whether the posix relative path ``rel`` (a file, or a directory) is excluded.
@@ -94,12 +112,16 @@ class IgnoreRules:
         """
         if not self.patterns:
             return False
+        if self._spec is None:
+            self.compile()
         if not is_dir:
             try:
                 return self._spec.match_file(rel)
             except UnicodeEncodeError:
                 # RE2 takes UTF-8 only; a non-UTF-8 name (surrogate escapes) uses Python's re.
                 if self._simple is None:
+                    import pathspec
+
                     self._simple = pathspec.GitIgnoreSpec.from_lines(self.patterns,
                                                                      backend="simple")
                 return self._simple.match_file(rel)
@@ -114,6 +136,8 @@ class IgnoreRules:
 
 def _bad_line(lines: list[str] | tuple[str, ...], exc: Exception) -> str:
     """Say which line of an ignore file pathspec refused, and why."""
+    import pathspec
+
     for no, line in enumerate(lines, 1):
         p = line.strip()
         if not p or p.startswith("#"):
@@ -152,7 +176,8 @@ def default_ignore_digest(rules: IgnoreRules) -> str:
 
 
 def resolve_rules(root: Path, ignore_file: str | Path | None,
-                  use_default: bool = True) -> tuple[IgnoreRules, str | None]:
+                  use_default: bool = True, *, lazy: bool = False
+                  ) -> tuple[IgnoreRules, str | None]:
     """Pick the rules for a push and return them with a note for the user, if any.
 
     ``ignore_file`` relative paths are taken relative to ``root``. When it is ``None`` the
@@ -164,15 +189,15 @@ def resolve_rules(root: Path, ignore_file: str | Path | None,
         if not p.is_absolute():
             p = root / p
         if p.exists():
-            return IgnoreRules.from_file(p), None
+            return IgnoreRules.from_file(p, lazy=lazy), None
         if Path(ignore_file).name != ".prefectignore":
             raise IgnoreFileError(f"ignore file {p} does not exist (--ignore-file)")
     else:
         p = root / ".prefectignore"
         if p.exists():
-            return IgnoreRules.from_file(p), None
+            return IgnoreRules.from_file(p, lazy=lazy), None
     if use_default:
-        return IgnoreRules.default(), (
+        return IgnoreRules(DEFAULT_PATTERNS, DEFAULT_SOURCE, lazy=lazy), (
             f"no {p.name} in {root}: using Prefect's default ignore template "
             "(.git/, __pycache__/, virtual envs...); --no-default-ignore turns this off")
     return IgnoreRules.none(), None

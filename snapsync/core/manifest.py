@@ -14,7 +14,7 @@ tree always gives the same id. Columns instead of rows load ~8x faster (docs/des
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,6 +178,89 @@ def encode_manifest(entries: Sequence[Entry], locations: dict[bytes, Location],
     tree = encode_tree(entries)
     index = encode_index(entries, locations)
     return tree_id(tree), _pack([MANIFEST_MAGIC, MANIFEST_VERSION, tree, index, info or {}])
+
+
+@dataclass
+class TreeColumns:
+    """A tree as the format stores it: one column per field, entries sorted by path bytes.
+
+    Push builds its manifest from columns (one list per field instead of an :class:`Entry`
+    per file): the bytes, and so the snapshot id, are those :func:`encode_tree` gives for the
+    same entries.
+    """
+
+    paths: list[bytes]
+    kinds: bytes  # one byte per entry: b"f", b"l", b"d"
+    modes: list[int]
+    sizes: list[int]
+    nchunks: list[int]
+    ids: bytes  # every entry's chunk ids, concatenated in entry order
+    targets: list[bytes]
+
+    def entries(self) -> list[Entry]:
+        """The same tree as :class:`Entry` objects."""
+        out, pos = [], 0
+        for i, path in enumerate(self.paths):
+            k = self.nchunks[i]
+            chunks = tuple(self.ids[j:j + ID_SIZE] for j in range(pos, pos + k * ID_SIZE,
+                                                                   ID_SIZE))
+            pos += k * ID_SIZE
+            out.append(Entry(path, _KIND_BY_BYTE[self.kinds[i]], self.modes[i], self.sizes[i],
+                             chunks, self.targets[i]))
+        return out
+
+
+def encode_tree_columns(cols: TreeColumns) -> bytes:
+    """Canonical tree bytes from columns; ``ValueError`` when paths are unsorted or repeated."""
+    paths = cols.paths
+    for i in range(1, len(paths)):
+        if paths[i] <= paths[i - 1]:
+            raise ValueError(f"tree entries not sorted or duplicated at {paths[i]!r}")
+    return _pack([TREE_MAGIC, MANIFEST_VERSION, paths, bytes(cols.kinds), cols.modes,
+                  cols.sizes, cols.nchunks, bytes(cols.ids), cols.targets])
+
+
+def encode_index_ids(ids: bytes, locations: Mapping[bytes, Location]
+                     ) -> tuple[bytes, int, list[bytes]]:
+    """The index of the chunk ids ``ids`` (concatenated, in entry order): first-use order.
+
+    Returns the index bytes, the number of distinct chunks and the packs they lie in; the
+    same bytes as :func:`encode_index` for entries with these chunks.
+    """
+    seen: set[bytes] = set()
+    packs: list[bytes] = []
+    pack_no: dict[bytes, int] = {}
+    firsts = bytearray()
+    pack_idx, offsets, lengths, raws = [], [], [], []
+    for j in range(0, len(ids), ID_SIZE):
+        c = bytes(ids[j:j + ID_SIZE])
+        if c in seen:
+            continue
+        seen.add(c)
+        firsts += c
+        loc = locations[c]
+        n = pack_no.get(loc.pack)
+        if n is None:
+            n = pack_no[loc.pack] = len(packs)
+            packs.append(loc.pack)
+        pack_idx.append(n)
+        offsets.append(loc.offset)
+        lengths.append(loc.length)
+        raws.append(loc.raw_size)
+    return _pack([packs, bytes(firsts), pack_idx, offsets, lengths, raws]), len(seen), packs
+
+
+def encode_manifest_columns(cols: TreeColumns, locations: Mapping[bytes, Location],
+                            info: dict[str, Any] | None = None
+                            ) -> tuple[str, bytes, int, list[bytes]]:
+    """From columns: ``(snapshot id, uncompressed manifest bytes, distinct chunks, packs)``.
+
+    ``packs``: every pack the manifest names (what the snapshot depends on).
+    """
+    tree = encode_tree_columns(cols)
+    index, distinct, packs = encode_index_ids(cols.ids, locations)
+    return (tree_id(tree), _pack([MANIFEST_MAGIC, MANIFEST_VERSION, tree, index, info or {}]),
+            distinct, packs)
 
 
 def _check(cond: bool, what: str, msg: str) -> None:

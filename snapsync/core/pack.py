@@ -33,7 +33,7 @@ class PackBuilder:
     """Accumulates stored chunk blobs until the pack is big enough to upload."""
 
     def __init__(self) -> None:
-        self._parts: list[bytes] = []
+        self._parts: list[bytes | memoryview] = []
         self._ids: list[bytes] = []
         self._offsets: list[int] = []
         self._lengths: list[int] = []
@@ -43,13 +43,17 @@ class PackBuilder:
     def __len__(self) -> int:
         return len(self._ids)
 
-    def add(self, cid: bytes, blob: bytes, raw_size: int) -> None:
+    def add(self, cid: bytes, blob: bytes | memoryview, raw_size: int, tag: bytes = b"") -> None:
+        """Append a stored blob: ``tag + blob`` (given apart, so the payload is not copied)."""
+        n = len(tag) + len(blob)
         self._ids.append(cid)
         self._offsets.append(self.size)
-        self._lengths.append(len(blob))
+        self._lengths.append(n)
         self._raws.append(raw_size)
+        if tag:
+            self._parts.append(tag)
         self._parts.append(blob)
-        self.size += len(blob)
+        self.size += n
 
     def finish(self) -> tuple[bytes, bytes, dict[bytes, Location]]:
         """Return ``(pack id, pack bytes, locations of its chunks)``."""

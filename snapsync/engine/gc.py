@@ -36,7 +36,9 @@ from snapsync.engine.policy import DEFAULT_GRACE, DEFAULT_REPACK_BELOW, retained
 from snapsync.engine.repack import RepackCandidate, execute_repack, plan_repack
 from snapsync.errors import FormatError, NotFoundError, SnapsyncError, UsageError
 from snapsync.repository import Repository
+from snapsync.repository.config import TOMBSTONE_TTL
 from snapsync.store import Layout, Store, as_store
+from snapsync.store import layout as kinds
 
 
 @dataclass
@@ -63,6 +65,8 @@ class GcPlan:
     _kept: dict[str, Manifest] = field(default_factory=dict, repr=False)
     _live: dict[bytes, dict[bytes, Location]] = field(default_factory=dict, repr=False)
     _digests: dict[str, str] = field(default_factory=dict, repr=False)
+    _logs_seen: set[str] = field(default_factory=set, repr=False)  # log keys the plan saw
+    _void_tombstones: list[str] = field(default_factory=list, repr=False)
     _now: float = 0.0
 
     @property
@@ -78,36 +82,42 @@ class GcPlan:
 
 @dataclass
 class GcReport:
-    """What ``gc`` did (or, with ``dry_run``, would do): the plan and the counts."""
+    """What ``gc`` did (or, with ``dry_run``, would do): the plan and the counts.
 
-    url: str
+    What the plan decided (snapshots kept and dropped, packs kept) is read through to
+    ``plan``; the fields here count what was carried out.
+    """
+
+    plan: GcPlan
     dry_run: bool
-    keep_last: int
-    keep_within: float | None
-    grace: float
-    plan: GcPlan | None = None
-    snapshots_kept: list[str] = field(default_factory=list)
-    snapshots_dropped: list[str] = field(default_factory=list)
     log_entries_deleted: int = 0
     manifests_deleted: int = 0
     packs_deleted: int = 0
     bytes_freed: int = 0
-    packs_kept: int = 0
-    packs_young: int = 0
     packs_repacked: int = 0
     bytes_repacked: int = 0
     packs_superseded: int = 0
     packs_written: int = 0
     manifests_rewritten: int = 0
-    packs_superseded_kept: int = 0
     markers_deleted: int = 0
-    notes: list[str] = field(default_factory=list)
+    snapshots_spared: list[str] = field(default_factory=list)  # pushed again while gc ran
+    notes: list[str] = field(default_factory=list)  # the plan's, then execution's
     requests: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
+    # What the plan decided, read through (one source of truth).
+    _FROM_PLAN = ("url", "keep_last", "keep_within", "grace", "snapshots_kept",
+                  "snapshots_dropped", "packs_kept", "packs_young", "packs_superseded_kept")
+
+    def __getattr__(self, name: str) -> Any:
+        if name in GcReport._FROM_PLAN:
+            return getattr(self.plan, name)
+        raise AttributeError(name)
+
     def as_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k != "plan"}
-        out["plan"] = self.plan.as_dict() if self.plan else None
+        out: dict[str, Any] = {k: getattr(self.plan, k) for k in self._FROM_PLAN}
+        out.update({k: v for k, v in self.__dict__.items() if k != "plan"})
+        out["plan"] = self.plan.as_dict()
         return out
 
 
@@ -231,6 +241,8 @@ def plan_gc(repo: Repository, keep_last: int, keep_within: float | None = None,
     plan.snapshots_kept = sorted(keep & known)  # type: ignore[operator]
     plan.snapshots_dropped = sorted(drop)  # type: ignore[arg-type]
     drop_set = set(drop)
+    plan._logs_seen = {e.key for e in again.logs}
+    plan._void_tombstones = sorted(repo.tombstones(void=True))
     plan.log_entries = sorted(e.key for e in again.logs if e.id in drop_set)
     plan.manifests = [s for s in plan.snapshots_dropped if s in again.manifests
                       and not young(again.manifests[s].mtime, now, grace)]
@@ -260,30 +272,88 @@ def execute_gc(repo: Repository, plan: GcPlan, report: GcReport,
         report.packs_written, report.bytes_repacked = done.packs_written, done.bytes_repacked
         report.packs_repacked = report.packs_superseded = done.packs_repacked
         report.manifests_rewritten = done.manifests_rewritten
-    say(f"deleting {len(plan.log_entries)} log entries, {len(plan.manifests)} manifests, "
-        f"{len(plan.packs)} packs")
-    store.delete(plan.log_entries)
-    report.log_entries_deleted = len(plan.log_entries)
-    # A push re-publishing a dropped tree rewrites the same manifest and pack keys (ids are
-    # content hashes): look once more right before deleting and spare rewritten ones.
-    fresh_m = repo.manifest_objects()
-    dead_manifests = [s for s in plan.manifests
-                      if s in fresh_m and not young(fresh_m[s].mtime, now, grace)]
-    store.delete([Layout.manifest(s) for s in dead_manifests])
-    report.manifests_deleted = len(dead_manifests)
-    fresh_p = repo.packs()
-    dead = {bytes.fromhex(p) for p in plan.packs}
-    dead_packs = [p for p in sorted(dead)
-                  if p in fresh_p and not young(fresh_p[p].mtime, now, grace)]
-    store.delete([Layout.pack(p) for p in dead_packs])
-    report.packs_deleted = len(dead_packs)
-    report.bytes_freed = sum(fresh_p[p].size for p in dead_packs)
-    # Markers of packs that are gone (deleted now or earlier) have done their job.
-    deleted = set(dead_packs)
-    dead_markers = [p for p in (bytes.fromhex(m) for m in plan.markers)
-                    if p in deleted or p not in fresh_p]
-    store.delete([Layout.superseded(p) for p in dead_markers])
-    report.markers_deleted = len(dead_markers)
+        # A new pack may be byte for byte a dead one (the same live chunks, copied again):
+        # written create-only, it is that pack, which now must stay.
+        repacked = done.written
+    else:
+        repacked = set()
+    # Tombstones first: a push that publishes after this point sees them and backs off; one
+    # that published before it is in the listing below, and what it needs is spared (§8).
+    say("writing tombstones")
+    doomed = [p for p in plan.packs if bytes.fromhex(p) not in repacked]
+    tombs = repo.write_tombstones(plan.manifests, doomed) if plan.manifests or doomed else []
+    written = time.time()
+    try:
+        say("re-reading refs and logs")
+        spared_logs, spared_manifests, spared_packs = _spared(repo, plan, report)
+
+        def in_time() -> bool:
+            # Tombstones are void after TOMBSTONE_TTL: stop deleting well before.
+            if time.time() - written < TOMBSTONE_TTL / 2:
+                return True
+            report.notes.append("gc stopped deleting: its tombstones are about to expire; "
+                                "run it again for the rest")
+            return False
+
+        log_entries = [k for k in plan.log_entries if k not in spared_logs]
+        say(f"deleting {len(log_entries)} log entries, {len(plan.manifests)} manifests, "
+            f"{len(plan.packs)} packs")
+        store.delete(log_entries)
+        report.log_entries_deleted = len(log_entries)
+        if not in_time():
+            return
+        # Stores without conditional writes let a push rewrite a dropped tree's manifest and
+        # pack keys in place (ids are content hashes): spare the ones rewritten since.
+        fresh_m = repo.manifest_objects()
+        dead_manifests = [s for s in plan.manifests if s not in spared_manifests
+                          and s in fresh_m and not young(fresh_m[s].mtime, now, grace)]
+        store.delete([Layout.manifest(s) for s in dead_manifests])
+        report.manifests_deleted = len(dead_manifests)
+        if not in_time():
+            return
+        fresh_p = repo.packs()
+        dead = {bytes.fromhex(p) for p in plan.packs} - spared_packs - repacked
+        dead_packs = [p for p in sorted(dead)
+                      if p in fresh_p and not young(fresh_p[p].mtime, now, grace)]
+        store.delete([Layout.pack(p) for p in dead_packs])
+        report.packs_deleted = len(dead_packs)
+        report.bytes_freed = sum(fresh_p[p].size for p in dead_packs)
+        # Markers of packs that are gone (deleted now or earlier) have done their job.
+        deleted = set(dead_packs)
+        dead_markers = [p for p in (bytes.fromhex(m) for m in plan.markers)
+                        if p in deleted or p not in fresh_p]
+        store.delete([Layout.superseded(p) for p in dead_markers])
+        report.markers_deleted = len(dead_markers)
+    finally:
+        store.delete(tombs + plan._void_tombstones)
+
+
+def _spared(repo: Repository, plan: GcPlan, report: GcReport
+            ) -> tuple[set[str], set[str], set[bytes]]:
+    """What pushes that published while gc planned need: ref heads and snapshots with log
+    entries the plan did not see. Read after gc's tombstones are written, so every push
+    either is seen here or sees them. Returns log keys, manifests and packs to spare."""
+    refs, bad = repo.read_refs()
+    if bad:
+        raise FormatError("gc stopped: unreadable refs: " + "; ".join(bad.values()))
+    objs, _ = repo.objects(Layout.LOGS)
+    fresh = {o.id for o in objs if o.kind == kinds.LOG and o.key not in plan._logs_seen}
+    roots = ({i.snapshot for i in refs.values()} | fresh) - set(plan._kept)
+    roots.discard(None)  # type: ignore[arg-type]
+    if not roots:
+        return set(), set(), set()
+    packs: set[bytes] = set()
+    for m in repo.fetch_manifests(roots).values():
+        if isinstance(m, NotFoundError):
+            continue  # no manifest: nothing of it to spare (check reports the ref)
+        if isinstance(m, Exception):
+            raise m
+        packs.update(loc.pack for loc in m.locations.values())
+    report.snapshots_spared = sorted(roots)  # type: ignore[arg-type]
+    if roots & set(plan.snapshots_dropped):
+        report.notes.append(f"{len(roots)} snapshots published while gc ran were kept")
+    logs = {o.key for o in objs if o.kind == kinds.LOG and o.id in roots}
+    return logs, set(roots), packs  # type: ignore[arg-type]
 
 
 def gc(url: str | Store, keep_last: int, keep_within: float | None = None,
@@ -316,11 +386,7 @@ def gc(url: str | Store, keep_last: int, keep_within: float | None = None,
     repo.open(create=False)
     plan = plan_gc(repo, keep_last, keep_within, grace, repack=repack,
                    repack_below=repack_below, on_progress=on_progress)
-    rep = GcReport(url=store.display_url, dry_run=dry_run, keep_last=keep_last,
-                   keep_within=keep_within, grace=grace, plan=plan,
-                   snapshots_kept=plan.snapshots_kept, snapshots_dropped=plan.snapshots_dropped,
-                   packs_kept=plan.packs_kept, packs_young=plan.packs_young,
-                   packs_superseded_kept=plan.packs_superseded_kept, notes=plan.notes)
+    rep = GcReport(plan=plan, dry_run=dry_run, notes=list(plan.notes))
     if dry_run:
         rep.log_entries_deleted = len(plan.log_entries)
         rep.manifests_deleted = len(plan.manifests)

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import time
-from collections.abc import Callable, Collection
+from array import array
+from collections import ChainMap
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,25 +29,41 @@ from typing import Any
 from snapsync.concurrency import PACKS_IN_FLIGHT, Concurrency, Window
 from snapsync.core.chunking import Chunker
 from snapsync.core.codec import Codec
-from snapsync.core.ignore import default_ignore_digest, default_ignore_note, resolve_rules
+from snapsync.core.hashing import ID_SIZE, chunk_id, hasher
+from snapsync.core.ignore import (
+    IgnoreRules,
+    default_ignore_digest,
+    default_ignore_note,
+    resolve_rules,
+)
 from snapsync.core.keyed import Keyring
-from snapsync.core.manifest import DIR, FILE, SYMLINK, Entry, Location, Manifest, encode_manifest
+from snapsync.core.manifest import (
+    FILE,
+    SYMLINK,
+    Location,
+    Manifest,
+    TreeColumns,
+    encode_manifest_columns,
+)
 from snapsync.errors import LocalFileError, UsageError
-from snapsync.local.git import git_info
-from snapsync.local.statcache import StatCache, listing_digest
+from snapsync.local.statcache import TreeCache
 from snapsync.local.tree import (
-    LocalEntry,
+    Columns,
+    Listing,
     default_cache_dir,
+    normal_mode,
     own_dirs,
     read_chunks,
-    scan,
+    read_small,
     stat_sig,
     summarize,
+    walk,
 )
 from snapsync.progress import NullProgress, Progress, Warnings
 from snapsync.repository import Repository, SnapshotInfo, StoreConfig
 from snapsync.repository.journal import UploadJournal
 from snapsync.repository.packer import PackWriter
+from snapsync.repository.repo import Published
 from snapsync.store import Store, as_store, check_ref_name
 from snapsync.version import __version__
 
@@ -75,6 +92,9 @@ class PushResult:
     bytes_packs: int = 0  # of bytes_uploaded: packs; the rest is metadata (manifest, log, ref)
     bytes_metadata: int = 0
     packs_uploaded: int = 0
+    # Compare-and-swap rounds the ref update took (more than 1: other pushes moved the ref
+    # while this one ran, and it was rebuilt on their snapshot: ``parent_id`` names it).
+    ref_attempts: int = 0
     requests: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
@@ -155,37 +175,43 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
     refs = repo.list_refs()
     parent = refs.get(ref)
     keyring = Keyring.from_env()
-    rules, note = resolve_rules(rootp, ignore_file, use_default_ignore)
+    rules, note = resolve_rules(rootp, ignore_file, use_default_ignore, lazy=True)
     if only is not None:  # e.g. git's file list: exactly these files, whatever rules say
         from snapsync.local.git import SelectedFiles
 
+        rules.compile()  # recorded for pull --delete: an invalid pattern is still an error
         rules, note = SelectedFiles(only, rules, "git ls-files"), None  # type: ignore[assignment]
     prog.phase("scan", None, "files")
     skipped: list[str] = []  # --skip-unreadable: summarized in one warning, not one each
-    local = scan(rootp, rules, warn, exclude=own_dirs(cache_root, store.backend.local_root),
-                 skip=skipped.append if skip_unreadable else None)
+    exclude = own_dirs(cache_root, store.backend.local_root)
+    stat_cache = TreeCache(_stat_cache_path(cache_root, rootp, store.url)
+                           if use_stat_cache else None, warn)
+    key = _rules_key(rules, exclude)
+    if isinstance(rules, IgnoreRules) and key != stat_cache.key:
+        rules.compile()  # decided afresh: an invalid pattern is reported before the walk
+    local = walk(rootp, rules, warn, exclude=exclude,
+                 skip=skipped.append if skip_unreadable else None,
+                 memo=stat_cache.memo(), reuse=bool(key) and key == stat_cache.key)
     prog.close()
     if skipped:
         warn(summarize("skipped unreadable entries (--skip-unreadable)", skipped))
 
-    stat_cache = StatCache(_stat_cache_path(cache_root, rootp, store.url)
-                           if use_stat_cache else None, warn)
     # The default template's note names what it dropped, once per (folder, store).
     noted = default_ignore_digest(rules) if note else ""
     notes = [default_ignore_note(note, rules)] if note and stat_cache.meta.get(
         "default_ignore") != noted else []
-    listing = listing_digest(local)
-    fast = _unchanged_since_last_push(local, stat_cache, parent, listing, keyring, dry_run)
+    fast = _unchanged_since_last_push(local, stat_cache, parent, keyring, dry_run)
     # push --git: a new commit of the same tree is logged again, so git:<commit> finds it.
     same_git = git_facts is None or (parent is not None and parent.git == git_facts)
     if fast is not None and same_git:
         if notes and not dry_run:  # the tree did not change, but what the template drops did
             stat_cache.meta["default_ignore"] = noted
-            stat_cache.save()
+            stat_cache.save_meta()
         fast.ref, fast.url, fast.notes, fast.warnings = ref, store.display_url, notes, warnings
         fast.requests = store.stats.as_dict()["requests"]
         fast.seconds = round(time.perf_counter() - t0, 3)
         return fast
+    cols = local.columns()  # the listing is kept too: the stat cache is saved per directory
 
     # 2. What the store already has, from the refs' manifests.
     manifests: dict[str, Manifest] = {}
@@ -205,41 +231,51 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
         for cid, loc in journal.resume(repo).items():
             known.setdefault(cid, loc)
 
-    chunks_of: dict[str, tuple[bytes, ...]] = {}
-    to_read: list[LocalEntry] = []
-    for e in local:
-        if e.kind != FILE:
+    # Which files the stat cache vouches for (their chunks known to the store), which to read.
+    n = len(cols)
+    kinds, sigs, cached = cols.kinds, cols.sigs, cols.cached
+    reuse = bytearray(n)
+    total_read = 0
+    for i in range(n):
+        if kinds[i] != _FILE:
             continue
-        cached = stat_cache.lookup(e.path, e.sig)
-        if cached is not None and all(c in known for c in cached) and (
-                keyring is None or all(c in macs for c in cached)):
-            chunks_of[e.path] = cached
+        ids = cached[i]
+        if ids is not None and all(ids[j:j + ID_SIZE] in known
+                                   for j in range(0, len(ids), ID_SIZE)) and (
+                keyring is None or all(ids[j:j + ID_SIZE] in macs
+                                       for j in range(0, len(ids), ID_SIZE))):
+            reuse[i] = 1
         else:
-            to_read.append(e)
+            total_read += sigs[5 * i]
 
-    # 3. Read, cut, hash; compress and pack new chunks; upload full packs.
+    # 3. Read, cut, hash; compress and pack new chunks; upload full packs. Every entry's
+    # chunk ids go into one column, in entry order (reused or read).
     pending: set[bytes] = set()
     stats = {"files_read": 0, "bytes_read": 0, "bytes_new": 0}
     chunker = Chunker(cfg.chunker)
-    new_sigs: dict[str, tuple[int, ...]] = {}
+    nchunks = array("I", bytes(4 * n))
+    all_ids = bytearray()
+    unread_idx: set[int] = set()
 
-    def compress(batch: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes, int]]:
-        return [(cid, codec.encode(data), len(data)) for cid, data in batch]
+    def compress(batch: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes, Any, int]]:
+        pairs = codec.encode_many([data for _, data in batch])
+        return [(cid, tag, payload, len(data))
+                for (cid, data), (tag, payload) in zip(batch, pairs, strict=True)]
 
     def on_chunk(cid: bytes, data: memoryview) -> None:
         if keyring is not None:
             macs[cid] = keyring.chunk_mac(data)
 
-    total_read = sum(e.size for e in to_read)
     prog.phase("read", total_read, "B")
+    root_s, threshold = str(rootp), cfg.chunker.threshold
     with ThreadPoolExecutor(conc.cpu, thread_name_prefix="snapsync-cpu") as cpu_ex, \
             PackWriter(store, target_pack, journal=journal, dry_run=dry_run,
                        in_flight=min(conc.io, PACKS_IN_FLIGHT)) as writer:
-        def packed(batch: list[tuple[bytes, bytes, int]]) -> None:
-            for cid, blob, raw in batch:
-                writer.add(cid, blob, raw)
+        def packed(batch: list[tuple[bytes, bytes, Any, int]]) -> None:
+            for cid, tag, payload, raw in batch:
+                writer.add(cid, payload, raw, tag)
 
-        compressing: Window[list[tuple[bytes, bytes, int]]] = Window(
+        compressing: Window[list[tuple[bytes, bytes, Any, int]]] = Window(
             cpu_ex, conc.cpu * 2, packed)
         batch: list[tuple[bytes, bytes]] = []
         batch_bytes = 0
@@ -258,23 +294,47 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
 
         unread: list[str] = []
         try:
-            for e in to_read:
-                abs_path = os.path.join(rootp, e.path)
+            for i in range(n):
+                if kinds[i] != _FILE:
+                    continue
+                if reuse[i]:
+                    ids = cached[i]
+                    all_ids += ids  # type: ignore[operator]
+                    nchunks[i] = len(ids) // ID_SIZE  # type: ignore[arg-type]
+                    continue
+                abs_path = os.path.join(root_s, os.fsdecode(cols.paths[i]))
+                sig = tuple(sigs[5 * i:5 * i + 5])
                 try:
-                    ids, sig, _ = _read_file(abs_path, e, chunker, known, pending,
-                                             on_chunk, add_fresh)
+                    small = read_small(abs_path, threshold) if sig[0] <= threshold else None
+                    if small is not None and small[1] == sig and len(small[0]) == sig[0]:
+                        # The common case, inlined: one chunk, unchanged since the walk.
+                        data, after = small
+                        got: tuple[bytes, ...] = ()
+                        if data:
+                            cid = chunk_id(data)
+                            got = (cid,)
+                            if keyring is not None:
+                                on_chunk(cid, memoryview(data))
+                            if cid not in known and cid not in pending:
+                                add_fresh(cid, data)
+                    else:  # large, or changed since the walk: read until it holds still
+                        got, after, _ = _read_file(abs_path, sig, chunker, known, pending,
+                                                   on_chunk, add_fresh)
                 except LocalFileError as exc:
                     if skip_unreadable:
                         unread.append(str(exc))
-                        e.kind = ""
+                        unread_idx.add(i)
                         continue
                     raise
-                chunks_of[e.path] = ids
-                new_sigs[e.path] = sig
-                e.size = sig[0]
+                for c in got:
+                    all_ids += c
+                nchunks[i] = len(got)
+                sigs[5 * i:5 * i + 5] = array("q", after)
+                d_i, k = cols.src[i] >> 32, cols.src[i] & 0xFFFFFFFF
+                local.dirs[d_i].sigs[5 * k:5 * k + 5] = array("q", after)
                 stats["files_read"] += 1
-                stats["bytes_read"] += sig[0]
-                prog.advance(sig[0])
+                stats["bytes_read"] += after[0]
+                prog.advance(after[0])
             if batch:
                 compressing.submit(compress, batch)
             compressing.drain()
@@ -289,84 +349,151 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
         warn(summarize("skipped unreadable files (--skip-unreadable)", unread))
 
     # 4. Manifest, then ref.
-    entries = _entries(local, chunks_of)
-    locations = {**known, **new_locs}
+    tree = _tree_columns(cols, nchunks, all_ids, unread_idx)
+    pending.clear()  # (its ids live on as the locations' keys)
+    # No merged copy of the two maps: a first push has nothing known, a later one few new.
+    locations: Mapping[bytes, Location] = ChainMap(new_locs, known) if known else new_locs
     info_section = {"ignore": rules.patterns, "ignore_source": rules.source,
                     "chunker": cfg.chunker.to_dict()}
     if keyring is not None:
-        info_section["auth"] = keyring.sign(entries, locations, info_section, macs)
-    sid, raw_manifest = encode_manifest(entries, locations, info_section)
+        info_section["auth"] = keyring.sign(tree.entries(), locations, info_section, macs)
+    sid, raw_manifest, distinct, packs = encode_manifest_columns(tree, locations, info_section)
+    del locations
     # With a key, an unsigned manifest of the same tree is replaced by a signed one.
     resign = keyring is not None and not keyring.signed(manifests.get(sid))
     unchanged = parent is not None and parent.snapshot == sid and not resign and same_git
+    kind_count = {k: tree.kinds.count(k) for k in (b"f", b"d", b"l")}
     totals = {
-        "files": sum(1 for e in entries if e.kind == FILE),
-        "dirs": sum(1 for e in entries if e.kind == DIR),
-        "symlinks": sum(1 for e in entries if e.kind == SYMLINK),
-        "bytes": sum(e.size for e in entries),
+        "files": kind_count[b"f"],
+        "dirs": kind_count[b"d"],
+        "symlinks": kind_count[b"l"],
+        "bytes": sum(tree.sizes),
     }
+    parent_id = parent.snapshot if parent else None
+    attempts = 0
     if not dry_run and not unchanged:
-        if sid not in manifests or resign:
-            stats["uploaded"] += repo.save_manifest(sid, raw_manifest)
-        when, ns = _now()
-        repo.write_ref(SnapshotInfo(
-            snapshot=sid, ref=ref, time=when, time_ns=ns,
-            parent=parent.snapshot if parent else None, host=socket.gethostname(),
-            version=__version__, message=message, totals=totals,
-            git=git_info(rootp) if git_facts is None else git_facts))
+        needs = set(packs)  # the packs it names
+        published = _publish(repo, ref, sid, raw_manifest, needs,
+                             manifests.get(sid), resign, keyring, stats, totals, message,
+                             _git_info(rootp) if git_facts is None else git_facts,
+                             git_facts is not None)
+        if published is not None:
+            attempts = published.attempts
+        if published is None or published.same:
+            unchanged = True  # the ref names this tree already (another push put it there)
+        else:
+            parent_id = published.info.parent
     if journal is not None:
         journal.forget()  # the ref now names what the journal kept alive
     if not dry_run:
-        rows = {e.path: (e.sig, chunks_of[e.path]) for e in local
-                if e.kind == FILE and e.path in chunks_of}
-        rows.update({p: (sig, chunks_of[p]) for p, sig in new_sigs.items()})
-        stat_cache.replace(rows)
-        stat_cache.meta = {"snapshot": sid, "listing": listing, "default_ignore": noted}
-        stat_cache.save()
+        stat_cache.meta = {"snapshot": sid, "default_ignore": noted, "totals": totals,
+                           "chunks": distinct}
+        stat_cache.save(key, local, cols, nchunks, all_ids, unread_idx)
 
-    all_chunks = {c for e in entries for c in e.chunks}
     req = store.stats.as_dict()
     sent = req["bytes_sent"] if not dry_run else stats["uploaded"]
     return PushResult(
         snapshot_id=sid, ref=ref, url=store.display_url,
-        parent_id=parent.snapshot if parent else None, unchanged=unchanged, dry_run=dry_run,
+        parent_id=parent_id, unchanged=unchanged, dry_run=dry_run,
         files=totals["files"], dirs=totals["dirs"], symlinks=totals["symlinks"],
         bytes_scanned=totals["bytes"], files_read=stats["files_read"],
-        bytes_read=stats["bytes_read"], chunks=len(all_chunks), chunks_new=len(new_locs),
-        chunks_reused=len(all_chunks) - len(new_locs), bytes_new=stats["bytes_new"],
+        bytes_read=stats["bytes_read"], chunks=distinct, chunks_new=len(new_locs),
+        chunks_reused=distinct - len(new_locs), bytes_new=stats["bytes_new"],
         bytes_uploaded=sent, bytes_packs=stats["pack_bytes"],
         bytes_metadata=max(0, sent - stats["pack_bytes"]),
-        packs_uploaded=stats["packs"], requests=req["requests"],
+        packs_uploaded=stats["packs"], ref_attempts=attempts, requests=req["requests"],
         seconds=round(time.perf_counter() - t0, 3), warnings=warnings, notes=notes)
 
 
-def _unchanged_since_last_push(local: list[LocalEntry], stat_cache: StatCache,
-                               parent: SnapshotInfo | None, listing: str,
-                               keyring: Keyring | None, dry_run: bool) -> PushResult | None:
+def _publish(repo: Repository, ref: str, sid: str, raw_manifest: bytes, needs: set[bytes],
+             head_manifest: Manifest | None, resign: bool,
+             keyring: Keyring | None, stats: dict[str, int], totals: dict[str, int],
+             message: str, git: dict[str, Any], by_commit: bool) -> Published | None:
+    """Store the manifest (unless a ref head has it), then move the ref (docs/format.md §5)."""
+    if head_manifest is not None and not resign:
+        stored: Manifest | None = head_manifest
+    else:
+        size, stored = repo.save_manifest(sid, raw_manifest, rewrite=resign)
+        if stored is not None and keyring is not None and not keyring.signed(stored):
+            size, stored = repo.save_manifest(sid, raw_manifest, rewrite=True)
+        stats["uploaded"] += size
+    if stored is not None:  # what the snapshot depends on: the packs its stored manifest names
+        needs = {loc.pack for loc in stored.locations.values()}
+
+    def make(head: SnapshotInfo | None) -> SnapshotInfo | None:
+        if (head is not None and head.snapshot == sid and not resign
+                and (not by_commit or head.git == git)):
+            return None  # the ref names this tree already (another push put it there)
+        when, ns = _now()
+        return SnapshotInfo(snapshot=sid, ref=ref, time=when, time_ns=ns,
+                            parent=head.snapshot if head else None, host=_hostname(),
+                            version=__version__, message=message, totals=totals, git=git)
+
+    return repo.publish(ref, make, needs)
+
+
+def _unchanged_since_last_push(local: Listing, stat_cache: TreeCache,
+                               parent: SnapshotInfo | None, keyring: Keyring | None,
+                               dry_run: bool) -> PushResult | None:
     """The no-op fast path: nothing changed since this folder's last push to this ref.
 
-    True when the ref still names the snapshot the stat cache recorded, the walk lists the same
-    entries, and every file's stat signature matches (and is not racy). Then no manifest is
-    loaded or built: a no-op push costs the walk plus a few small requests.
+    True when the ref still names the snapshot the stat cache recorded and the walk found
+    every directory as recorded (same names and decisions, every stat signature equal and
+    none racy). Then no manifest is loaded or built, and no object is made per file: a no-op
+    push costs the walk plus a few small requests.
     """
-    if (parent is None or keyring is not None or stat_cache.meta.get("snapshot") !=
-            parent.snapshot or stat_cache.meta.get("listing") != listing):
+    meta = stat_cache.meta
+    totals = meta.get("totals")
+    if (parent is None or keyring is not None or not local.unchanged
+            or meta.get("snapshot") != parent.snapshot or not isinstance(totals, dict)
+            or not all(type(totals.get(k)) is int for k in ("files", "dirs", "symlinks",
+                                                            "bytes"))
+            or type(meta.get("chunks")) is not int):
         return None
-    chunks: set[bytes] = set()
-    for e in local:
-        if e.kind == FILE:
-            ids = stat_cache.lookup(e.path, e.sig)
-            if ids is None:
-                return None
-            chunks.update(ids)
     return PushResult(
         snapshot_id=parent.snapshot, ref=parent.ref, url="", parent_id=parent.parent,
-        unchanged=True, dry_run=dry_run,
-        files=sum(1 for e in local if e.kind == FILE),
-        dirs=sum(1 for e in local if e.kind == DIR),
-        symlinks=sum(1 for e in local if e.kind == SYMLINK),
-        bytes_scanned=sum(e.size for e in local if e.kind == FILE),
-        chunks=len(chunks), chunks_reused=len(chunks))
+        unchanged=True, dry_run=dry_run, files=totals["files"], dirs=totals["dirs"],
+        symlinks=totals["symlinks"], bytes_scanned=totals["bytes"], chunks=meta["chunks"],
+        chunks_reused=meta["chunks"])
+
+
+def _rules_key(rules: Any, exclude: list[str]) -> str:
+    """What the walk's decisions depend on besides the names: the rules and exclusions.
+
+    Empty for rules that are not plain ignore rules (``push --git``'s file list): their
+    decisions are never reused.
+    """
+    if not isinstance(rules, IgnoreRules):
+        return ""
+    h = hasher()
+    # Own folders by path: one that appears later inside the tree changes a listing anyway.
+    own = sorted(os.path.abspath(p) for p in exclude)
+    for part in (rules.source, *rules.patterns, "\0", *own):
+        h.update(part.encode("utf-8", "surrogateescape") + b"\0")
+    return h.hexdigest()
+
+
+def _tree_columns(cols: Columns, nchunks: array[int], ids: bytearray,
+                  dropped: set[int]) -> TreeColumns:
+    """The manifest's tree columns from the walk's, leaving out ``dropped`` entries."""
+    kinds, sigs = cols.kinds, cols.sigs
+    keep = [i for i in range(len(cols)) if i not in dropped] if dropped else range(len(cols))
+    modes, sizes = [], []
+    for i in keep:
+        k = kinds[i]
+        if k == _FILE:
+            modes.append(normal_mode(sigs[5 * i + 4]))
+            sizes.append(sigs[5 * i])
+        else:
+            modes.append(0o777 if k == _LINK else 0o755)
+            sizes.append(0)
+    targets = cols.targets
+    return TreeColumns(
+        paths=[cols.paths[i] for i in keep] if dropped else cols.paths,
+        kinds=bytes(kinds[i] for i in keep) if dropped else bytes(kinds),
+        modes=modes, sizes=sizes,
+        nchunks=[nchunks[i] for i in keep] if dropped else nchunks.tolist(),
+        ids=bytes(ids), targets=[targets.get(i, b"") for i in keep])
 
 
 def _open_config(repo: Repository, dry_run: bool, want: StoreConfig | None) -> StoreConfig:
@@ -380,7 +507,8 @@ def _open_config(repo: Repository, dry_run: bool, want: StoreConfig | None) -> S
     return repo.open(create=True, want=want)
 
 
-def _read_file(abs_path: str, e: LocalEntry, chunker: Chunker, known: dict[bytes, Location],
+def _read_file(abs_path: str, sig: tuple[int, ...], chunker: Chunker,
+               known: dict[bytes, Location],
                pending: set[bytes],
                on_chunk: Callable[[bytes, memoryview], None] | None = None,
                on_fresh: Callable[[bytes, bytes], None] | None = None,
@@ -390,13 +518,13 @@ def _read_file(abs_path: str, e: LocalEntry, chunker: Chunker, known: dict[bytes
     The file is re-stat'ed after reading: if it changed meanwhile it is read again (three
     tries), so a manifest never records content that differs from what was read.
     """
-    before: tuple[int, ...] = e.sig  # from the walk; a change since shows up in `after`
+    before = sig  # from the walk; a change since shows up in `after`
     for _ in range(3):
         ids: list[bytes] = []
         fresh: list[tuple[bytes, bytes]] = []
         seen_here: set[bytes] = set()
         total = 0
-        for cid, data in read_chunks(abs_path, e.size, chunker):
+        for cid, data in read_chunks(abs_path, before[0], chunker):
             ids.append(cid)
             total += len(data)
             if on_chunk is not None:
@@ -423,17 +551,7 @@ def _sig_of(path: str) -> tuple[int, int, int, int, int]:
     return stat_sig(st)
 
 
-def _entries(local: list[LocalEntry], chunks_of: dict[str, tuple[bytes, ...]]) -> list[Entry]:
-    out: list[Entry] = []
-    for e in local:
-        path = os.fsencode(e.path)
-        if e.kind == FILE:
-            out.append(Entry(path, FILE, e.mode, e.size, chunks_of[e.path]))
-        elif e.kind == SYMLINK:
-            out.append(Entry(path, SYMLINK, 0o777, 0, (), e.target))
-        elif e.kind == DIR:
-            out.append(Entry(path, DIR, 0o755))
-    return out
+_FILE, _LINK = ord(FILE), ord(SYMLINK)
 
 
 def _stat_cache_path(cache_root: Path, root: Path, url: str) -> Path:
@@ -444,3 +562,15 @@ def _stat_cache_path(cache_root: Path, root: Path, url: str) -> Path:
 def _now() -> tuple[str, int]:
     ns = time.time_ns()
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ns / 1e9)), ns
+
+
+def _git_info(root: Path) -> dict[str, Any]:
+    from snapsync.local.git import git_info  # ~7 ms to import: only a push that publishes
+
+    return git_info(root)
+
+
+def _hostname() -> str:
+    import socket  # ~7 ms to import: only a push that writes a snapshot needs it
+
+    return socket.gethostname()

@@ -42,6 +42,7 @@ class RepackResult:
     packs_written: int = 0
     bytes_repacked: int = 0
     manifests_rewritten: int = 0
+    written: set[bytes] = field(default_factory=set)  # ids of the packs written
     notes: list[str] = field(default_factory=list)
 
 
@@ -138,6 +139,7 @@ def execute_repack(repo: Repository, cands: list[RepackCandidate],
             done.append(c)
         moved = writer.finish()
     rep.packs_written = writer.packs
+    rep.written = {loc.pack for loc in moved.values()}
     if not done:
         return rep
     gone = {bytes.fromhex(c.pack) for c in done}
@@ -157,7 +159,7 @@ def execute_repack(repo: Repository, cands: list[RepackCandidate],
         new_sid, raw = encode_manifest(m.entries, locs, m.info)
         if new_sid != sid:
             raise AssertionError(f"repacking changed snapshot id {sid} to {new_sid}")
-        repo.save_manifest(sid, raw)
+        repo.save_manifest(sid, raw, rewrite=True)
     rep.packs_repacked = len(done)
     rep.manifests_rewritten = len(rewrite)
     return rep

@@ -7,17 +7,32 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write(path: Path, data: bytes | bytearray) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
+def write_temp(path: Path, data: bytes | bytearray) -> str:
+    """``data`` in a new temporary file beside ``path`` (created with its folders); its path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+    except BaseException:
+        unlink_quietly(tmp)
+        raise
+    return tmp
+
+
+def unlink_quietly(path: str) -> None:
+    """Remove a temporary file that may already be gone."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def atomic_write(path: Path, data: bytes | bytearray) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    tmp = write_temp(path, data)
+    try:
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        unlink_quietly(tmp)
         raise

@@ -1,4 +1,4 @@
-"""The stat cache: path -> (stat signature, chunk ids), like git's index, and the listing digest.
+"""Stat caches, like git's index: a push's per directory (:class:`TreeCache`), a pull's per path.
 
 A push reads only files whose signature changed since the last push of that folder to that
 store; a pull trusts the target files it wrote last time while their signature holds.
@@ -7,15 +7,16 @@ store; a pull trusts the target files it wrote last time while their signature h
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from array import array
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
 import msgpack
 
-from snapsync.core.hashing import ID_SIZE, hasher
+from snapsync.core.hashing import ID_SIZE
 from snapsync.local.atomic import atomic_write
-from snapsync.local.tree import LocalEntry
+from snapsync.local.tree import KEEP_FILE, KEEP_LINK, Columns, DirMemo, Listing
 
 
 class StatCache:
@@ -132,16 +133,126 @@ def _decode_rows(written: Any, rows: Any, meta: Any
     return out
 
 
-def listing_digest(entries: list[LocalEntry]) -> str:
-    """A digest of what the walk found (paths, kinds, modes, link targets), not of content.
+class TreeCache:
+    """Push's stat cache for one (folder, store): per directory, what the last push saw.
 
-    With every file's stat signature matching the stat cache, an equal digest means the tree
-    is the one the last push published, so a no-op push can stop before any manifest work.
+    One row per directory (:class:`~snapsync.local.tree.DirMemo`): the names it listed, what
+    the walk decided about each, the stat signatures of the kept ones and their chunk ids.
+    Loaded with one read and no object per file; the walk compares each directory's listing
+    and signatures with its row as bytes. ``key`` names the rules and exclusions the
+    decisions were made under: under others they are made again (the chunk ids still serve).
+    The racy rule is applied when saving: a file modified within the timestamp granularity
+    of the save (see :class:`StatCache`) is stored with an impossible mtime, so it is read
+    again next time.
     """
-    h = hasher()
-    for e in entries:
-        h.update(e.path.encode("utf-8", "surrogateescape"))
-        h.update(f"\0{e.kind}\0{e.mode}\0".encode())
-        h.update(e.target)
-        h.update(b"\n")
-    return h.hexdigest()
+
+    VERSION = 4
+
+    def __init__(self, path: Path | None,
+                 on_warning: Callable[[str], None] | None = None) -> None:
+        self.path = path
+        self.key = ""
+        self.dirs: dict[str, DirMemo] = {}
+        # What the last push published from this folder: snapshot id, totals, chunk count...
+        self.meta: dict[str, Any] = {}
+        if path is not None:
+            self._load(on_warning)
+
+    def _load(self, warn: Callable[[str], None] | None) -> None:
+        assert self.path is not None
+        try:
+            raw = self.path.read_bytes()
+        except OSError:
+            return  # none yet (or unreadable): everything is read once
+        try:
+            parts = msgpack.unpackb(raw, raw=False, use_list=False)
+            if not isinstance(parts, tuple) or not parts or parts[0] != self.VERSION:
+                return  # another version's cache: rebuilt, nothing wrong
+            _, key, meta, rows = parts
+            if not isinstance(key, str) or not isinstance(meta, dict) or \
+                    not isinstance(rows, tuple):
+                raise ValueError("not a stat cache")
+            dirs = {}
+            for row in rows:
+                rel, names, flags, sigs, nchunks, ids, lint = row
+                if not all(isinstance(v, bytes) for v in (rel, names, flags, sigs, nchunks,
+                                                          ids)):
+                    raise ValueError("a row of the wrong shape")
+                # The columns must line up: a decision per name, a signature and a chunk
+                # count per kept name, and the ids those counts add up to.
+                kept = flags.count(b"f") + flags.count(b"l")
+                counts = array("I")
+                counts.frombytes(nchunks[:len(nchunks) - len(nchunks) % 4])
+                if (len(flags) != (names.count(b"\0") + 1 if names else 0)
+                        or len(sigs) != 40 * kept or len(nchunks) != 4 * kept
+                        or sum(counts) * ID_SIZE != len(ids)):
+                    raise ValueError("a row whose columns do not line up")
+                dirs[rel.decode("utf-8", "surrogateescape")] = DirMemo(
+                    names, flags, sigs, nchunks, ids, bool(lint))
+        except (ValueError, TypeError, AttributeError, msgpack.UnpackException) as exc:
+            # A broken cache only costs a re-read, but it should not go unnoticed.
+            if warn is not None:
+                warn(f"ignored the stat cache {self.path}: it does not decode ({exc}); "
+                     "files are read again")
+            return
+        self.key, self.meta, self.dirs = key, dict(meta), dirs
+
+    def memo(self) -> dict[str, DirMemo]:
+        return self.dirs
+
+    def save(self, key: str, listing: Listing, cols: Columns, nchunks: array[int],
+             ids: bytes | bytearray, unread: Collection[int] = ()) -> None:
+        """Record a push: ``nchunks``/``ids`` are the chunk ids of ``cols``' entries in order.
+
+        ``unread``: entries (indexes into ``cols``) that could not be read: never trusted.
+        """
+        if self.path is None:
+            return
+        offsets = array("q", [0]) * (len(cols) + 1)
+        total = 0
+        for i, n in enumerate(nchunks):
+            offsets[i] = total
+            total += n
+        offsets[len(cols)] = total
+        per_dir: list[list[bytes]] = [[b""] * (len(d.sigs) // 5) for d in listing.dirs]
+        bad: list[set[int]] = [set() for _ in listing.dirs]
+        for i, src in enumerate(cols.src):
+            if src < 0:
+                continue
+            d_i, k = src >> 32, src & 0xFFFFFFFF
+            per_dir[d_i][k] = ids[offsets[i] * ID_SIZE:offsets[i + 1] * ID_SIZE]
+            if i in unread:
+                bad[d_i].add(k)
+        fine = any(d.sigs[j] % 1_000_000_000 for d in listing.dirs
+                   for j in range(1, len(d.sigs), 5))
+        cutoff = time.time_ns() - (StatCache.FINE_NS if fine else StatCache.COARSE_NS)
+        rows = []
+        for d_i, d in enumerate(listing.dirs):
+            sigs = array("q", d.sigs)
+            kept = [fl for fl in d.flags if fl in (KEEP_FILE, KEEP_LINK)]
+            for k, fl in enumerate(kept):
+                # A link's target is read on every walk; a file's bytes only when its
+                # signature changed, or when it is racy (or was unread): never matched.
+                if fl == KEEP_FILE and (sigs[5 * k + 1] >= cutoff or k in bad[d_i]):
+                    sigs[5 * k + 1] = -1
+            counts = array("I", (len(c) // ID_SIZE for c in per_dir[d_i]))
+            rows.append((d.rel.encode("utf-8", "surrogateescape"),
+                         d.names_key(), d.flags,
+                         sigs.tobytes(), counts.tobytes(), b"".join(per_dir[d_i]), d.lint))
+        data = msgpack.packb([self.VERSION, key, self.meta, rows], use_bin_type=True)
+        try:
+            atomic_write(self.path, data)
+        except OSError:
+            pass  # the cache is an optimisation; failing to save it must not fail the push
+
+    def save_meta(self) -> None:
+        """Rewrite only the meta map (a no-op push whose default-ignore note changed)."""
+        if self.path is None or not self.key:
+            return
+        rows = [(rel.encode("utf-8", "surrogateescape"), m.names, m.flags, m.sigs, m.nchunks,
+                 m.ids, m.lint) for rel, m in self.dirs.items()]
+        data = msgpack.packb([self.VERSION, self.key, self.meta, rows], use_bin_type=True)
+        try:
+            atomic_write(self.path, data)
+        except OSError:
+            pass

@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 import stat
 import sys
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from snapsync.core.chunking import Chunker
-from snapsync.core.hashing import chunk_id
+from snapsync.core.hashing import ID_SIZE, chunk_id
 from snapsync.core.ignore import IgnoreRules
 from snapsync.core.manifest import DIR, FILE, SYMLINK
 from snapsync.errors import LocalFileError
@@ -70,22 +71,256 @@ class LocalEntry:
     target: bytes = b""
 
 
+# What the walk decided about each name of a directory, one byte per name in listing order.
+# The stat cache keeps these per directory: when a directory lists the same names under the
+# same rules, the decisions are taken from there instead of matching the rules again.
+KEEP_FILE, KEEP_LINK, KEEP_DIR = ord("f"), ord("l"), ord("d")
+IGNORED_FILE, IGNORED_DIR, OWN_DIR, STAGING, OTHER = (ord(c) for c in "ijesx")
+
+# Directories are opened relative to the root and listed through their fd: each stat is then
+# an fstatat of a short name instead of a lookup of the whole path (less system time).
+_BY_FD = (os.scandir in os.supports_fd and os.stat in os.supports_dir_fd
+          and os.open in os.supports_dir_fd and os.readlink in os.supports_dir_fd)
+_DIR_OPEN = (os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
+             | getattr(os, "O_CLOEXEC", 0))
+
+
+class DirMemo:
+    """What the last push saw in one directory: the stat cache's row for it.
+
+    ``names``: the listed names, NUL-joined bytes; ``flags``: one decision per name;
+    ``sigs``: five ints (size, mtime, ctime, inode, mode) per kept file or link, the bytes of
+    a signed 64-bit array (a racy file's mtime is stored as -1, so it never matches);
+    ``nchunks``/``ids``: chunk counts (uint32 array bytes) and the concatenated ids of the kept
+    names (0 for links); ``lint``: the directory drew a name warning (it is linted again).
+    """
+
+    __slots__ = ("flags", "ids", "lint", "names", "nchunks", "sigs")
+
+    def __init__(self, names: bytes, flags: bytes, sigs: bytes, nchunks: bytes, ids: bytes,
+                 lint: bool) -> None:
+        self.names, self.flags, self.sigs = names, flags, sigs
+        self.nchunks, self.ids, self.lint = nchunks, ids, lint
+
+
+class DirScan:
+    """One directory as the walk found it: its names, decisions and kept signatures."""
+
+    __slots__ = (
+        "clean",
+        "filled",
+        "flags",
+        "lint",
+        "memo",
+        "names",
+        "old",
+        "parent",
+        "rel",
+        "sigs",
+        "subdirs",
+        "targets",
+    )
+
+    def __init__(self, rel: str, parent: int) -> None:
+        self.rel = rel  # "" for the root, else "a/b"
+        self.parent = parent  # index of the parent's DirScan (-1 for the root)
+        self.names: list[str] = []
+        self.flags = b""
+        self.sigs = array("q")  # 5 per kept name, in listing order
+        self.targets: dict[int, bytes] = {}  # kept position -> link target
+        self.clean = False  # names, decisions and every signature equal the memo's
+        self.memo: DirMemo | None = None  # the memo row whose decisions were reused
+        self.old: DirMemo | None = None  # the memo row of this directory, if any
+        self.lint = False  # a name drew a warning
+        self.filled = False  # holds a kept file, link or listed directory
+        self.subdirs: list[str] = []  # the names of kept subdirectories, to walk next
+
+    def names_key(self) -> bytes:
+        """The listed names as the stat cache stores them: NUL-joined file system bytes."""
+        return "\0".join(self.names).encode("utf-8", "surrogateescape")
+
+
+@dataclass
+class Columns:
+    """A walk's entries sorted by path bytes, one column per field (no object per entry).
+
+    ``sigs`` has five ints per entry (zeros for empty directories); ``cached`` is the memo's
+    concatenated chunk ids of a file whose signature matched, else None; ``src`` locates each
+    entry in the walk (directory index << 32 | position among its kept names; -1: an empty
+    directory), for the stat cache.
+    """
+
+    paths: list[bytes]
+    kinds: bytearray
+    sigs: array[int]
+    targets: dict[int, bytes]
+    cached: list[bytes | None]
+    src: array[int]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+class Listing:
+    """What a walk found: one :class:`DirScan` per directory listed, parents first.
+
+    ``unchanged``: a memo was given, every directory matched it (same names, decisions and
+    stat signatures, none racy) and the memo holds no other directory, so the tree is exactly
+    the one it recorded. Per-entry columns are built only on request (:meth:`columns`).
+    """
+
+    def __init__(self, dirs: list[DirScan], unchanged: bool) -> None:
+        self.dirs = dirs
+        self.unchanged = unchanged
+
+    def counts(self) -> tuple[int, int, int, int]:
+        """(files, empty directories, symlinks, file bytes)."""
+        files = links = size = 0
+        for d in self.dirs:
+            k = 0
+            for fl in d.flags:
+                if fl == KEEP_FILE:
+                    files += 1
+                    size += d.sigs[5 * k]
+                    k += 1
+                elif fl == KEEP_LINK:
+                    links += 1
+                    k += 1
+        empty = sum(1 for i, d in enumerate(self.dirs) if i and not d.filled)
+        return files, empty, links, size
+
+    def columns(self) -> Columns:
+        """The entries (files, links, empty directories) sorted by path bytes."""
+        paths: list[bytes] = []
+        kinds = bytearray()
+        sigs = array("q")
+        targets: dict[int, bytes] = {}
+        cached: list[bytes | None] = []
+        src = array("q")
+        zeros = (0, 0, 0, 0, 0)
+        for d_i, d in enumerate(self.dirs):
+            prefix = d.rel + "/" if d.rel else ""
+            prefix_b = len(prefix.encode("utf-8", "surrogateescape"))
+            old = d.old
+            old_sigs = array("q")
+            old_ids: list[bytes] = []
+            at: dict[bytes, int] | None = None  # name -> the memo's position, if names differ
+            if old is not None:
+                old_sigs.frombytes(old.sigs)
+                old_ids = _split_ids(old.nchunks, old.ids)
+                if d.memo is None:
+                    at = _kept_positions(old)
+            k = 0
+            for name, fl in zip(d.names, d.flags, strict=False):
+                if fl != KEEP_FILE and fl != KEEP_LINK:
+                    continue
+                paths.append((prefix + name).encode("utf-8", "surrogateescape"))
+                sig = d.sigs[5 * k:5 * k + 5]
+                sigs.extend(sig)
+                if fl == KEEP_LINK:
+                    kinds.append(_LINK)
+                    targets[len(paths) - 1] = d.targets[k]
+                    cached.append(None)
+                else:
+                    kinds.append(_FILE)
+                    hit = None
+                    if old is not None:
+                        j = k if at is None else at.get(paths[-1][prefix_b:], -1)
+                        if j >= 0 and old_sigs[5 * j:5 * j + 5] == sig:
+                            hit = old_ids[j]
+                    cached.append(hit)
+                src.append(d_i << 32 | k)
+                k += 1
+            if d_i and not d.filled:  # an empty directory
+                paths.append(d.rel.encode("utf-8", "surrogateescape"))
+                kinds.append(_DIR)
+                sigs.extend(zeros)
+                cached.append(None)
+                src.append(-1)
+        order = sorted(range(len(paths)), key=paths.__getitem__)
+        if order == list(range(len(paths))):
+            return Columns(paths, kinds, sigs, targets, cached, src)
+        o_sigs = array("q")
+        for i in order:
+            o_sigs.extend(sigs[5 * i:5 * i + 5])
+        new_pos = {old: new for new, old in enumerate(order)}
+        return Columns([paths[i] for i in order], bytearray(kinds[i] for i in order), o_sigs,
+                       {new_pos[i]: t for i, t in targets.items()},
+                       [cached[i] for i in order], array("q", (src[i] for i in order)))
+
+    def entries(self) -> list[LocalEntry]:
+        """The entries as :class:`LocalEntry` objects (one each: for small trees and tests)."""
+        cols = self.columns()
+        out = []
+        for i, path in enumerate(cols.paths):
+            sig = tuple(cols.sigs[5 * i:5 * i + 5])
+            kind = _KIND_OF[cols.kinds[i]]
+            if kind == FILE:
+                out.append(LocalEntry(os.fsdecode(path), FILE, normal_mode(sig[4]), sig[0],
+                                      sig))  # type: ignore[arg-type]
+            elif kind == SYMLINK:
+                out.append(LocalEntry(os.fsdecode(path), SYMLINK, 0o777, 0, sig,  # type: ignore
+                                      cols.targets[i]))
+            else:
+                out.append(LocalEntry(os.fsdecode(path), DIR, 0o755, 0, sig))  # type: ignore
+        return out
+
+
+_FILE, _LINK, _DIR = ord(FILE), ord(SYMLINK), ord(DIR)
+_IFMT, _IFREG = 0o170000, stat.S_IFREG
+_KIND_OF = {_FILE: FILE, _LINK: SYMLINK, _DIR: DIR}
+
+
+def _kept_positions(row: DirMemo) -> dict[bytes, int]:
+    """A memo row's kept names (bytes) -> their position among its kept names."""
+    out = {}
+    k = 0
+    for name, fl in zip(row.names.split(b"\0"), row.flags, strict=False):
+        if fl in (KEEP_FILE, KEEP_LINK):
+            out[name] = k
+            k += 1
+    return out
+
+
+def _split_ids(nchunks: bytes, ids: bytes) -> list[bytes]:
+    counts = array("I")
+    counts.frombytes(nchunks)
+    out, pos = [], 0
+    for n in counts:
+        end = pos + n * ID_SIZE
+        out.append(ids[pos:end])
+        pos = end
+    return out
+
+
 def scan(root: Path, rules: IgnoreRules, warn: Warn, *,
          exclude: Iterable[str | os.PathLike[str]] = (),
          skip: Warn | None = None) -> list[LocalEntry]:
-    """Walk ``root`` and return its entries sorted by path bytes.
+    """Walk ``root`` and return its entries sorted by path bytes (see :func:`walk`)."""
+    return walk(root, rules, warn, exclude=exclude, skip=skip).entries()
+
+
+def walk(root: Path, rules: IgnoreRules, warn: Warn, *,
+         exclude: Iterable[str | os.PathLike[str]] = (),
+         skip: Warn | None = None,
+         memo: dict[str, DirMemo] | None = None, reuse: bool = False) -> Listing:
+    """Walk ``root`` directory by directory; prune ignored directories (git's rule).
 
     ``exclude``: directories never walked nor recorded (a store or cache inside the root),
     matched by device and inode, so any spelling of the path works. ``skip``: when given,
     entries that cannot be listed, stat'ed or read (unreadable directories, files deleted
     mid-walk) are left out and described to it, one message each, for the caller to
-    summarize; without it they are errors. The walk is iterative: a legal path of a few
-    thousand bytes nests deeper than Python's recursion limit.
+    summarize; without it they are errors. ``memo``: the stat cache's rows (their chunk ids
+    serve files whose signature matches). With ``reuse`` (the rows were made under the same
+    rules and exclusions), a directory listing the same names reuses their decisions (no
+    ignore matching, no name checks): an unchanged directory costs its listing and one stat
+    per kept name. The walk is iterative: a legal path of a few thousand bytes
+    nests deeper than Python's recursion limit.
     """
-    out: list[LocalEntry] = []
-    lower_seen: dict[str, str] = {}
+    root_s = str(root)
     root_real = os.path.realpath(root)
     excluded = dir_ids(exclude)
+    excluded_inos = {ino for _dev, ino in excluded}
 
     def failed(what: str, exc: OSError) -> None:
         msg = f"{what}: {exc.strerror or exc}"
@@ -93,69 +328,190 @@ def scan(root: Path, rules: IgnoreRules, warn: Warn, *,
             raise LocalFileError(msg) from None
         skip(msg)
 
-    # Directories in the order found; a child's index is always greater than its parent's,
-    # so one backwards pass tells which directories ended up empty (recorded as entries).
-    dirs: list[tuple[str, int, tuple[int, int, int, int, int] | None]] = [("", -1, None)]
-    listed: list[bool] = [False]
-    filled: list[bool] = [False]
-    todo: list[tuple[str, str, int]] = [(str(root), "", 0)]
-    while todo:
-        abs_dir, rel_dir, idx = todo.pop()
+    root_fd = -1
+    if _BY_FD:
         try:
-            with os.scandir(abs_dir) as it:
-                items = list(it)
+            root_fd = os.open(root_s, _DIR_OPEN)
         except OSError as exc:
-            if idx == 0:
-                raise LocalFileError(f"cannot list directory {abs_dir}: {exc.strerror}") \
-                    from None
-            failed(f"cannot list directory {abs_dir}", exc)
-            continue
-        listed[idx] = True
-        for de in items:
-            if de.name.startswith(STAGING_PREFIX):
-                continue  # a killed pull's leftovers: never part of the project
-            rel = f"{rel_dir}{de.name}"
+            raise LocalFileError(f"cannot list directory {root_s}: {exc.strerror}") from None
+    dirs: list[DirScan] = []
+    matched = 0
+    todo: list[tuple[str, int]] = [("", -1)]
+    try:
+        while todo:
+            rel_dir, parent = todo.pop()
+            abs_dir = os.path.join(root_s, rel_dir) if rel_dir else root_s
+            fd = -1
             try:
-                st = de.stat(follow_symlinks=False)
+                if root_fd >= 0:
+                    fd = os.open(rel_dir, _DIR_OPEN, dir_fd=root_fd) if rel_dir else \
+                        os.dup(root_fd)
+                    with os.scandir(fd) as it:
+                        items = list(it)
+                else:
+                    with os.scandir(abs_dir) as it:
+                        items = list(it)
             except OSError as exc:
-                failed(f"cannot stat {de.path}", exc)
+                if fd >= 0:
+                    os.close(fd)
+                if parent < 0:
+                    raise LocalFileError(f"cannot list directory {abs_dir}: {exc.strerror}") \
+                        from None
+                failed(f"cannot list directory {abs_dir}", exc)
                 continue
-            mode = st.st_mode
-            if stat.S_ISDIR(mode):
-                if rules.ignored(rel, True) or (st.st_dev, st.st_ino) in excluded:
-                    continue
-                _lint_name(rel, lower_seen, warn)
-                dirs.append((rel, idx, stat_sig(st)))
-                listed.append(False)
-                filled.append(False)
-                todo.append((de.path, rel + "/", len(dirs) - 1))
+            try:
+                d = DirScan(rel_dir, parent)
+                d.names = [de.name for de in items]
+                row = d.old = memo.get(rel_dir) if memo is not None else None
+                if reuse and row is not None and not row.lint and \
+                        d.names_key() == row.names and \
+                        _reuse(d, items, row, fd, abs_dir, rules, excluded_inos):
+                    matched += d.clean
+                else:
+                    _decide(d, items, fd, abs_dir, root_real, rules, excluded, warn, failed)
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+            idx = len(dirs)
+            dirs.append(d)
+            if parent >= 0:
+                dirs[parent].filled = True
+            prefix = rel_dir + "/" if rel_dir else ""
+            todo.extend((prefix + name, idx) for name in d.subdirs)
+    finally:
+        if root_fd >= 0:
+            os.close(root_fd)
+    # A directory is filled by a kept file or link, or by a listed subdirectory (set above,
+    # as each child is listed); the others are recorded as empty directories.
+    unchanged = reuse and memo is not None and matched == len(dirs) == len(memo)
+    return Listing(dirs, unchanged)
+
+
+def _reuse(d: DirScan, items: list[os.DirEntry[str]], row: DirMemo, fd: int, abs_dir: str,
+           rules: IgnoreRules, excluded_inos: set[int]) -> bool:
+    """Take the memo's decisions for a directory listing the same names; stat what is kept.
+
+    False when an entry's kind changed (a file became a directory...) or cannot be stat'ed:
+    the caller then decides the directory afresh, which reports the problem. This loop is
+    the whole per-file cost of a no-op push: a stat and five ints.
+    """
+    flags = row.flags
+    flat: list[int] = []
+    targets: dict[int, bytes] = {}
+    subdirs: list[str] = []
+    pruned: list[str] = []
+    try:
+        for de, fl in zip(items, flags, strict=True):
+            if fl == KEEP_FILE:
+                st = de.stat(follow_symlinks=False)
+                mode = st.st_mode
+                if mode & _IFMT != _IFREG:
+                    return False  # no longer a regular file
+                flat += (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, mode)
+            elif fl == KEEP_DIR:
+                if not de.is_dir(follow_symlinks=False) or de.inode() in excluded_inos:
+                    return False
+                subdirs.append(de.name)
+            elif fl == KEEP_LINK:  # a link's target is read again: links are few
+                st = de.stat(follow_symlinks=False)
+                if not stat.S_ISLNK(st.st_mode):
+                    return False
+                targets[len(flat) // 5] = os.fsencode(
+                    os.readlink(de.name, dir_fd=fd) if fd >= 0 else
+                    os.readlink(os.path.join(abs_dir, de.name)))
+                flat += (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode)
+            elif fl == IGNORED_DIR:
+                if not de.is_dir(follow_symlinks=False):
+                    return False
+                pruned.append(de.name)
+            elif fl == IGNORED_FILE:
+                if de.is_dir(follow_symlinks=False):
+                    return False
+            elif fl not in (STAGING, OWN_DIR):
+                return False  # OTHER (fifo...): decided again, so its warning is repeated
+    except (OSError, ValueError):  # ValueError: flags and names of different lengths
+        return False
+    d.flags = flags
+    d.sigs = array("q", flat)
+    d.targets = targets
+    d.subdirs = subdirs
+    d.memo = row
+    d.filled = KEEP_FILE in flags or KEEP_LINK in flags
+    d.clean = d.sigs.tobytes() == row.sigs
+    if pruned and hasattr(rules, "pruned"):
+        prefix = d.rel + "/" if d.rel else ""
+        rules.pruned.extend(f"{prefix}{name}/" for name in pruned)
+    return True
+
+
+def _decide(d: DirScan, items: list[os.DirEntry[str]], fd: int, abs_dir: str, root_real: str,
+            rules: IgnoreRules, excluded: set[tuple[int, int]], warn: Warn,
+            failed: Callable[[str, OSError], None]) -> None:
+    """Decide every name of a directory with the rules, check names, stat what is kept."""
+    flags = bytearray()
+    flat = array("q")
+    names: list[str] = []
+    targets: dict[int, bytes] = {}
+    lower_seen: dict[str, str] = {}
+    subdirs: list[str] = []
+    prefix = d.rel + "/" if d.rel else ""
+    lint = False
+    for de in items:
+        name = de.name
+        if name.startswith(STAGING_PREFIX):
+            names.append(name)
+            flags.append(STAGING)  # a killed pull's leftovers: never part of the project
+            continue
+        rel = prefix + name
+        try:
+            st = de.stat(follow_symlinks=False)
+        except OSError as exc:
+            failed(f"cannot stat {os.path.join(abs_dir, name)}", exc)
+            continue  # left out of the names too: decided again next time
+        mode = st.st_mode
+        names.append(name)
+        if stat.S_ISDIR(mode):
+            if rules.ignored(rel, True):
+                flags.append(IGNORED_DIR)
                 continue
-            if rules.ignored(rel, False):
+            if (st.st_dev, st.st_ino) in excluded:
+                flags.append(OWN_DIR)
                 continue
-            _lint_name(rel, lower_seen, warn)
-            if stat.S_ISREG(mode):
-                out.append(LocalEntry(rel, FILE, normal_mode(mode), st.st_size, stat_sig(st)))
-            elif stat.S_ISLNK(mode):
-                try:
-                    target = os.readlink(os.fsencode(de.path))
-                except OSError as exc:
-                    failed(f"cannot read symlink {de.path}", exc)
-                    continue
-                _check_link(root_real, de.path, rel, target, warn)
-                out.append(LocalEntry(rel, SYMLINK, 0o777, 0, stat_sig(st), target))
-            else:
-                warn(f"skipping {rel}: not a regular file, directory or symlink")
+            lint |= _lint_name(rel, name, lower_seen, warn)
+            flags.append(KEEP_DIR)
+            subdirs.append(name)
+            continue
+        if rules.ignored(rel, False):
+            flags.append(IGNORED_FILE)
+            continue
+        if stat.S_ISREG(mode):
+            lint |= _lint_name(rel, name, lower_seen, warn)
+            flags.append(KEEP_FILE)
+        elif stat.S_ISLNK(mode):
+            try:
+                target = os.readlink(name, dir_fd=fd) if fd >= 0 else \
+                    os.readlink(os.path.join(abs_dir, name))
+            except OSError as exc:
+                failed(f"cannot read symlink {os.path.join(abs_dir, name)}", exc)
+                names.pop()
                 continue
-            filled[idx] = True
-    for i in range(len(dirs) - 1, 0, -1):
-        if not listed[i]:
-            continue  # unreadable and skipped: neither an entry nor content of its parent
-        rel, parent, sig = dirs[i]
-        if not filled[i]:
-            out.append(LocalEntry(rel, DIR, 0o755, 0, sig))  # type: ignore[arg-type]
-        filled[parent] = True
-    out.sort(key=lambda e: os.fsencode(e.path))
-    return out
+            target_b = os.fsencode(target)
+            _check_link(root_real, rel, target_b, warn)
+            lint |= _lint_name(rel, name, lower_seen, warn)
+            targets[len(flat) // 5] = target_b
+            flags.append(KEEP_LINK)
+        else:
+            warn(f"skipping {rel}: not a regular file, directory or symlink")
+            flags.append(OTHER)
+            continue
+        flat.extend((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, mode))
+    d.names = names
+    d.flags = bytes(flags)
+    d.sigs = flat
+    d.targets = targets
+    d.lint = lint
+    d.subdirs = subdirs
+    d.filled = KEEP_FILE in flags or KEEP_LINK in flags
 
 
 def dir_ids(paths: Iterable[str | os.PathLike[str]]) -> set[tuple[int, int]]:
@@ -196,7 +552,7 @@ def stat_sig(st: os.stat_result) -> tuple[int, int, int, int, int]:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode)
 
 
-def _check_link(root_real: str, abs_path: str, rel: str, target: bytes, warn: Warn) -> None:
+def _check_link(root_real: str, rel: str, target: bytes, warn: Warn) -> None:
     text = os.fsdecode(target)
     if os.path.isabs(text):
         warn(f"symlink {rel} points outside the project (absolute target {text}); kept as a link")
@@ -206,22 +562,54 @@ def _check_link(root_real: str, abs_path: str, rel: str, target: bytes, warn: Wa
         warn(f"symlink {rel} points outside the project ({text}); kept as a link")
 
 
-def _lint_name(rel: str, lower_seen: dict[str, str], warn: Warn) -> None:
-    """Warn about names that will not survive a pull on Windows or macOS."""
-    try:
-        rel.encode("utf-8")
-    except UnicodeEncodeError:
-        warn(f"{rel!r}: file name is not valid UTF-8; it is kept as bytes but other systems "
-             "may not be able to create it")
-    low = rel.lower()
+def _lint_name(rel: str, name: str, lower_seen: dict[str, str], warn: Warn) -> bool:
+    """Warn about names that will not survive a pull on Windows or macOS; True if it did.
+
+    Case collisions are looked for among the names of one directory: two paths that differ
+    only in case first differ in one directory's names, where that pair is reported.
+    """
+    warned = False
+    if not name.isascii():
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            warn(f"{rel!r}: file name is not valid UTF-8; it is kept as bytes but other "
+                 "systems may not be able to create it")
+            warned = True
+    low = name.lower()
     other = lower_seen.get(low)
-    if other is not None and other != rel:
-        warn(f"{rel} and {other} differ only in case; they collide on Windows and macOS")
-    lower_seen[low] = rel
-    name = rel.rsplit("/", 1)[-1]
+    if other is not None and other != name:
+        warn(f"{rel} and {rel[:len(rel) - len(name)]}{other} differ only in case; they "
+             "collide on Windows and macOS")
+        warned = True
+    lower_seen[low] = name
     if (name.split(".", 1)[0].lower() in _WIN_RESERVED or name.endswith((" ", "."))
-            or _WIN_BAD_CHARS.intersection(name)):
+            or not _WIN_BAD_CHARS.isdisjoint(name)):
         warn(f"{rel}: name is not valid on Windows")
+        warned = True
+    return warned
+
+
+def read_small(abs_path: str, size: int) -> tuple[bytes, tuple[int, int, int, int, int]] | None:
+    """A small file's bytes and its signature after reading (``fstat`` of the open file).
+
+    Four system calls (open, read, fstat, close) and no generator. ``None`` when it holds
+    more than ``size`` bytes now (the caller reads it as a large file). Raises
+    ``LocalFileError`` naming the file when it cannot be read.
+    """
+    try:
+        fd = os.open(abs_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        raise LocalFileError(f"cannot read {abs_path}: {exc.strerror}") from None
+    try:
+        data = os.read(fd, size + 1)
+        if len(data) > size:
+            return None
+        return data, stat_sig(os.fstat(fd))
+    except OSError as exc:
+        raise LocalFileError(f"cannot read {abs_path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
 
 
 def read_chunks(abs_path: str, size_hint: int, chunker: Chunker

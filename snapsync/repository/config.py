@@ -140,3 +140,40 @@ class SnapshotInfo:
 _REF_TYPES: dict[str, type | tuple[type, ...]] = {
     "snapshot": str, "ref": str, "time": str, "time_ns": int, "parent": (str, type(None)),
     "host": str, "version": str, "message": str, "totals": dict, "git": dict, "manifest": str}
+
+
+# A tombstone is void this long after gc wrote it (docs/format.md §8): a gc that crashed
+# before removing its tombstones blocks nobody for longer, and gc itself stops deleting after
+# half of it. Far above any one gc's delete phase, far below the grace period.
+TOMBSTONE_TTL = 3600.0
+# Ids per tombstone object: 100,000 of 32 hex digits stay ~3.5 MB, under the small-object bound.
+TOMBSTONE_IDS_MAX = 100_000
+
+
+@dataclass
+class Tombstone:
+    """What one gc run is about to delete: manifests (snapshot ids) and packs (hex ids)."""
+
+    time_ns: int
+    host: str = ""
+    manifests: list[str] = field(default_factory=list)
+    packs: list[str] = field(default_factory=list)
+
+    def to_json(self) -> bytes:
+        return json.dumps({"format": "snapsync-tombstone", **asdict(self)},
+                          sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str) -> Tombstone:
+        doc = _json_object(data, where, "tombstone")
+        ids = [doc.get("manifests"), doc.get("packs")]
+        if (doc.get("format") != "snapsync-tombstone" or type(doc.get("time_ns")) is not int
+                or not all(isinstance(v, list) and all(isinstance(i, str) for i in v)
+                           for v in ids)
+                or sum(len(v) for v in ids) > TOMBSTONE_IDS_MAX):  # type: ignore[arg-type]
+            raise FormatError(f"{where}: malformed tombstone")
+        return cls(doc["time_ns"], str(doc.get("host", "")), doc["manifests"], doc["packs"])
+
+    def void(self, now: float) -> bool:
+        """Older than :data:`TOMBSTONE_TTL`: its gc is long gone."""
+        return now - self.time_ns / 1e9 > TOMBSTONE_TTL

@@ -1,8 +1,11 @@
 """The repository: a store seen as typed objects — config, packs, manifests, refs and logs.
 
 Write order for a snapshot is packs, then manifest, then log entry, then ref: a crash at any
-point leaves every ref naming a complete snapshot. Refs follow "last writer wins, with
-history": each update first writes an immutable log entry, then overwrites the ref object.
+point leaves every ref naming a complete snapshot. Where the store has conditional writes,
+packs, manifests and log entries are written create-only and a ref update is a
+compare-and-swap, so concurrent pushes to one ref form one parent chain (docs/format.md §5);
+elsewhere a ref is "last writer wins, with history". Before the ref moves, the publisher looks
+for gc tombstones naming what the snapshot needs (§8).
 
 Everything that reads or writes those objects goes through here, once: listing by kind (keys
 parsed by :class:`~snapsync.store.layout.Layout` only), manifests with their local cache and
@@ -12,6 +15,7 @@ its staleness rules, signature checks in tamper-evident mode, refs and logs.
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -24,10 +28,25 @@ from snapsync.core.codec import Codec
 from snapsync.core.hashing import chunk_id
 from snapsync.core.keyed import Keyring
 from snapsync.core.manifest import Location, Manifest, decode_manifest
-from snapsync.errors import FormatError, NotAStoreError, NotFoundError, SnapsyncError, UsageError
+from snapsync.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    FormatError,
+    GcRaceError,
+    NotAStoreError,
+    NotFoundError,
+    SnapsyncError,
+    UsageError,
+)
 from snapsync.local.cache import ManifestCache
-from snapsync.repository.config import SnapshotInfo, StoreConfig, manifest_limit
-from snapsync.store import Key, Layout, Store, check_ref_name
+from snapsync.repository.config import (
+    TOMBSTONE_IDS_MAX,
+    SnapshotInfo,
+    StoreConfig,
+    Tombstone,
+    manifest_limit,
+)
+from snapsync.store import IfMatch, Key, Layout, PutMode, Store, check_ref_name
 from snapsync.store import layout as kinds
 
 
@@ -49,7 +68,29 @@ class Listing:
     manifests: dict[str, StoredObject] = field(default_factory=dict)
     logs: list[StoredObject] = field(default_factory=list)
     markers: dict[bytes, StoredObject] = field(default_factory=dict)
+    tombstones: list[StoredObject] = field(default_factory=list)
     stray: list[str] = field(default_factory=list)
+
+
+# Compare-and-swap attempts of one ref update: each lost round means another push won, so 8
+# concurrent pushes need at most 8; beyond 16 the ref is too busy to promise anything.
+PUBLISH_TRIES = 16
+_sleep = time.sleep  # between compare-and-swap rounds (tests make it instant)
+# How long a push waits for a gc that is deleting what it needs (a gc stops deleting after
+# TOMBSTONE_TTL / 2 whatever happens; one that deletes thousands of packs takes minutes).
+GC_WAIT = 300.0
+# Tombstones bigger than this are not gc's (TOMBSTONE_IDS_MAX ids of ~35 bytes each).
+_TOMBSTONE_MAX_BYTES = 8 << 20
+
+
+@dataclass
+class Published:
+    """How a ref update went: ``info`` is what the ref says now (ours unless ``same``)."""
+
+    info: SnapshotInfo
+    attempts: int = 1
+    moved: bool = False  # another push moved the ref first: our parent is its snapshot
+    same: bool = False  # another push published this very snapshot first: nothing written
 
 
 class Repository:
@@ -85,8 +126,11 @@ class Repository:
                 raise NotAStoreError(f"{self.store.display_url}: no snapsync store here "
                                      f"(no {Layout.CONFIG}); push to it first")
             cfg = want or StoreConfig()
-            self.store.put(Layout.CONFIG, cfg.to_json())
-            raw = self.store.get(Layout.CONFIG)  # a concurrent first push may have won
+            try:
+                self.store.put(Layout.CONFIG, cfg.to_json(), mode=self.immutable)
+            except AlreadyExistsError:
+                pass  # a concurrent first push won: its config is the store's
+            raw = self.store.get(Layout.CONFIG)
         self.config = StoreConfig.from_json(raw, self.store.where(Layout.CONFIG))
         return self.config
 
@@ -108,7 +152,8 @@ class Repository:
         """Log entries, manifests, packs and superseded markers, from fresh listings."""
         self.store.invalidate()
         lst = Listing()
-        for prefix in (Layout.LOGS, Layout.MANIFESTS, Layout.PACKS, Layout.SUPERSEDED):
+        for prefix in (Layout.LOGS, Layout.MANIFESTS, Layout.PACKS, Layout.SUPERSEDED,
+                       Layout.TOMBSTONES):
             objs, stray = self.objects(prefix)
             lst.stray += stray
             for o in objs:
@@ -120,6 +165,8 @@ class Repository:
                     lst.packs[o.raw_id] = o
                 elif o.kind == kinds.SUPERSEDED:
                     lst.markers[o.raw_id] = o
+                elif o.kind == kinds.TOMBSTONE:
+                    lst.tombstones.append(o)
                 else:
                     lst.stray.append(o.key)
         return lst
@@ -212,14 +259,31 @@ class Repository:
                     out[sid] = exc
         return out
 
-    def save_manifest(self, sid: str, raw: bytes) -> int:
-        """Compress and store a manifest (and cache it); return its stored size."""
+    @property
+    def immutable(self) -> PutMode:
+        """The put mode of objects that never change: create-only where the store can."""
+        return "create" if self.store.conditional else "overwrite"
+
+    def save_manifest(self, sid: str, raw: bytes, rewrite: bool = False
+                      ) -> tuple[int, Manifest | None]:
+        """Compress and store a manifest (and cache it); return its stored size.
+
+        Create-only where the store can: when a manifest of the same tree is already there
+        (a rollback, or a concurrent push of one tree) it is kept and returned, decoded, as
+        the second value, and the ref records its digest; its chunk locations are what the
+        snapshot then depends on. Otherwise the second value is ``None``. ``rewrite``
+        (gc's repack) replaces the stored manifest of the same tree.
+        """
         blob = self.codec.compress_blob(raw)
-        self.store.put(Layout.manifest(sid), blob)
+        try:
+            self.store.put(Layout.manifest(sid), blob,
+                           mode="overwrite" if rewrite else self.immutable)
+        except AlreadyExistsError:
+            return 0, self.reload_manifest(sid, verify=False)
         self.digests[sid] = chunk_id(blob).hex()
         if self.manifests:
             self.manifests.put(sid, blob)
-        return len(blob)
+        return len(blob), None
 
     def chunk_codec(self, m: Manifest) -> Codec:
         """The codec that verifies ``m``'s chunks: ids always, keyed MACs when verified."""
@@ -289,12 +353,180 @@ class Repository:
         return refs
 
     def write_ref(self, info: SnapshotInfo) -> None:
-        """Publish ``info``: an immutable log entry first, then the mutable ref."""
+        """Point a ref at ``info`` unconditionally: a log entry first, then the ref (gc's
+        repack and tests; pushes go through :meth:`publish`)."""
         if not info.manifest:
             info.manifest = self.digests.get(info.snapshot, "")
         data = info.to_json()
-        self.store.put(Layout.log(info.ref, info.time_ns, info.snapshot), data)
+        self.store.put(Layout.log(info.ref, info.time_ns, info.snapshot), data,
+                       mode=self.immutable)
         self.store.put(Layout.ref(info.ref), data)
+
+    def read_ref_versioned(self, name: str) -> tuple[SnapshotInfo | None, str | None]:
+        """A ref and its version token (``None`` when the store gives none)."""
+        got = self.store.get_versioned(Layout.ref(name))
+        if got is None:
+            return None, None
+        raw, etag = got
+        return self._expect(SnapshotInfo.from_json(raw, self.store.where(Layout.ref(name)))), \
+            etag
+
+    def publish(self, ref: str, make: Callable[[SnapshotInfo | None], SnapshotInfo | None],
+                needs: Iterable[bytes] = ()) -> Published | None:
+        """Move ``ref`` to a new snapshot: log entry, tombstone check, then the ref.
+
+        ``make(head)`` builds the new entry from the ref's current head (its ``parent`` is
+        the head's snapshot), or returns ``None`` when there is nothing to publish. ``needs``
+        are the packs the snapshot's manifest names. Where the store has conditional writes
+        the ref moves by compare-and-swap: when another push moved it first, the entry is
+        rebuilt on the new head (a new log entry replaces ours) and tried again, up to
+        :data:`PUBLISH_TRIES` times; so concurrent pushes form one parent chain and none is
+        overwritten unseen. Elsewhere the last writer wins, and the log keeps the others.
+
+        Raises:
+            GcRaceError: a gc run deleted a pack or the manifest the snapshot needs while
+                the push ran (or is still deleting after ``GC_WAIT``); nothing was published.
+            ConflictError: the ref kept moving (exit 8); the snapshot is stored and can be
+                pulled with ``--snapshot``.
+        """
+        check_ref_name(ref)
+        head, etag = self.read_ref_versioned(ref)
+        info = make(head)
+        if info is None:
+            return None
+        first_parent = info.parent
+        log_key = self._write_log(info)
+        try:
+            self._outlast_gc(info.snapshot, set(needs))
+            if not self.store.conditional:
+                self.store.put(Layout.ref(ref), info.to_json())
+                return Published(info)
+            for attempt in range(1, PUBLISH_TRIES + 1):
+                mode: PutMode = "create" if head is None or etag is None else IfMatch(etag)
+                try:
+                    self.store.put(Layout.ref(ref), info.to_json(), mode=mode)
+                    return Published(info, attempt, moved=info.parent != first_parent)
+                except ConflictError:
+                    pass
+                # Another push won this round: build on its snapshot and try again.
+                _sleep(random.uniform(0, min(1.0, 0.02 * 2 ** attempt)))
+                head, etag = self.read_ref_versioned(ref)
+                if head is not None and head.snapshot == info.snapshot:
+                    self.store.delete([log_key])
+                    log_key = ""
+                    return Published(head, attempt + 1, moved=True, same=True)
+                rebuilt = make(head)
+                if rebuilt is None:
+                    self.store.delete([log_key])
+                    log_key = ""
+                    return None
+                info = rebuilt
+                # The new entry is written before the old one goes, so some log entry always
+                # names the snapshot: gc's look after its tombstones sees it (§8).
+                old_key, log_key = log_key, self._write_log(info)
+                self.store.delete([old_key])
+            raise ConflictError(
+                f"ref {ref!r} in {self.store.display_url} moved {PUBLISH_TRIES} times while "
+                f"this push tried to update it; snapshot {info.snapshot} is stored (pull it "
+                "with --snapshot) but the ref does not name it: push again")
+        except BaseException:
+            if log_key:
+                try:
+                    self.store.delete([log_key])
+                except SnapsyncError:
+                    pass  # a stray log entry names a complete snapshot: harmless
+            raise
+
+    def _outlast_gc(self, sid: str, needs: set[bytes]) -> None:
+        """Return once no gc tombstone names what snapshot ``sid`` needs.
+
+        Our log entry is written, so a gc whose tombstone we see either saw that entry when
+        it looked after writing the tombstone, and spares the snapshot, or did not, and may
+        delete some of what it needs. Wait for its tombstones to go, then look: all there
+        means spared; anything missing raises :class:`GcRaceError` (nothing published).
+        """
+        deadline = time.monotonic() + GC_WAIT
+        doomed = self.doomed(sid, needs)
+        while doomed:
+            self.warn(f"gc is deleting objects in {self.store.display_url}; this push waits "
+                      f"for it to finish ({self.store.where(doomed[0])})")
+            while set(doomed) & set(self.tombstones()):
+                if time.monotonic() > deadline:
+                    raise GcRaceError(
+                        f"gc is still deleting objects that snapshot {sid} needs after "
+                        f"{GC_WAIT:.0f} s ({self.store.where(doomed[0])}); nothing was "
+                        "published: push again later", doomed)
+                _sleep(0.5)
+            missing = self._missing(sid, needs)
+            if missing:
+                raise GcRaceError(
+                    f"gc deleted {self.store.where(missing[0])}, which snapshot {sid} needs, "
+                    "while this push ran; nothing was published: push again (it uploads what "
+                    "gc took)", doomed)
+            doomed = self.doomed(sid, needs)
+
+    def _missing(self, sid: str, packs: set[bytes]) -> list[str]:
+        """Keys of the manifest ``sid`` and of ``packs`` that are not in the store (one LIST
+        per key folder: only after a race with gc)."""
+        want = [Layout.manifest(sid)] + [Layout.pack(p) for p in sorted(packs)]
+        folders = sorted({k.rsplit("/", 1)[0] + "/" for k in want})
+        self.store.invalidate()
+        have = {m.key for f in folders for m in self.store.list(f)}
+        return [k for k in want if k not in have]
+
+    def _write_log(self, info: SnapshotInfo) -> str:
+        if not info.manifest:
+            info.manifest = self.digests.get(info.snapshot, "")
+        key = Layout.log(info.ref, info.time_ns, info.snapshot)
+        self.store.put(key, info.to_json(), mode=self.immutable)
+        return key
+
+    # ---- gc tombstones (docs/format.md §8) ------------------------------------------------
+    def write_tombstones(self, manifests: Iterable[str], packs: Iterable[str]) -> list[str]:
+        """Announce what a gc run is about to delete; returns the tombstones' keys."""
+        import socket  # only gc needs the host name here (~7 ms to import)
+
+        ids = [("m", s) for s in manifests] + [("p", p) for p in packs]
+        keys = []
+        for i in range(0, len(ids), TOMBSTONE_IDS_MAX):
+            part = ids[i:i + TOMBSTONE_IDS_MAX]
+            t = Tombstone(time.time_ns(), socket.gethostname(),
+                          [x for k, x in part if k == "m"], [x for k, x in part if k == "p"])
+            key = Layout.tombstone(t.time_ns, random.randbytes(8).hex())
+            self.store.put(key, t.to_json(), mode=self.immutable)
+            keys.append(key)
+        return keys
+
+    def tombstones(self, void: bool = False) -> dict[str, Tombstone]:
+        """The tombstones in the store by key: live ones, or with ``void`` the expired ones.
+
+        One LIST (usually of an empty folder); an unreadable tombstone is skipped with a
+        warning, since gc writes each whole.
+        """
+        objs, _ = self.objects(Layout.TOMBSTONES)
+        keys = [o.key for o in objs if o.kind == kinds.TOMBSTONE]
+        big = {o.key for o in objs if o.size > _TOMBSTONE_MAX_BYTES}
+        out: dict[str, Tombstone] = {}
+        now = time.time()
+        for key, raw in self.store.get_many(sorted(set(keys) - big)).items():
+            if raw is None:
+                continue  # its gc finished meanwhile
+            try:
+                t = Tombstone.from_json(raw, self.store.where(key))
+            except FormatError as exc:
+                self.warn(f"ignored an unreadable gc tombstone: {exc}")
+                continue
+            if t.void(now) == void:
+                out[key] = t
+        for key in sorted(big):
+            self.warn(f"ignored {self.store.where(key)}: too big to be a gc tombstone")
+        return out
+
+    def doomed(self, sid: str, packs: set[bytes]) -> list[str]:
+        """Live tombstones naming the manifest ``sid`` or one of ``packs``."""
+        hexes = {p.hex() for p in packs}
+        return sorted(k for k, t in self.tombstones().items()
+                      if sid in t.manifests or hexes.intersection(t.packs))
 
     def log(self, name: str) -> list[SnapshotInfo]:
         """A ref's history, newest first."""

@@ -12,6 +12,7 @@ from typing import Any
 from snapsync.errors import SnapsyncError, StoreError, UsageError
 from snapsync.store.backend import Backend, IfMatch, ObjectMeta, PreconditionFailed, PutMode
 from snapsync.store.layout import Key, Layout, check_ref_name
+from snapsync.store.local_backend import LOCAL_SCHEMES, LocalBackend
 from snapsync.store.store import RequestStats, RetryPolicy, Store, describe, redact_url
 
 __all__ = ["Backend", "IfMatch", "Key", "Layout", "ObjectMeta", "PreconditionFailed",
@@ -27,24 +28,30 @@ BACKEND_ENV = "SNAPSYNC_BACKEND"
 
 
 def choose_engine(protocol: str, options: dict[str, Any]) -> str:
-    """``"obstore"`` or ``"fsspec"`` for ``protocol``; pops the ``backend`` option.
+    """``"obstore"``, ``"fsspec"`` or ``"local"`` for ``protocol``; pops the ``backend``
+    option.
 
     ``-o backend=fsspec`` (or ``SNAPSYNC_BACKEND=fsspec``) sends s3:// and az:// through
-    s3fs/adlfs as before; the option wins over the variable. Other protocols always use
-    fsspec, and asking for obstore there is a usage error.
+    s3fs/adlfs as before, and file:// through fsspec's LocalFileSystem; the option wins over
+    the variable. By default file:// (and plain paths) use the standard-library local
+    backend, so a local push imports no fsspec. Other protocols always use fsspec, and
+    asking for obstore there is a usage error.
     """
     given = options.pop("backend", None)
     source = "storage option backend"
     if given is None:
         given, source = os.environ.get(BACKEND_ENV) or None, BACKEND_ENV
     if given is None:
+        if protocol in LOCAL_SCHEMES:
+            return "local"
         return "obstore" if protocol in OBSTORE_SCHEMES else "fsspec"
     if not isinstance(given, str) or given.strip().lower() not in ENGINES:
         raise UsageError(f"{source} must be obstore or fsspec, got {given!r}")
     engine = given.strip().lower()
     if engine == "obstore" and protocol not in OBSTORE_SCHEMES:
         if source == BACKEND_ENV:
-            return "fsspec"  # the variable picks the S3/Azure engine; others have one
+            # the variable picks the S3/Azure engine; others have one
+            return "local" if protocol in LOCAL_SCHEMES else "fsspec"
         raise UsageError(f"storage option backend=obstore: {protocol}:// is served by fsspec "
                          "only (obstore: s3://, az://)")
     return engine
@@ -54,8 +61,8 @@ def open_backend(url: str, storage_options: dict[str, Any] | None = None) -> Bac
     """The backend for ``url``, with provider errors at open time made snapsync errors.
 
     s3:// and az:// go through obstore unless ``backend=fsspec`` is given (option or
-    ``SNAPSYNC_BACKEND``); everything else through fsspec. Only the chosen engine's
-    packages are imported.
+    ``SNAPSYNC_BACKEND``); file:// and plain paths through the local backend; everything
+    else through fsspec. Only the chosen engine's packages are imported.
     """
     from snapsync.store.store import check_store_url
 
@@ -69,6 +76,8 @@ def open_backend(url: str, storage_options: dict[str, Any] | None = None) -> Bac
             from snapsync.store.obstore_backend import ObstoreBackend
 
             return ObstoreBackend.open(url, options)
+        if engine == "local":
+            return LocalBackend.open(url, options)
         from snapsync.store.fsspec_backend import FsspecBackend
 
         return FsspecBackend.open(url, options)

@@ -69,6 +69,21 @@ _PERMANENT = (FileNotFoundError, PermissionError, FileExistsError, IsADirectoryE
               ValueError, TypeError)
 
 
+_TIMEOUT_WORDS = ("timeout", "timed out", "deadline has elapsed")
+
+
+def looks_like_timeout(exc: BaseException) -> bool:
+    """Whether ``exc`` says the endpoint did not answer in time (connect or read timeout):
+    ``TimeoutError`` (asyncio's and aiohttp's too) or a provider error whose type or text says
+    so (botocore's ``ReadTimeoutError``/``ConnectTimeoutError``)."""
+    if isinstance(exc, TimeoutError):
+        return True
+    if isinstance(exc, _PERMANENT):
+        return False
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(w in text for w in _TIMEOUT_WORDS)
+
+
 def looks_transient(exc: BaseException) -> bool:
     """The default classification: timeouts, connection errors and 5xx/throttling texts."""
     if isinstance(exc, _PERMANENT):
@@ -84,13 +99,17 @@ class Backend(ABC):
 
     ``local`` says the keys are files on this machine (under ``local_root``); ``conditional``
     that ``put`` honours
-    ``"create"`` and :class:`IfMatch` (otherwise it raises ``NotImplementedError`` for them).
+    ``"create"`` and :class:`IfMatch` (otherwise it raises ``NotImplementedError`` for them);
+    ``retry_timeout`` how long the facade retries an endpoint that does not answer at all.
     """
 
     name: str = "backend"
     local: bool = False
     conditional: bool = False
     local_root: str | None = None  # the folder holding the objects, when ``local``
+    # How long the facade keeps retrying an endpoint that answers nothing at all (connect or
+    # read timeouts, nothing else answered meanwhile): the storage option ``retry_timeout``.
+    retry_timeout: float = 10.0
 
     @abstractmethod
     def get(self, key: str) -> bytes:
@@ -131,6 +150,11 @@ class Backend(ABC):
     def is_transient(self, exc: BaseException) -> bool:
         """Whether ``exc`` from this backend is worth retrying."""
         return looks_transient(exc)
+
+    def is_timeout(self, exc: BaseException) -> bool:
+        """Whether ``exc`` means the endpoint did not answer in time (the facade gives up on
+        those once the endpoint has been silent for ``retry_timeout`` seconds)."""
+        return looks_like_timeout(exc)
 
     def close(self) -> None:  # noqa: B027 - optional
         """Release connections."""

@@ -7,7 +7,10 @@ objects atomically, and turns the providers' listing dicts into :class:`ObjectMe
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import threading
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -15,17 +18,23 @@ from typing import Any
 
 from snapsync.errors import UsageError
 from snapsync.local.atomic import atomic_write
-from snapsync.store.backend import Backend, ObjectMeta, PutMode
+from snapsync.store.backend import Backend, IfMatch, ObjectMeta, PreconditionFailed, PutMode
 from snapsync.store.local_read import read_range, read_whole
+from snapsync.store.local_write import create_only, replace_if, version_of
 from snapsync.store.options.common import opt_bool
+from snapsync.store.options.fsspec import (
+    AZURE_PROTOCOLS,
+    GCS_PROTOCOLS,
+    S3_PROTOCOLS,
+    fsspec_options,
+)
 
 # The options a file:// or memory:// store takes (snapsync's ``backend`` is taken out
 # before): anything else is a typo or meant for another provider, refused, never ignored.
 LOCAL_OPTIONS: dict[str, tuple[str, ...]] = {"file": ("auto_mkdir",), "memory": ()}
 
-# Per-attempt timeouts for s3fs when the options give none (seconds).
-S3_CONNECT_TIMEOUT = 5
-S3_READ_TIMEOUT = 10
+# memory:// lives in this process: one lock makes its conditional writes atomic.
+_MEMORY_LOCK = threading.Lock()
 
 
 class FsspecBackend(Backend):
@@ -39,6 +48,10 @@ class FsspecBackend(Backend):
         protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
         self.local = "file" in protocols
         self.local_root = self.root if self.local else None
+        self.memory = "memory" in protocols
+        # Local folders (link/flock, local_write.py) and memory:// (a lock) can honour
+        # create-only and compare-and-swap; other fsspec file systems do not say they can.
+        self.conditional = self.local or self.memory
 
     @classmethod
     def open(cls, url: str, options: dict[str, Any]) -> FsspecBackend:
@@ -49,25 +62,29 @@ class FsspecBackend(Backend):
         """
         from fsspec.core import url_to_fs
 
-        opts = dict(options)
         if "://" not in url:
             url = "file://" + os.path.abspath(url)
-        check_local_options(url.split("://", 1)[0].lower(), opts)
+        protocol = url.split("://", 1)[0].lower()
+        # Timeouts and the retry budget become each provider's own knobs (options/fsspec.py).
+        opts, retry_timeout = fsspec_options(protocol, options)
+        check_local_options(protocol, opts)
         if url.startswith("file://"):
             opts.setdefault("auto_mkdir", True)
-        s3 = url.split("://", 1)[0] in ("s3", "s3a")
-        if s3:
-            # Bounded attempts (botocore's defaults are 60 s each, retried): the Store
-            # facade retries, so botocore must not.
-            cfg = dict(opts.get("config_kwargs") or {})
-            cfg.setdefault("connect_timeout", S3_CONNECT_TIMEOUT)
-            cfg.setdefault("read_timeout", S3_READ_TIMEOUT)
-            cfg.setdefault("retries", {"total_max_attempts": 1})
-            opts["config_kwargs"] = cfg
+        if protocol in GCS_PROTOCOLS:
+            # gcsfs logs each failed retry with a traceback at ERROR level; with no handler
+            # configured, Python's last-resort handler would print it on stderr. An
+            # application's own handlers (Prefect's) still receive the records.
+            logger = logging.getLogger("gcsfs")
+            if not logger.handlers:
+                logger.addHandler(logging.NullHandler())
         fs, root = url_to_fs(url, **opts)
-        if s3 and getattr(fs, "retries", 1) > 1:
+        if protocol in S3_PROTOCOLS and getattr(fs, "retries", 1) > 1:
             fs.retries = 1  # s3fs's own retry loop (5 tries, ~15 s on a silent endpoint)
-        return cls(fs, root)
+        if protocol in AZURE_PROTOCOLS:
+            _no_azure_retries(fs)
+        backend = cls(fs, root)
+        backend.retry_timeout = retry_timeout
+        return backend
 
     def _path(self, key: str) -> str:
         return f"{self.root}/{key}" if self.root else key
@@ -76,6 +93,12 @@ class FsspecBackend(Backend):
         if self.local:  # regular files only, bounded (local_read.py)
             return read_whole(self._path(key), key)
         return self.fs.cat_file(self._path(key))
+
+    def get_versioned(self, key: str) -> tuple[bytes, str | None]:
+        if not self.conditional:
+            return self.get(key), None
+        data = self.get(key)
+        return data, version_of(data)
 
     def get_many(self, keys: Sequence[str], concurrency: int) -> list[bytes | BaseException]:
         if not keys:  # fsspec's cat([]) raises FileNotFoundError([])
@@ -99,13 +122,38 @@ class FsspecBackend(Backend):
                                        batch_size=concurrency, on_error="return"))
 
     def put(self, key: str, data: bytes, mode: PutMode = "overwrite") -> str | None:
-        if mode != "overwrite":
-            raise NotImplementedError("conditional writes through fsspec")
+        if mode != "overwrite" and not isinstance(mode, IfMatch) and mode != "create":
+            raise NotImplementedError(f"put mode {mode!r}")
+        if mode != "overwrite" and not self.conditional:
+            raise NotImplementedError(f"conditional writes through {self.fs.protocol}")
         if self.local:
-            atomic_write(Path(self._path(key)), data)
-        else:
-            self.fs.pipe_file(self._path(key), data)
+            path = Path(self._path(key))
+            if mode == "create":
+                return create_only(path, data)
+            if isinstance(mode, IfMatch):
+                return replace_if(path, key, data, mode.etag)
+            atomic_write(path, data)
+            return version_of(data)
+        if self.memory:
+            with _MEMORY_LOCK:
+                return self._put_memory(key, data, mode)
+        self.fs.pipe_file(self._path(key), data)
         return None
+
+    def _put_memory(self, key: str, data: bytes, mode: PutMode) -> str:
+        path = self._path(key)
+        if mode != "overwrite":
+            try:
+                current: bytes | None = self.fs.cat_file(path)
+            except FileNotFoundError:
+                current = None
+            if mode == "create" and current is not None:
+                raise FileExistsError(key)
+            if isinstance(mode, IfMatch) and (current is None
+                                              or version_of(current) != mode.etag):
+                raise PreconditionFailed(f"{key} was changed by another writer")
+        self.fs.pipe_file(path, data)
+        return version_of(data)
 
     def list(self, prefix: str) -> list[ObjectMeta]:
         base = self._path(prefix)
@@ -130,11 +178,32 @@ class FsspecBackend(Backend):
         top = self.root if self.local else self.root.split("/", 1)[0]
         return bool(self.fs.exists(top))
 
+    def is_transient(self, exc: BaseException) -> bool:
+        # s3fs turns S3's throttling and 5xx answers into bare errnos ("503 SlowDown" is
+        # OSError(EBUSY, "Please reduce your request rate."), 500 is EREMOTEIO), whose
+        # text has none of the usual words: found with tests/fault_proxy.py.
+        if not self.local and isinstance(exc, OSError) and not isinstance(
+                exc, FileNotFoundError | PermissionError | FileExistsError) and exc.errno in (
+                errno.EBUSY, getattr(errno, "EREMOTEIO", -1)):
+            return True
+        return super().is_transient(exc)
+
     def invalidate(self) -> None:
         try:
             self.fs.invalidate_cache()
         except Exception:
             pass
+
+
+def _no_azure_retries(fs: Any) -> None:
+    """Switch off the Azure SDK's own retries under adlfs (3 retries after 15, 18 and 24 s:
+    ~110 s on a silent endpoint); the Store facade retries. adlfs passes no retry settings
+    through, so the client's retry policy is changed in place (a private attribute: if
+    it moves, the SDK simply keeps retrying)."""
+    policy = getattr(getattr(getattr(fs, "service_client", None), "_config", None),
+                     "retry_policy", None)
+    if policy is not None and hasattr(policy, "total_retries"):
+        policy.total_retries = 0
 
 
 def check_local_options(protocol: str, opts: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ MANIFEST = "manifest"
 REF = "ref"
 LOG = "log"
 SUPERSEDED = "superseded"
+TOMBSTONE = "tombstone"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,7 @@ _PATTERNS = [
     # Ref names may be hierarchical (feature/x, docs/format.md §1): a log entry's ref is
     # everything up to its last '/', a ref's name everything between refs/ and .json. A name
     # component never ends in .json, so neither reading is ambiguous.
+    (TOMBSTONE, re.compile(r"^tombstones/(?P<ns>\d{1,20})-(?P<id>[0-9a-f]{16})\.json$")),
     (LOG, re.compile(rf"^logs/(?P<ref>.+)/(?P<ns>\d{{1,20}})-(?P<id>{_H32})\.json$")),
     (REF, re.compile(r"^refs/(?P<ref>.+)\.json$")),
 ]
@@ -63,6 +65,7 @@ class Layout:
     REFS = "refs/"
     LOGS = "logs/"
     SUPERSEDED = "superseded/"
+    TOMBSTONES = "tombstones/"
 
     @staticmethod
     def pack(pack_id: bytes) -> str:
@@ -100,6 +103,11 @@ class Layout:
         """Marker written by gc when it repacked a pack's live chunks elsewhere (§8)."""
         h = pack_id.hex()
         return f"superseded/{h[:2]}/{h}.json"
+
+    @staticmethod
+    def tombstone(time_ns: int, token: str) -> str:
+        """What one gc run is about to delete (§8); ``token`` is 16 random hex digits."""
+        return f"tombstones/{time_ns:020d}-{token}.json"
 
     @staticmethod
     def parse(key: str) -> Key | None:

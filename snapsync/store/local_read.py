@@ -22,7 +22,7 @@ from snapsync.store.layout import Layout
 # Config, refs, log entries and superseded markers are JSON documents of a few hundred bytes;
 # 16 MiB is far beyond any honest one and still harmless to hold (docs/design.md, "Bounds").
 SMALL_OBJECT_MAX = 16 << 20
-_SMALL_PREFIXES = (Layout.REFS, Layout.LOGS, Layout.SUPERSEDED)
+_SMALL_PREFIXES = (Layout.REFS, Layout.LOGS, Layout.SUPERSEDED, Layout.TOMBSTONES)
 
 _FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
           | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0))

@@ -15,9 +15,9 @@ How the contract maps:
   hands each object's ranges to obstore's ``get_ranges`` (it coalesces nearby ranges: 6-10x
   faster than one GET per range on SeaweedFS, see ``_RANGE_MODE``);
 * obstore never retries here (``max_retries=0``): the :class:`~snapsync.store.store.Store`
-  facade does, once. A connect or read timeout is transient only while the endpoint has
-  been silent for less than ``retry_timeout`` seconds (default 10), so an unreachable
-  endpoint fails in about that time instead of retrying for minutes;
+  facade does, once, and gives up on connect or read timeouts once the endpoint has been
+  silent for ``retry_timeout`` seconds (default 10), so an unreachable endpoint fails in
+  about that time instead of retrying for minutes;
 * obstore's exceptions become the contract's builtins (:func:`_builtin`).
 """
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import re
 import threading
-import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -85,8 +84,6 @@ class ObstoreBackend(Backend):
         self.conditional = conditional
         self.retry_timeout = retry_timeout
         self._bucket_store = bucket_store
-        self._stalled_since: float | None = None  # start of the oldest unanswered request
-        self._lock = threading.Lock()
 
     @classmethod
     def open(cls, url: str, options: dict[str, Any]) -> ObstoreBackend:
@@ -135,34 +132,19 @@ class ObstoreBackend(Backend):
 
         async def one(job: Callable[[], Awaitable[T]]) -> T | BaseException:
             async with sem:
-                started = time.monotonic()
                 try:
-                    val = await job()
+                    return await job()
                 except Exception as exc:
-                    return self._failed(exc, started)
-                self._stalled_since = None
-                return val
+                    return _builtin(exc, self.where)
 
         return list(await asyncio.gather(*(one(j) for j in jobs)))
 
     def _call(self, fn: Callable[[], T]) -> T:
         """A synchronous obstore call with errors made builtin."""
-        started = time.monotonic()
         try:
-            val = fn()
+            return fn()
         except Exception as exc:
-            raise self._failed(exc, started) from None
-        self._stalled_since = None
-        return val
-
-    def _failed(self, exc: BaseException, started: float) -> BaseException:
-        out = _builtin(exc, self.where)
-        if isinstance(out, TimeoutError):
-            # Remember since when the endpoint has been silent (the oldest such request).
-            with self._lock:
-                if self._stalled_since is None or started < self._stalled_since:
-                    self._stalled_since = started
-        return out
+            raise _builtin(exc, self.where) from None
 
     # ---- verbs ---------------------------------------------------------------------------
     def get(self, key: str) -> bytes:
@@ -291,9 +273,6 @@ class ObstoreBackend(Backend):
         return True
 
     def is_transient(self, exc: BaseException) -> bool:
-        if isinstance(exc, TimeoutError):
-            since = self._stalled_since
-            return since is None or time.monotonic() - since < self.retry_timeout
         if isinstance(exc, ProviderError):
             return exc.transient
         return looks_transient(exc)

@@ -4,6 +4,11 @@ Engines and the repository talk to a :class:`Store`; it talks to a
 :class:`~snapsync.store.backend.Backend`. Retrying (backoff with jitter, per item in bulk
 calls) is written once, in :meth:`Store._attempt`, and provider errors become snapsync errors
 once, in :meth:`Store.translate`, naming the URL or key at fault.
+
+An endpoint that answers nothing at all (every request times out) is retried only until it
+has been silent for the backend's ``retry_timeout`` (10 s by default), so an unreachable
+store fails in about that time, not after the whole backoff schedule of long attempts. Each
+retry is reported to ``on_retry`` (the CLI prints it), so a user waiting sees why.
 """
 
 from __future__ import annotations
@@ -81,6 +86,23 @@ class RetryPolicy:
         (self.sleep or time.sleep)(seconds)
 
 
+@dataclass(frozen=True)
+class RetryEvent:
+    """One retry about to happen: ``attempt`` (2, 3, ...) of at most ``attempts`` of
+    ``what`` (a verb and the URL, or a count of items), after ``delay`` seconds, because of
+    ``reason`` (the provider's error, credentials redacted)."""
+
+    what: str
+    attempt: int
+    attempts: int
+    reason: str
+    delay: float
+
+    def message(self) -> str:
+        """``retrying <what> (attempt k of n): <reason>``, as the CLI prints it."""
+        return f"retrying {self.what} (attempt {self.attempt} of {self.attempts}): {self.reason}"
+
+
 # What providers say when the bucket or container itself is missing (s3fs, adlfs, botocore).
 _MISSING_ROOT_WORDS = ("nosuchbucket", "bucket does not exist", "containernotfound",
                        "container does not exist")
@@ -112,17 +134,23 @@ class Store:
     """A snapsync store: one URL, one backend. Safe to use from many threads.
 
     Open one with :func:`snapsync.store.open_store`, or pass ``backend`` yourself (tests wrap
-    a backend to inject faults). ``io`` is the default number of requests in flight.
+    a backend to inject faults). ``io`` is the default number of requests in flight;
+    ``on_retry`` is called (from the retrying thread) before each retry's backoff.
     """
 
     def __init__(self, url: str, backend: Backend, *, retry: RetryPolicy | None = None,
-                 io: int = DEFAULT_IO) -> None:
+                 io: int = DEFAULT_IO,
+                 on_retry: Callable[[RetryEvent], None] | None = None) -> None:
         self.url = check_store_url(url)
         self.display_url = redact_url(self.url)
         self.backend = backend
         self.retry = retry or RetryPolicy()
         self.io = io
+        self.on_retry = on_retry
         self.stats = RequestStats()
+        # When the endpoint last answered anything (a result or an error that is no
+        # timeout), for the silence budget; shared by every thread using the store.
+        self._answered: float | None = None
 
     @property
     def local(self) -> bool:
@@ -139,26 +167,42 @@ class Store:
 
     # ---- retries and translation, once ---------------------------------------------------
     def _attempt(self, n: int, call: Callable[[list[int]], Sequence[Any]],
-                 short: Callable[[int, Any], bool] | None = None) -> list[Any]:
+                 short: Callable[[int, Any], bool] | None = None, what: str = "") -> list[Any]:
         """Run ``call`` on item indices until each succeeds or fails for good.
 
         ``call(todo)`` returns one value or exception per index in ``todo`` (an exception
         raised by the call itself counts for all of them). Items that failed transiently, or
         that ``short`` says came back incomplete (a dropped connection), are tried again after
-        a backoff; the rest keep their result. Returns the last result of every item.
+        a backoff; the rest keep their result. Timeouts stop being retried once the endpoint
+        has answered nothing for ``backend.retry_timeout`` seconds. Returns the last result of
+        every item. ``what`` names the request in retry reports.
         """
         out: list[Any] = [None] * n
         todo = list(range(n))
         delays = self.retry.delays()
+        first = time.monotonic()
+        attempt = 1
         while True:
             try:
                 got = list(call(todo))
             except Exception as exc:  # the whole call failed
                 got = [exc] * len(todo)
+            now = time.monotonic()
+            timeouts = [isinstance(v, BaseException) and self.backend.is_timeout(v)
+                        for v in got]
+            if not all(timeouts):
+                self._answered = now  # something answered: the endpoint is alive
+            answered = self._answered
+            silent = now - max(first, answered if answered is not None else first)
+            give_up_timeouts = silent >= self.backend.retry_timeout
             again = []
-            for i, val in zip(todo, got, strict=True):
+            for i, val, timed_out in zip(todo, got, timeouts, strict=True):
                 out[i] = val
                 if isinstance(val, SnapsyncError):
+                    continue
+                if timed_out and give_up_timeouts:
+                    if attempt > 1:
+                        out[i] = _gave_up(val, silent)
                     continue
                 if (self.backend.is_transient(val) if isinstance(val, BaseException)
                         else short is not None and short(i, val)):
@@ -167,11 +211,24 @@ class Store:
             if delay is None:
                 return out
             self.stats.add("RETRY", len(again))
+            attempt += 1
+            if self.on_retry is not None:
+                self.on_retry(self._event(what, n, again, out, attempt, delay))
             self.retry.wait(delay)
             todo = again
 
-    def _one(self, what: str, fn: Callable[[], Any]) -> Any:
-        val = self._attempt(1, lambda _todo: [fn()])[0]
+    def _event(self, what: str, n: int, again: list[int], out: list[Any], attempt: int,
+               delay: float) -> RetryEvent:
+        """The report of one retry: which request(s), why (the first failure's reason)."""
+        first = out[again[0]]
+        reason = describe(first) if isinstance(first, BaseException) else "short read"
+        if n > 1:
+            what = f"{len(again)} of {n} {what}" if what else f"{len(again)} of {n} requests"
+        return RetryEvent(what or self.display_url, attempt, self.retry.retries + 1, reason,
+                          delay)
+
+    def _one(self, what: str, fn: Callable[[], Any], verb: str = "") -> Any:
+        val = self._attempt(1, lambda _todo: [fn()], what=f"{verb} {what}" if verb else what)[0]
         if isinstance(val, BaseException):
             raise self.translate(val, what) from None
         return val
@@ -204,7 +261,7 @@ class Store:
     # ---- object verbs --------------------------------------------------------------------
     def get(self, key: str) -> bytes:
         """Read a whole object; ``NotFoundError`` when missing."""
-        data = self._one(self.where(key), lambda: self.backend.get(key))
+        data = self._one(self.where(key), lambda: self.backend.get(key), "GET")
         self.stats.add("GET", received=len(data))
         return data
 
@@ -221,7 +278,8 @@ class Store:
     def get_versioned(self, key: str) -> tuple[bytes, str | None] | None:
         """An object and its version token, or ``None`` when it is missing."""
         try:
-            data, etag = self._one(self.where(key), lambda: self.backend.get_versioned(key))
+            data, etag = self._one(self.where(key), lambda: self.backend.get_versioned(key),
+                                   "GET")
         except RootNotFoundError:
             raise
         except NotFoundError:
@@ -237,7 +295,7 @@ class Store:
             return {}
         io = batch_size or self.io
         vals = self._attempt(len(keys), lambda todo: self.backend.get_many(
-            [keys[i] for i in todo], io))
+            [keys[i] for i in todo], io), what=f"GETs from {self.display_url}")
         result: dict[str, bytes | None] = {}
         for key, val in zip(keys, vals, strict=True):
             if isinstance(val, FileNotFoundError):
@@ -261,7 +319,7 @@ class Store:
             lambda i, v: len(v) != reqs[i][2] - reqs[i][1])
         vals = self._attempt(
             len(reqs), lambda todo: self.backend.get_ranges([reqs[i] for i in todo], io),
-            short=short)
+            short=short, what=f"range reads from {self.display_url}")
         result = []
         for (key, start, end), val in zip(reqs, vals, strict=True):
             if isinstance(val, BaseException):
@@ -286,7 +344,7 @@ class Store:
         raises ``PreconditionError`` when another writer changed it (only where
         :attr:`conditional`).
         """
-        etag = self._one(self.where(key), lambda: self.backend.put(key, data, mode))
+        etag = self._one(self.where(key), lambda: self.backend.put(key, data, mode), "PUT")
         self.stats.add("PUT", sent=len(data))
         return etag
 
@@ -294,7 +352,7 @@ class Store:
         """Remove objects; missing ones are fine."""
         for key in keys:
             try:
-                self._one(self.where(key), lambda k=key: self.backend.delete(k))
+                self._one(self.where(key), lambda k=key: self.backend.delete(k), "DELETE")
             except NotFoundError:
                 pass
             self.stats.add("DELETE")
@@ -302,7 +360,7 @@ class Store:
     def list(self, prefix: str) -> list[ObjectMeta]:
         """Objects under ``prefix`` (a folder relative to the store root, ending in ``/``)."""
         try:
-            found = self._one(self.where(prefix), lambda: self.backend.list(prefix))
+            found = self._one(self.where(prefix), lambda: self.backend.list(prefix), "LIST")
         except NotFoundError:
             found = []
         self.stats.add("LIST")
@@ -311,7 +369,7 @@ class Store:
     def root_exists(self) -> bool:
         """Whether the store's bucket or top directory exists (for clear errors)."""
         try:
-            return bool(self._one(self.display_url, self.backend.root_exists))
+            return bool(self._one(self.display_url, self.backend.root_exists, "HEAD"))
         except StoreAccessError:
             raise
         except SnapsyncError:
@@ -320,6 +378,13 @@ class Store:
     def invalidate(self) -> None:
         """Drop any listing cache so listings see other writers."""
         self.backend.invalidate()
+
+
+def _gave_up(exc: BaseException, silent: float) -> TimeoutError:
+    """A timeout that exhausted the silence budget, saying so (and how to change it)."""
+    out = TimeoutError(f"{describe(exc)}; no answer for {silent:.0f} s, giving up "
+                       "(storage option retry_timeout)")
+    return out
 
 
 # What providers say when a range starts past an object's end (HTTP 416).
