@@ -74,6 +74,7 @@ class FaultProxy:
         self.port = self._sock.getsockname()[1]
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._closed = False
+        self._conns: set[socket.socket] = set()
         threading.Thread(target=self._accept, name="fault-proxy", daemon=True).start()
 
     def fired(self, kind: str) -> int:
@@ -82,8 +83,18 @@ class FaultProxy:
             return sum(1 for _, _, k in self.requests if k == kind)
 
     def close(self) -> None:
+        """Stop listening and drop every connection: a client's pooled keep-alive connection
+        must not outlive the proxy (fsspec caches file systems by options, and a later proxy
+        may get the same port: the stale connection would bypass it)."""
         self._closed = True
         self._sock.close()
+        with self._lock:
+            conns, self._conns = list(self._conns), set()
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def __enter__(self) -> FaultProxy:
         return self
@@ -98,6 +109,8 @@ class FaultProxy:
                 conn, _ = self._sock.accept()
             except OSError:
                 return
+            with self._lock:
+                self._conns.add(conn)
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _decide(self, method: str, path: str) -> str:
@@ -153,6 +166,8 @@ class FaultProxy:
         except (OSError, ValueError):
             pass
         finally:
+            with self._lock:
+                self._conns.discard(conn)
             try:
                 conn.close()
             except OSError:

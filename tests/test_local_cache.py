@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 from pathlib import Path
 
 import msgpack
@@ -12,7 +13,6 @@ import pytest
 from treeutil import describe, make_project
 
 import snapsync
-import snapsync.engine.pull
 from snapsync.errors import IntegrityError
 from snapsync.store import Layout
 
@@ -29,38 +29,93 @@ def pushed(tmp_path: Path, snapsync_cache_dir: Path) -> tuple[Path, str, Path]:
     return src, url, snapsync_cache_dir
 
 
-def _poison_chunks(cache: Path) -> int:
-    """Replace every cached blob by a raw blob of other bytes; return how many."""
-    db = sqlite3.connect(cache / "chunks.sqlite")
-    with db:
-        n = db.execute("UPDATE chunks SET blob = CAST(X'00' || randomblob(raw) AS BLOB)").rowcount
+def _segments(cache: Path) -> list[Path]:
+    segs = sorted((cache / "chunks").glob("*.seg"))
+    assert segs
+    return segs
+
+
+def _scribble(seg: Path, keep_mtime: bool = False) -> None:
+    """Overwrite a segment's bytes in place, same size: a hand edit, a bad disk tool."""
+    st = seg.stat()
+    fd = os.open(seg, os.O_WRONLY)  # the tests run as root: the 0444 mode does not stop it
+    try:
+        os.pwrite(fd, os.urandom(min(st.st_size, 1 << 16)), 0)
+    finally:
+        os.close(fd)
+    if keep_mtime:  # put the mtime back: only the ctime still tells
+        os.utime(seg, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_segments_are_read_only_and_aligned(pushed):
+    _src, _url, cache = pushed
+    db = sqlite3.connect(cache / "chunks" / "index.sqlite")
+    places = [p for (p,) in db.execute("SELECT place FROM loc")]
     db.close()
-    return n
+    assert places and all((p & ((1 << 40) - 1)) % 4096 == 0 for p in places)
+    for seg in _segments(cache):
+        assert stat.S_IMODE(seg.stat().st_mode) == 0o444
 
 
-@pytest.mark.parametrize("keep", [True, False], ids=["in-memory", "via-cache"])
-def test_poisoned_chunk_cache_is_dropped_and_refetched(pushed, tmp_path, keep, monkeypatch):
+@pytest.mark.parametrize("keep_mtime", [False, True], ids=["mtime", "ctime-only"])
+def test_changed_cache_segment_is_detected_dropped_and_refetched(pushed, tmp_path, keep_mtime):
     src, url, cache = pushed
-    if not keep:  # a pull too big for memory reads each chunk from the cache as it writes
-        monkeypatch.setattr(snapsync.engine.pull, "MEMORY_BUDGET", 0)
-    n = _poison_chunks(cache)
-    assert n > 3
+    for seg in _segments(cache):
+        _scribble(seg, keep_mtime)
     warned: list[str] = []
     r = snapsync.pull(url, tmp_path / "dst", on_warning=warned.append)
-    assert describe(tmp_path / "dst") == describe(src)
-    assert len(warned) == 1 and "fail verification" in warned[0], warned
-    assert "chunks.sqlite" in warned[0] and r.warnings == warned
-    assert r.chunks_downloaded == n
+    assert describe(tmp_path / "dst") == describe(src)  # nothing of the scribbles got in
+    assert warned and all("changed after it was written" in w for w in warned), warned
+    assert r.chunks_cached == 0 and r.chunks_downloaded == r.chunks_needed
     # The cache healed: the next pull downloads nothing and warns about nothing.
     again = snapsync.pull(url, tmp_path / "dst2")
     assert describe(tmp_path / "dst2") == describe(src)
     assert again.chunks_downloaded == 0 and again.warnings == []
 
 
+def test_segment_changed_while_copied_from_is_caught_before_commit(pushed, tmp_path,
+                                                                   monkeypatch):
+    # A writer races with the pull: the segment changes after the pull checked it, while
+    # files are copied out of it. The second check, before the commit, catches it.
+    import snapsync.local.cache as cache_mod
+
+    src, url, _cache = pushed
+    real = cache_mod.copy_range
+    done = {"n": 0}
+
+    def racing(fd, off, length, out, out_off):  # type: ignore[no-untyped-def]
+        if not done["n"]:
+            w = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY)
+            os.pwrite(w, b"\xff" * length, off)
+            os.close(w)
+        done["n"] += 1
+        return real(fd, off, length, out, out_off)
+
+    monkeypatch.setattr(cache_mod, "copy_range", racing)
+    warned: list[str] = []
+    r = snapsync.pull(url, tmp_path / "dst", on_warning=warned.append)
+    assert done["n"] > 0
+    assert describe(tmp_path / "dst") == describe(src)
+    assert any("changed while this pull copied" in w for w in warned), warned
+    assert r.chunks_downloaded > 0
+
+
+def test_index_row_of_an_unknown_segment_is_no_cache_hit(pushed, tmp_path):
+    src, url, cache = pushed
+    db = sqlite3.connect(cache / "chunks" / "index.sqlite")
+    with db:
+        db.execute("UPDATE loc SET place = place + (1000 << 40)")
+    db.close()
+    r = snapsync.pull(url, tmp_path / "dst")
+    assert describe(tmp_path / "dst") == describe(src)
+    assert r.chunks_cached == 0 and r.chunks_downloaded == r.chunks_needed
+
+
 def test_poisoned_cache_and_bad_store_still_refused(pushed, tmp_path):
     # Every byte stays verified: the store's copy is checked like any download.
     _src, url, cache = pushed
-    _poison_chunks(cache)
+    for seg in _segments(cache):
+        _scribble(seg)
     for pack in (tmp_path / "store" / "packs").rglob("*.pack"):
         data = bytearray(pack.read_bytes())
         data[10] ^= 0xFF  # inside the first blob
@@ -70,6 +125,58 @@ def test_poisoned_cache_and_bad_store_still_refused(pushed, tmp_path):
     assert ei.value.exit_code == 7 and "does not match" in str(ei.value)
     assert not (tmp_path / "dst").exists() or not any(
         p for p in (tmp_path / "dst").iterdir() if not p.name.startswith(".snapsync"))
+
+
+def test_cache_is_trimmed_least_recently_used_first(tmp_path):
+    from snapsync.local.cache import ChunkCache
+
+    c = ChunkCache(tmp_path / "c", max_bytes=3 * 4096)
+    segs = []
+    for i in range(5):
+        w = c.writer()
+        w.add(bytes([i]) * 16, bytes([i]) * 4000)
+        w.finish()
+        segs.append(w.segs[0])
+    db = sqlite3.connect(tmp_path / "c" / "chunks" / "index.sqlite")
+    with db:  # distinct use times: segment i last used at time i
+        db.executemany("UPDATE segs SET used=? WHERE seg=?", [(i, s) for i, s in enumerate(segs)])
+    db.close()
+    c.touch([segs[0]])  # used again now: the newest, so it stays
+    orphan = tmp_path / "c" / "chunks" / "orphan.seg"  # a killed pull's unpublished file
+    orphan.write_bytes(b"x")
+    os.utime(orphan, (0, 0))
+    young = tmp_path / "c" / "chunks" / "young.seg"  # a running pull's: kept
+    young.write_bytes(b"x")
+    c.trim()
+    assert c.size() <= 3 * 4096
+    left = set(c.where(bytes([i]) * 16 for i in range(5)))
+    assert left == {bytes([i]) * 16 for i in (0, 3, 4)}
+    names = {p.name for p in (tmp_path / "c" / "chunks").glob("*.seg")}
+    assert "orphan.seg" not in names and "young.seg" in names and len(names) == 4
+
+
+def test_concurrent_pulls_share_one_cache(tmp_path):
+    """Several processes pull at once into their own folders through one empty cache: all
+    trees are right, and afterwards the cache serves a pull on its own."""
+    import subprocess
+    import sys
+
+    src = make_project(tmp_path / "src", files=60)
+    with open(src / "big.bin", "wb") as f:
+        f.write(os.urandom(3 << 20))
+    url = (tmp_path / "store").as_uri()
+    snapsync.push(src, url)
+    cache = tmp_path / "shared-cache"
+    code = ("import sys, snapsync; snapsync.pull(sys.argv[1], sys.argv[2], "
+            "cache_dir=sys.argv[3])")
+    procs = [subprocess.Popen([sys.executable, "-c", code, url, str(tmp_path / f"d{i}"),
+                               str(cache)]) for i in range(4)]
+    assert [p.wait(120) for p in procs] == [0] * 4
+    for i in range(4):
+        assert describe(tmp_path / f"d{i}") == describe(src)
+    r = snapsync.pull(url, tmp_path / "after", cache_dir=cache)
+    assert describe(tmp_path / "after") == describe(src)
+    assert r.chunks_downloaded == 0 and r.warnings == []
 
 
 def test_corrupt_cached_manifest_is_dropped_with_a_warning(pushed, tmp_path):
@@ -96,13 +203,14 @@ def test_corrupt_cached_manifest_is_dropped_with_a_warning(pushed, tmp_path):
 
 def test_chunk_cache_that_is_not_a_database_is_replaced(pushed, tmp_path):
     src, url, cache = pushed
-    (cache / "chunks.sqlite").write_bytes(b"not a database " * 512)
-    for extra in ("chunks.sqlite-wal", "chunks.sqlite-shm"):
-        (cache / extra).unlink(missing_ok=True)
+    index = cache / "chunks" / "index.sqlite"
+    index.write_bytes(b"not a database " * 512)
+    for extra in ("index.sqlite-wal", "index.sqlite-shm"):
+        (cache / "chunks" / extra).unlink(missing_ok=True)
     warned: list[str] = []
     snapsync.pull(url, tmp_path / "dst", on_warning=warned.append)
     assert describe(tmp_path / "dst") == describe(src)
-    assert any("chunks.sqlite" in w and "not usable" in w for w in warned), warned
+    assert any("index.sqlite" in w and "not usable" in w for w in warned), warned
     assert snapsync.pull(url, tmp_path / "dst2").chunks_downloaded == 0
 
 

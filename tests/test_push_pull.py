@@ -292,28 +292,32 @@ def test_noop_fast_path_skips_manifests_but_sees_any_change(tmp_path):
     assert not r2.unchanged and r2.symlinks == 3 and r2.dirs == 1
 
 
-def test_failed_pull_into_empty_folder_leaves_it_empty(tmp_path, monkeypatch):
+@pytest.mark.parametrize("where", ["target", "cache"])
+def test_failed_pull_into_empty_folder_leaves_it_empty(tmp_path, monkeypatch, where):
+    # A full disk while the files are copied into the target, or while downloaded chunks
+    # are written into the local chunk cache: an error naming the folder, nothing left.
     url = (tmp_path / "store").as_uri()
     src = make_project(tmp_path / "src")
     snapsync.push(src, url)
     dst = tmp_path / "dst"
     dst.mkdir()
-    import importlib
-
-    pull_mod = importlib.import_module("snapsync.engine.pull")  # the module, not the function
+    # Chunks reach the cache in few large writes: the first one fails there.
+    name, limit = ("copy_file_range", 10) if where == "target" else ("pwritev", 0)
     calls = {"n": 0}
-    real_write = os.write
+    real = getattr(os, name)
 
-    def failing_write(fd, data):
+    def failing(*args):
         calls["n"] += 1
-        if calls["n"] > 10:
+        if calls["n"] > limit:
             raise OSError(28, "No space left on device")
-        return real_write(fd, data)
+        return real(*args)
 
-    monkeypatch.setattr(pull_mod.os, "write", failing_write)
-    with pytest.raises(snapsync.LocalFileError, match="No space left"):
+    monkeypatch.setattr(os, name, failing)
+    with pytest.raises(snapsync.LocalFileError, match="No space left") as ei:
         snapsync.pull(url, dst)
     monkeypatch.undo()
+    assert calls["n"] > limit
+    assert ("chunk cache" in str(ei.value)) == (where == "cache")
     assert list(dst.iterdir()) == []
     snapsync.pull(url, dst)
     assert describe(dst) == describe(src)
@@ -346,6 +350,6 @@ def test_pull_delete_spares_the_cache_and_a_store_inside_the_target(tmp_path):
     (dst / "stale.txt").write_text("old\n")
     r = snapsync.pull(store.as_uri(), dst, delete=True, cache_dir=cache)
     assert not (dst / "stale.txt").exists() and r.deleted >= 1
-    assert (store / "snapsync.json").is_file() and (cache / "chunks.sqlite").is_file()
+    assert (store / "snapsync.json").is_file() and (cache / "chunks" / "index.sqlite").is_file()
     snapsync.pull(store.as_uri(), tmp_path / "again")  # the store still holds everything
     assert describe(tmp_path / "again") == describe(src)

@@ -220,6 +220,11 @@ class BackendContract:
         assert backend.get("packs/big.pack") == data
         n = len(data)
         assert backend.get_ranges([("packs/big.pack", n - 10, n)], 4) == [data[-10:]]
+        # Ranges of several MiB beside small ones of the same object.
+        for conc in (4, 16):
+            assert backend.get_ranges([("packs/big.pack", 5, n - 5), ("packs/big.pack", 1, 3),
+                                       ("packs/big.pack", 0, n)], conc) == [
+                data[5:n - 5], data[1:3], data]
 
     def test_get_missing(self, backend: Backend, store: Store) -> None:
         with pytest.raises(FileNotFoundError):

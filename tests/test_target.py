@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 from treeutil import describe, make_project
@@ -76,3 +77,58 @@ def test_failed_commit_puts_the_old_tree_back(tmp_path, monkeypatch):
     assert not [p for p in os.listdir(dst) if p.startswith(".snapsync-staging-")]
     snapsync.pull(url, dst, ref="v2", delete=True)  # and the next pull completes
     assert describe(dst) == describe(v2)
+
+
+def test_files_get_their_modes_under_any_umask(tmp_path):
+    src = make_project(tmp_path / "src", files=10)
+    (src / "run.sh").chmod(0o755)
+    (src / "key.pem").write_text("secret\n")
+    (src / "key.pem").chmod(0o600)
+    url = (tmp_path / "store").as_uri()
+    snapsync.push(src, url)
+    old = os.umask(0o077)  # a umask that would take group and other bits away
+    try:
+        snapsync.pull(url, tmp_path / "dst")
+    finally:
+        os.umask(old)
+    assert describe(tmp_path / "dst") == describe(src)
+    assert stat.S_IMODE((tmp_path / "dst" / "run.sh").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "dst" / "key.pem").stat().st_mode) == 0o600
+
+
+def test_a_fresh_pull_records_each_files_final_signature(tmp_path):
+    # Into an empty folder, signatures are taken from the written files' descriptors (no
+    # lstat pass): they must be what lstat sees after the pull, or the next pull re-reads.
+    from snapsync.engine.pull import _key
+    from snapsync.local.statcache import StatCache
+    from snapsync.local.tree import stat_sig
+
+    src = make_project(tmp_path / "src", files=30)
+    (src / "run.sh").chmod(0o755)
+    url = (tmp_path / "store").as_uri()
+    snapsync.push(src, url)
+    dst = tmp_path / "dst"
+    r = snapsync.pull(url, dst)
+    cache = StatCache(Path(os.environ["SNAPSYNC_CACHE_DIR"]) / "targets"
+                      / f"{_key(dst)}.msgpack")
+    assert len(cache.entries) == r.files > 30
+    for name, (sig, _ids) in cache.entries.items():
+        assert sig == stat_sig(os.lstat(dst / name)), name
+
+
+def test_pull_stat_caches_do_not_pile_up(tmp_path, monkeypatch):
+    # A worker pulls into a new folder on every run: only the newest caches are kept.
+    import snapsync.local.target as target_mod
+
+    monkeypatch.setattr(target_mod.prune_target_caches, "__defaults__", (3,))
+    src = make_project(tmp_path / "src", files=3)
+    url = (tmp_path / "store").as_uri()
+    snapsync.push(src, url)
+    folder = Path(os.environ["SNAPSYNC_CACHE_DIR"]) / "targets"
+    for i in range(5):
+        snapsync.pull(url, tmp_path / f"run{i}")
+    from snapsync.engine.pull import _key
+
+    left = {p.name for p in folder.iterdir()}
+    assert len(left) == 3
+    assert f"{_key(tmp_path / 'run4')}.msgpack" in left  # the last one written stays

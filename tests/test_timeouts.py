@@ -253,3 +253,24 @@ def test_local_stores_take_no_timeouts(tmp_path: Path) -> None:
 
     with pytest.raises(UsageError, match="retry_timeout"):
         open_store(str(tmp_path), {"retry_timeout": 3})
+
+
+class Throttled(Silent):
+    """Every range read answers 503 at once, from an endpoint whose port contains 416."""
+
+    def get_ranges(self, reqs: Sequence[tuple[str, int, int]],
+                   concurrency: int) -> list[bytes | BaseException]:
+        self.calls += 1
+        return [OSError("GET http://127.0.0.1:41673/b/p/packs/aa.pack - 503 Service "
+                        "Unavailable") for _ in reqs]
+
+
+def test_a_5xx_is_never_read_as_a_truncated_object() -> None:
+    """A persistent 503 is a store error (exit 4), not corrupt data (exit 7), whatever
+    digits its URL holds ("416" in a port once made it a range past the end)."""
+    store = Store("s3://b/p", Throttled(wait=0, budget=60),
+                  retry=RetryPolicy(sleep=lambda _s: None))
+    with pytest.raises(StoreError) as info:
+        store.get_ranges([("packs/aa.pack", 0, 6)])
+    assert type(info.value) is StoreError and info.value.exit_code == 4
+    assert "truncated" not in str(info.value)

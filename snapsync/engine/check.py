@@ -171,9 +171,9 @@ def _read_data(repo: Repository, used: dict[bytes, dict[bytes, Location]],
     # The packs' bytes are the readers' only source here: nothing is cached. Chunks with a
     # MAC (from a verified manifest) are checked with the key too.
     locations = {cid: loc for locs in used.values() for cid, loc in locs.items()}
-    plain = ChunkReader(store, locations, Codec(), keep=False)
+    plain = ChunkReader(store, locations, Codec())
     keyed = plain if keyring is None else ChunkReader(
-        store, locations, keyring.wrap_codec(Codec(), macs), keep=False)
+        store, locations, keyring.wrap_codec(Codec(), macs))
     pids = [p for p in sorted(used) if p in packs]
     for i in range(0, len(pids), PACKS_AT_ONCE):
         batch = pids[i:i + PACKS_AT_ONCE]

@@ -22,7 +22,9 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 import time
+from array import array
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,19 +35,17 @@ from snapsync.concurrency import Concurrency
 from snapsync.core.chunking import Chunker
 from snapsync.core.ignore import IgnoreRules
 from snapsync.core.keyed import Keyring
-from snapsync.core.manifest import FILE
+from snapsync.core.manifest import FILE, Entry
 from snapsync.core.plan import PullPlan, Seen, check_paths, plan_deletes, plan_pull
-from snapsync.errors import LocalFileError
+from snapsync.errors import CacheError, FormatError, LocalFileError
 from snapsync.local import target
-from snapsync.local.cache import ChunkCache
+from snapsync.local.cache import ChunkCache, Segments, SegmentWriter, seg_of
 from snapsync.local.statcache import StatCache
 from snapsync.local.tree import default_cache_dir, own_dirs, read_chunks
 from snapsync.progress import NullProgress, Progress, Warnings
 from snapsync.repository import Repository
 from snapsync.repository.reader import ChunkReader, with_stale_retry
 from snapsync.store import Store, as_store
-
-MEMORY_BUDGET = 128 << 20  # decoded chunks kept in memory; beyond this they go via the cache
 
 
 @dataclass
@@ -134,11 +134,14 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
     target.remove_stale_staging(destp)
     target.check_fits(destp, manifest.entries)  # names and paths this file system refuses
 
-    # Plan.
+    # Plan. An empty target (a worker's fresh folder) holds nothing to compare: no look.
+    direct = target.is_empty(destp)
     chunker = Chunker(cfg.chunker)
-    stat_cache = StatCache(cache_root / "targets" / f"{_key(destp)}.msgpack"
-                           if use_cache else None, warnings)
-    seen = target.observe(destp, manifest.entries, stat_cache, chunker)
+    cache_file = cache_root / "targets" / f"{_key(destp)}.msgpack" if use_cache else None
+    # Loaded only when there is a tree to compare with (a folder's cache can be large).
+    stat_cache = StatCache(None if direct else cache_file, warnings)
+    stat_cache.path = cache_file
+    seen = {} if direct else target.observe(destp, manifest.entries, stat_cache, chunker)
     plan = plan_pull(manifest.entries, seen)
     if rules is not None:
         # Never delete snapsync's own cache or a local store that lives inside the target.
@@ -153,24 +156,29 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
 
     # An empty target has no old tree to protect: files are written in place (no staging and
     # renames, about half the metadata work), and a failure empties the target again.
-    direct = target.is_empty(destp)
     staging = Path(tempfile.mkdtemp(prefix=target.STAGING_PREFIX, dir=destp))
+    cache = ChunkCache(cache_root if use_cache else staging / "cache", on_warning=warnings)
+    segs: Segments | None = None
+    writer = None
     try:
-        cache = ChunkCache(cache_root, on_warning=warnings) if use_cache else ChunkCache(
-            staging / "cache")
-        keep = sum(manifest.locations[c].raw_size for c in need) <= MEMORY_BUDGET
-        reader = ChunkReader(store, manifest.locations, repo.chunk_codec(manifest), cache,
-                             keep=keep, what=sid, on_warning=warnings)
-        cached = cache.has(need)
-        result.chunks_cached = len(cached)
-        seeded = reader.seed(_old_chunks(destp, plan, seen, need - cached, chunker))
+        reader = ChunkReader(store, manifest.locations, repo.chunk_codec(manifest), what=sid,
+                             on_warning=warnings)
+        # Chunks come from the cache's segments; what they lack is first put there (from
+        # the old files of the target, else downloaded), then every file is copied out.
+        where = cache.where(need)
+        segs = cache.open_segments({seg_of(p) for p in where.values()})
+        for cid in [c for c, p in where.items() if seg_of(p) not in segs]:
+            del where[cid]
+        writer = cache.writer(where)
+        result.chunks_cached = len(where)
+        missing = need.difference(where)
+        seeded = reader.seed(_old_chunks(destp, plan, seen, missing, chunker), writer.add_many)
         result.chunks_from_target = len(seeded)
-        cached |= seeded
-        missing = need - cached
+        missing -= seeded
         with ThreadPoolExecutor(conc.cpu, thread_name_prefix="snapsync-cpu") as cpu_ex:
             def download() -> tuple[int, int]:
                 prog.phase("download", sum(reader.locations[c].length for c in missing), "B")
-                return reader.fetch(missing, conc, cpu_ex, prog)
+                return reader.fetch(missing, conc, cpu_ex, writer.add_many, prog, writer.seal)
 
             def refresh() -> None:
                 nonlocal manifest, missing
@@ -181,50 +189,146 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
                 reader.locations = fresh.locations
                 reader.codec = repo.chunk_codec(fresh)
                 # What the failed attempt fetched before it stopped is not fetched again.
-                missing = {c for c in missing if c not in reader.ready}
-                missing -= cache.has(missing)
+                missing = {c for c in missing if c not in writer}
 
             result.chunks_downloaded, result.bytes_downloaded = with_stale_retry(
                 download, lambda: sid in repo.from_cache, refresh)
             prog.close()
-            reader.preload(cached, cpu_ex)
+            _publish(cache, writer, where, segs)
+            fill = _filler(reader, cache, segs, where, writer)
             prog.phase("write", sum(e.size for e in files), "B")
-            if use_cache:
-                touched = cpu_ex.submit(cache.touch, need)  # LRU bookkeeping, off the path
-            if direct:
-                try:
-                    staged = target.stage(staging, plan, reader.get, cpu_ex, prog, destp)
-                except BaseException:
+            sigs = array("q", bytes(40 * len(plan.write))) if direct and use_cache else None
+            try:
+                target.stage(staging, plan, fill, cpu_ex, prog, destp if direct else None,
+                             sigs=sigs)
+                # Copied from segments that changed meanwhile: fetch those chunks again and
+                # rewrite the files made of them, before anything is committed.
+                for _ in range(3):
+                    redo = _recheck(reader, cache, segs, where, writer, plan)
+                    if not redo:
+                        break
+                    target.stage(staging, plan, fill, cpu_ex, prog, destp if direct else None,
+                                 only=redo, sigs=sigs)
+                else:
+                    raise CacheError(f"the chunk cache {cache.dir} keeps changing while it is "
+                                     "read; pull again with --no-cache")
+            except BaseException:
+                if direct:
                     target.empty_again(destp, staging)
-                    raise
-            else:
-                staged = target.stage(staging, plan, reader.get, cpu_ex, prog)
+                raise
             prog.close()
-            if use_cache:
-                touched.result()
         result.chunks_cached = max(0, result.chunks_cached - reader.refetched[0])
-        result.chunks_downloaded += reader.refetched[0]  # for cached blobs that were bad
+        result.chunks_downloaded += reader.refetched[0]  # for cached chunks that were bad
         result.bytes_downloaded += reader.refetched[1]
         # Commit: from here on the target changes; a failure puts the old tree back (an empty
         # target is emptied again).
         try:
-            deleted = target.commit(destp, plan, staged, direct, staging)
+            deleted = target.commit(destp, plan, direct, staging)
         except BaseException:
             if direct:
                 target.empty_again(destp, staging)
             raise
+        if use_cache:
+            with contextlib.suppress(Exception):  # LRU bookkeeping only
+                cache.touch(segs.fds)
     finally:
+        if writer is not None:
+            writer.abort()
+        if segs is not None:
+            segs.close()
         shutil.rmtree(staging, ignore_errors=True)
     _count(result, plan)
     result.deleted = deleted
 
-    target.save_target_cache(destp, manifest, stat_cache)
+    del where, need, seen, fill  # before the stat cache's rows are built: a lower peak
+    target.save_target_cache(destp, manifest, stat_cache,
+                             (plan, sigs) if sigs is not None else None)
+    if use_cache:
+        target.prune_target_caches(cache_root / "targets")
     if use_cache:
         with contextlib.suppress(Exception):
             cache.trim()
     result.requests = store.stats.as_dict()["requests"]
     result.seconds = round(time.perf_counter() - t0, 3)
     return result
+
+
+def _publish(cache: ChunkCache, writer: SegmentWriter, where: dict[bytes, int],
+             segs: Segments) -> None:
+    """Seal what ``writer`` holds (its chunks join ``where``), and open its new segments for
+    copying; chunks of a segment that cannot be opened (evicted meanwhile) leave ``where``."""
+    fresh = set(writer.finish()) - set(segs.fds)
+    if fresh:
+        segs.update(cache.open_segments(fresh))
+        lost = fresh - set(segs.fds)
+        if lost:
+            for cid in [c for c, p in where.items() if seg_of(p) in lost]:
+                del where[cid]
+            raise CacheError(f"the chunk cache {cache.dir} lost a segment this pull just wrote; "
+                             "pull again (or with --no-cache)")
+
+
+def _filler(reader: ChunkReader, cache: ChunkCache, segs: Segments, where: dict[bytes, int],
+            writer: SegmentWriter) -> target.Fill:
+    """How a file's content gets into its descriptor: each chunk copied from its segment by
+    the kernel; in tamper-evident mode read, checked (id and MAC) and written instead."""
+    locations = reader.locations
+    lock = threading.Lock()
+
+    def fill(fd: int, e: Entry) -> None:
+        pos = 0
+        for cid in e.chunks:
+            n = locations[cid].raw_size
+            place = where[cid]
+            if reader.keyed:
+                data = segs.read(place, n)
+                try:
+                    reader.verify_raw(cid, data)
+                except FormatError as exc:
+                    got: dict[bytes, bytes] = {}
+                    with lock:  # one thread at a time asks the store and drops segments
+                        reader.refetch({cid: exc}, got.update)
+                        with contextlib.suppress(Exception):
+                            cache.drop_segments([seg_of(place)])
+                    data = got[cid]
+                _write_all(fd, data, pos)
+            else:
+                segs.copy(place, n, fd, pos)
+            pos += n
+
+    return fill
+
+
+def _write_all(fd: int, data: bytes, pos: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, pos)
+        pos += n
+        view = view[n:]
+
+
+def _recheck(reader: ChunkReader, cache: ChunkCache, segs: Segments, where: dict[bytes, int],
+             writer: SegmentWriter, plan: PullPlan) -> list[int]:
+    """After staging: segments whose signature changed since they were opened are dropped,
+    their chunks fetched again (into a new segment), and the indexes of the files that used
+    them returned, to be written again. Empty when every copy came from an unchanged file."""
+    bad = set(segs.changed())
+    if not bad:
+        return []
+    cache.warn(f"the chunk cache {cache.dir} changed while this pull copied from it "
+               f"({len(bad)} segment(s)); the files made from it are written again")
+    cache.drop_segments(bad)
+    for seg in bad:
+        fd, _sig, _name = segs.fds.pop(seg)
+        os.close(fd)
+    lost = {c for c, p in where.items() if seg_of(p) in bad}
+    for c in lost:
+        del where[c]
+    # The store's copy; a chunk the old tree held is downloaded too (the old file may be gone).
+    reader.refetch(dict.fromkeys(lost, CacheError("its segment changed")), writer.add_many)
+    _publish(cache, writer, where, segs)
+    return [n for n, e in enumerate(plan.write) if e.kind == FILE and not lost.isdisjoint(
+        e.chunks)]
 
 
 def _count(result: PullResult, plan: PullPlan) -> None:

@@ -110,7 +110,7 @@ def execute_repack(repo: Repository, cands: list[RepackCandidate],
             pid = bytes.fromhex(c.pack)
             key = Layout.pack(pid)
             chunks = live[pid]
-            reader = ChunkReader(store, chunks, Codec(), keep=False)
+            reader = ChunkReader(store, chunks, Codec())
             try:
                 data = store.get(key)
                 if chunk_id(data) != pid:

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 
-def write_temp(path: Path, data: bytes) -> str:
+def write_temp(path: Path, data: bytes | bytearray) -> str:
     """``data`` in a new temporary file beside ``path`` (created with its folders); its path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -28,7 +28,7 @@ def unlink_quietly(path: str) -> None:
         pass
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes | bytearray) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename."""
     tmp = write_temp(path, data)
     try:

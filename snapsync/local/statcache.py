@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from array import array
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,34 @@ class StatCache:
             atomic_write(self.path, data)
         except OSError:
             pass  # the cache is an optimisation; failing to save it must not fail the push
+
+
+    def save_rows(self, count: int,
+                  rows: Iterable[tuple[bytes, tuple[int, ...], bytes]]) -> None:
+        """Write ``count`` rows of ``(path, signature, joined chunk ids)`` as :meth:`save`
+        would, streamed into one buffer: no dict or list of rows is built (a pull target's
+        100k files)."""
+        if self.path is None:
+            return
+        pk = msgpack.Packer(use_bin_type=True, autoreset=True)
+        body = bytearray()
+        n = fine = 0
+        for path, sig, ids in rows:
+            if n == count:
+                break
+            body += pk.pack((path, sig, ids))
+            n += 1
+            fine |= sig[1] % 1_000_000_000
+        cutoff = time.time_ns() - (self.FINE_NS if fine else self.COARSE_NS)
+        out = bytearray(pk.pack_array_header(4) + pk.pack(self.VERSION) + pk.pack(cutoff)
+                        + pk.pack_array_header(n))
+        out += body
+        del body
+        out += pk.pack(self.meta)
+        try:
+            atomic_write(self.path, out)
+        except OSError:
+            pass  # an optimisation: failing to save it must not fail the pull
 
 
 def _decode_rows(written: Any, rows: Any, meta: Any

@@ -13,7 +13,8 @@ import errno
 import os
 import shutil
 import stat
-from collections.abc import Callable, Iterable
+from array import array
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
@@ -147,41 +148,56 @@ def observe(destp: Path, entries: list[Entry], stat_cache: StatCache,
     return seen
 
 
-def stage(staging: Path, plan: PullPlan, chunk: Callable[[bytes], bytes],
-           cpu_ex: Executor, prog: Progress,
-           direct: Path | None = None) -> dict[bytes, str]:
-    """Write every planned file and symlink into ``staging``; return path -> staged name.
+def staged_name(staging: Path | bytes, n: int) -> bytes:
+    """Where the ``n``-th entry of ``plan.write`` is staged (a short, flat name)."""
+    return os.path.join(os.fsencode(staging), b"%08d" % n)
+
+
+Fill = Callable[[int, Entry], None]  # writes a file entry's content into an open descriptor
+
+
+def stage(staging: Path, plan: PullPlan, fill: Fill, cpu_ex: Executor, prog: Progress,
+          direct: Path | None = None, only: list[int] | None = None,
+          sigs: array[int] | None = None) -> None:
+    """Write every planned file and symlink into ``staging`` (the ``n``-th of
+    ``plan.write`` as :func:`staged_name`); ``fill(fd, entry)`` writes a file's content.
 
     With ``direct`` (an empty target), write them at their final paths in ``direct`` instead.
+    With ``only`` (indexes into ``plan.write``), write just those again, replacing what an
+    earlier call wrote there. With ``sigs`` (5 ints per entry of ``plan.write``), each
+    file's final stat signature is recorded there (for the target's stat cache, without a
+    second pass of ``lstat``: only a ``direct`` write leaves files where they will stay).
     """
-    staged: dict[bytes, str] = {}
-    jobs: list[list[tuple[Entry, str]]] = [[]]
-    if direct is not None:
-        root = os.fsencode(direct)
+    root = os.fsencode(direct) if direct is not None else b""
+    if direct is not None and only is None:
         made: set[bytes] = set()
         for e in plan.write:  # directories first, on this thread: mkdir races between threads
             make_dirs(root, e.path.rpartition(b"/")[0], made)
-    for n, e in enumerate(plan.write):
-        name = (os.fsdecode(os.path.join(root, e.path)) if direct is not None
-                else os.path.join(staging, f"{n:08d}"))
-        staged[e.path] = name
-        jobs[-1].append((e, name))
-        if len(jobs[-1]) >= 64:
-            jobs.append([])
+    todo = range(len(plan.write)) if only is None else only
+    jobs = [todo[i:i + 64] for i in range(0, len(todo), 64)]
+    write_list = plan.write
 
-    def write(items: list[tuple[Entry, str]]) -> None:
-        for e, name in items:
+    def write(items: Iterable[int]) -> None:
+        for n in items:
+            e = write_list[n]
+            name = os.path.join(root, e.path) if direct is not None else staged_name(staging, n)
+            if only is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name)
             if e.kind == SYMLINK:
-                os.symlink(e.target, os.fsencode(name))
+                os.symlink(e.target, name)
                 continue
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            # Created with its mode (the umask or a default ACL may take bits away: then
+            # fchmod); an fstat is cheaper than an fchmod, which dirties the inode again.
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, e.mode)
             try:
-                for cid in e.chunks:
-                    data = chunk(cid)
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
-                os.fchmod(fd, e.mode)
+                fill(fd, e)
+                st = os.fstat(fd)
+                if stat.S_IMODE(st.st_mode) != e.mode:
+                    os.fchmod(fd, e.mode)
+                    st = os.fstat(fd)
+                if sigs is not None:
+                    sigs[5 * n:5 * n + 5] = array("q", stat_sig(st))
             finally:
                 os.close(fd)
             prog.advance(e.size)
@@ -192,7 +208,6 @@ def stage(staging: Path, plan: PullPlan, chunk: Callable[[bytes], bytes],
     except OSError as exc:
         raise LocalFileError(f"cannot write into {staging.parent}: {exc.strerror or exc}")\
             from None
-    return staged
 
 
 def make_dirs(root: bytes, rel_dir: bytes, made: set[bytes], undo: Undo | None = None) -> None:
@@ -326,8 +341,8 @@ def set_mode(path: bytes, mode: int, copy: bytes | None, undo: Undo | None = Non
         os.close(fd)
 
 
-def commit(destp: Path, plan: PullPlan, staged: dict[bytes, str],
-           direct: bool = False, staging: Path | None = None) -> int:
+def commit(destp: Path, plan: PullPlan, direct: bool = False,
+           staging: Path | None = None) -> int:
     """Move staged entries into place (already there when ``direct``), then modes, dirs and
     the planned deletions (deepest first); return how many entries were deleted.
 
@@ -342,20 +357,21 @@ def commit(destp: Path, plan: PullPlan, staged: dict[bytes, str],
     undo = Undo(os.path.join(os.fsencode(staging), b"backup")) if staging and not direct \
         else None
     try:
-        for e in plan.write:
+        for n, e in enumerate(plan.write):
             if not direct:
+                assert staging is not None
                 make_dirs(root, e.path.rpartition(b"/")[0], made, undo)
                 final = os.path.join(root, e.path)
                 if undo is not None:
                     if os.path.lexists(final):
                         undo.stash(final)  # a file, link or whole folder in the way
-                    os.replace(os.fsencode(staged[e.path]), final)
+                    os.replace(staged_name(staging, n), final)
                     undo.created(final)
                 else:
                     with contextlib.suppress(FileNotFoundError):
                         if stat.S_ISDIR(os.lstat(final).st_mode):
                             shutil.rmtree(final)
-                    os.replace(os.fsencode(staged[e.path]), final)
+                    os.replace(staged_name(staging, n), final)
         for n, e in enumerate(plan.chmod):
             set_mode(os.path.join(root, e.path), e.mode,
                      os.path.join(os.fsencode(staging), b"mode-%08d" % n) if staging else None,
@@ -390,21 +406,52 @@ def commit(destp: Path, plan: PullPlan, staged: dict[bytes, str],
     return deleted
 
 
-def save_target_cache(destp: Path, manifest: Manifest, stat_cache: StatCache) -> None:
+def save_target_cache(destp: Path, manifest: Manifest, stat_cache: StatCache,
+                      written: tuple[PullPlan, array[int]] | None = None) -> None:
+    """Record what the target's files are now (stat signature and chunk ids), so the next
+    pull into it reads only what changed. ``written``: a ``direct`` pull's plan and the
+    signatures :func:`stage` recorded (every file of the snapshot, no ``lstat`` needed).
+    Rows are streamed to the file: no per-file objects are kept."""
     if stat_cache.path is None:
         return
+    if written is not None:
+        plan, sigs = written
+        stat_cache.save_rows(
+            sum(1 for e in plan.write if e.kind == FILE),
+            ((e.path, tuple(sigs[5 * n:5 * n + 5]), b"".join(e.chunks))
+             for n, e in enumerate(plan.write) if e.kind == FILE))
+        return
     root = os.fsencode(destp)
-    rows = {}
-    for e in manifest.files():
-        try:
-            st = os.lstat(os.path.join(root, e.path))
-        except OSError:
-            continue
-        if stat.S_ISREG(st.st_mode) and st.st_size == e.size:
-            rows[e.name] = (stat_sig(st), e.chunks)
-    stat_cache.replace(rows)
-    stat_cache.save()
 
+    def rows() -> Iterator[tuple[bytes, tuple[int, ...], bytes]]:
+        for e in manifest.files():
+            try:
+                st = os.lstat(os.path.join(root, e.path))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_size == e.size:
+                yield e.path, stat_sig(st), b"".join(e.chunks)
+
+    stat_cache.save_rows(len(manifest.entries), rows())
+
+
+
+TARGET_CACHES = 64  # pull stat caches kept (a worker pulls into a new folder every run)
+
+
+def prune_target_caches(folder: Path, keep: int = TARGET_CACHES) -> None:
+    """Keep the ``keep`` most recently written pull stat caches in ``folder``: one per
+    target folder, and a worker's every flow run has a new one, which would pile up."""
+    try:
+        with os.scandir(folder) as it:
+            found = [(de.stat(follow_symlinks=False).st_mtime_ns, de.path) for de in it
+                     if de.name.endswith(".msgpack") and de.is_file(follow_symlinks=False)]
+    except OSError:
+        return
+    found.sort(reverse=True)
+    for _mtime, path in found[keep:]:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def scan_extras(destp: Path, rules: IgnoreRules,

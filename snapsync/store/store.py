@@ -324,7 +324,8 @@ class Store:
         for (key, start, end), val in zip(reqs, vals, strict=True):
             if isinstance(val, BaseException):
                 err = self.translate(val, self.where(key))
-                if type(err) is StoreError and _past_the_end(describe(val)):
+                if (type(err) is StoreError and not self.backend.is_transient(val)
+                        and _past_the_end(describe(val))):
                     raise TruncatedObjectError(f"{err}; the object is truncated (a range "
                                                f"[{start}, {end}) past its end)") from None
                 raise err
@@ -389,12 +390,15 @@ def _gave_up(exc: BaseException, silent: float) -> TimeoutError:
 
 
 # What providers say when a range starts past an object's end (HTTP 416).
-_PAST_END_WORDS = ("invalidrange", "invalid range", "not satisfiable", "416")
+_PAST_END_WORDS = ("invalidrange", "invalid range", "not satisfiable")
+# The status itself, not any "416" in a message: a port (127.0.0.1:41673), a bucket or a pack
+# id may contain those digits (found with tests/fault_proxy.py: a 503 read as a truncation).
+_PAST_END_STATUS = re.compile(r"(?<![\w.:/-])416(?![\w.:/-])")
 
 
 def _past_the_end(desc: str) -> bool:
     low = desc.lower()
-    return any(w in low for w in _PAST_END_WORDS)
+    return any(w in low for w in _PAST_END_WORDS) or bool(_PAST_END_STATUS.search(low))
 
 
 def describe(exc: BaseException) -> str:
