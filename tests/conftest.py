@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+import netutil
 import pytest
 from servers import Azurite, FakeGCS, SeaweedS3, StorageServer
 
@@ -125,3 +127,31 @@ def prefect_offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
                "RunnerStorage": RunnerStorage, "SnapsyncStorage": SnapsyncStorage,
                "StepExecutionError": StepExecutionError}
     mp.undo()
+
+
+@pytest.fixture
+def no_cloud_lookups(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No instance-metadata probing, no ambient credentials or profiles from this machine."""
+    for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+                "AWS_WEB_IDENTITY_TOKEN_FILE", "AZURE_STORAGE_CONNECTION_STRING",
+                "SNAPSYNC_BACKEND"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_METADATA_ENDPOINT", netutil.CLOSED)
+    monkeypatch.setenv("AZURE_MSI_ENDPOINT", netutil.CLOSED)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("NO_GCE_CHECK", "true")
+
+
+@pytest.fixture
+def silent_endpoint() -> Iterator[str]:
+    """A TCP listener on 127.0.0.1 that accepts connections and never answers."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        sock.close()

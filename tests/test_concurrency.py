@@ -335,21 +335,29 @@ def _push_seeing_tombstones(monkeypatch, tree, url, cache):
     return thread, saw, out
 
 
-def test_a_rollback_that_sees_gc_tombstones_waits_and_is_spared(tmp_path, monkeypatch):
-    """Published after gc wrote its tombstones but before gc's look at the logs, the rollback
-    sees them and waits; gc sees its log entry and spares it; then it lands whole."""
-    url, t1, s1 = _rollback_trees(tmp_path)
+def _gc_racing_a_push(monkeypatch, url, tree, cache, phase):
+    """Run gc; when it reaches ``phase``, start a push of ``tree`` and hold gc until the push
+    has logged its snapshot and seen gc's tombstones. Returns gc's report and the push's
+    outcome (``result`` or ``error``)."""
     started = []
 
     def race(line: str) -> None:
-        if line.startswith("re-reading refs and logs"):
-            thread, saw, out = _push_seeing_tombstones(monkeypatch, t1, url, tmp_path / "c2")
+        if line.startswith(phase):
+            thread, saw, out = _push_seeing_tombstones(monkeypatch, tree, url, cache)
             started.append((thread, out))
-            assert saw.wait(30)  # the push has logged and seen the tombstone
+            assert saw.wait(30)
 
     r = gc(url, keep_last=1, grace=0, on_progress=race)
     thread, out = started[0]
     thread.join(60)
+    return r, out
+
+
+def test_a_rollback_that_sees_gc_tombstones_waits_and_is_spared(tmp_path, monkeypatch):
+    """Published after gc wrote its tombstones but before gc's look at the logs, the rollback
+    sees them and waits; gc sees its log entry and spares it; then it lands whole."""
+    url, t1, s1 = _rollback_trees(tmp_path)
+    r, out = _gc_racing_a_push(monkeypatch, url, t1, tmp_path / "c2", "re-reading refs and logs")
     assert "error" not in out, out.get("error")
     assert out["result"].snapshot_id == s1 and s1 in r.snapshots_spared
     assert r.packs_deleted == 0 and r.manifests_deleted == 0
@@ -365,17 +373,7 @@ def test_a_rollback_whose_objects_gc_deleted_publishes_nothing(tmp_path, monkeyp
     objects it needs are gone, and publishes nothing (exit 8) rather than a ref to missing
     data; pushed again, it uploads them and lands whole."""
     url, t1, s1 = _rollback_trees(tmp_path)
-    started = []
-
-    def race(line: str) -> None:
-        if line.startswith("deleting"):
-            thread, saw, out = _push_seeing_tombstones(monkeypatch, t1, url, tmp_path / "c2")
-            started.append((thread, out))
-            assert saw.wait(30)
-
-    r = gc(url, keep_last=1, grace=0, on_progress=race)
-    thread, out = started[0]
-    thread.join(60)
+    r, out = _gc_racing_a_push(monkeypatch, url, t1, tmp_path / "c2", "deleting")
     err = out.get("error")
     assert isinstance(err, GcRaceError) and err.exit_code == 8, out
     assert "nothing was published" in str(err) and "push again" in str(err)

@@ -23,7 +23,6 @@ metadata endpoints are pointed at a closed loopback port for the whole module.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import uuid
@@ -33,6 +32,7 @@ from typing import Any, ClassVar
 
 import pytest
 from fault_proxy import FaultProxy, HttpFault
+from netutil import CLOSED
 from servers import AZURITE_ACCOUNT, Azurite, FakeGCS, SeaweedS3
 
 from snapsync.errors import (
@@ -48,38 +48,8 @@ from snapsync.store import Backend, IfMatch, ObjectMeta, PreconditionFailed, Sto
 from snapsync.store.backend import PutMode
 from snapsync.store.store import RetryPolicy
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("no_cloud_lookups")]
 
-# A port nothing listens on: connecting is refused at once.
-CLOSED = "http://127.0.0.1:9"
-
-
-@pytest.fixture(autouse=True)
-def no_cloud_lookups(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No instance-metadata probing, no ambient credentials or profiles from this machine."""
-    for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
-                "AWS_WEB_IDENTITY_TOKEN_FILE", "AZURE_STORAGE_CONNECTION_STRING",
-                "SNAPSYNC_BACKEND"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_METADATA_ENDPOINT", CLOSED)
-    monkeypatch.setenv("AZURE_MSI_ENDPOINT", CLOSED)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("NO_GCE_CHECK", "true")
-
-
-@pytest.fixture
-def silent_endpoint() -> Iterator[str]:
-    """A TCP listener on 127.0.0.1 that accepts connections and never answers."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        sock.close()
 
 
 def no_sleep() -> RetryPolicy:

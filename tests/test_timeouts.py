@@ -8,12 +8,12 @@ obstore engine (S3, Azure) and the fsspec engines (s3fs, adlfs, gcsfs); plus the
 
 from __future__ import annotations
 
-import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from netutil import CLOSED
 
 from snapsync.cli import main
 from snapsync.errors import StoreError, UsageError
@@ -22,34 +22,9 @@ from snapsync.store.backend import PutMode
 from snapsync.store.options.fsspec import fsspec_options
 from snapsync.store.store import RetryEvent
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("no_cloud_lookups")]
 
-CLOSED = "http://127.0.0.1:9"
 AZ_KEY = "A" * 86 + "=="
-
-
-@pytest.fixture(autouse=True)
-def no_cloud_lookups(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for var in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                "AWS_ENDPOINT_URL", "AZURE_STORAGE_CONNECTION_STRING", "SNAPSYNC_BACKEND"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_METADATA_ENDPOINT", CLOSED)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("NO_GCE_CHECK", "true")
-
-
-@pytest.fixture
-def silent() -> Iterator[str]:
-    """An endpoint that accepts connections and never answers."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        sock.close()
 
 
 @pytest.fixture
@@ -80,10 +55,10 @@ def run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str, 
 
 # ------------------------------------------------------------------- through the CLI
 
-def test_silent_s3_endpoint_default_budget(src: Path, silent: str,
+def test_silent_s3_endpoint_default_budget(src: Path, silent_endpoint: str,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     """Default options: ~10 s (not 41-48 s of silence), one retry reported, exit 4."""
-    code, err, took = run(capsys, ["push", str(src), *s3_args(silent)])
+    code, err, took = run(capsys, ["push", str(src), *s3_args(silent_endpoint)])
     assert code == 4, err
     assert 9 <= took < 14, f"took {took:.1f} s"
     assert "snapsync: retrying GET s3://bkt/proj/snapsync.json (attempt 2 of 5): " in err
@@ -94,12 +69,13 @@ def test_silent_s3_endpoint_default_budget(src: Path, silent: str,
 
 @pytest.mark.parametrize("engine", ["obstore", "fsspec"])
 @pytest.mark.parametrize("kind", ["s3", "az"])
-def test_silent_endpoint_with_short_timeouts(src: Path, silent: str, engine: str, kind: str,
+def test_silent_endpoint_with_short_timeouts(src: Path, silent_endpoint: str, engine: str,
+                                             kind: str,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     """connect_timeout/read_timeout/retry_timeout work the same for every engine."""
     opts = ["-o", f"backend={engine}", "-o", "connect_timeout=1", "-o", "read_timeout=1",
             "-o", "retry_timeout=2.5"]
-    argv = s3_args(silent, *opts) if kind == "s3" else az_args(silent, *opts)
+    argv = s3_args(silent_endpoint, *opts) if kind == "s3" else az_args(silent_endpoint, *opts)
     code, err, took = run(capsys, ["pull", *argv, str(src.parent / "out")])
     assert code == 4, err
     assert took < 7, f"took {took:.1f} s"
@@ -126,12 +102,12 @@ def test_quiet_hides_retries(src: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "retrying" not in err and "error:" in err
 
 
-def test_silent_gcs_endpoint_is_bounded(src: Path, silent: str,
+def test_silent_gcs_endpoint_is_bounded(src: Path, silent_endpoint: str,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     """gcsfs retries timeouts itself (6 tries, 1-16 s apart): bounded, not 10 s. Per
     attempt, -o read_timeout reaches aiohttp through gcsfs's requests_timeout."""
     code, err, took = run(capsys, ["push", str(src), "gs://bkt/proj", "-o",
-                                   f"endpoint_url={silent}", "-o", "token=anon", "-o",
+                                   f"endpoint_url={silent_endpoint}", "-o", "token=anon", "-o",
                                    "read_timeout=0.5", "-o", "connect_timeout=0.5"])
     assert code == 4, err
     assert took < 60, f"took {took:.1f} s"
@@ -187,7 +163,7 @@ def test_silence_budget_stops_retrying_timeouts() -> None:
     with pytest.raises(StoreError, match="giving up"):
         store.get("refs/latest.json")
     assert time.monotonic() - t0 < 1.5
-    assert b.calls == 3  # 0.2 s, 0.4 s silent: retried; 0.6 s: over the budget
+    assert b.calls == 3  # 0.2 s, 0.4 s silent_endpoint: retried; 0.6 s: over the budget
     assert [e.attempt for e in events] == [2, 3]
     assert events[0].message().startswith(
         "retrying GET s3://b/p/refs/latest.json (attempt 2 of 5): TimeoutError: injected")

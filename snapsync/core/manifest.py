@@ -147,29 +147,9 @@ def tree_id(tree_bytes: bytes) -> str:
     return chunk_id(tree_bytes).hex()
 
 
-def encode_index(entries: Sequence[Entry], locations: dict[bytes, Location]) -> bytes:
+def encode_index(entries: Sequence[Entry], locations: Mapping[bytes, Location]) -> bytes:
     """Index of every chunk the tree uses, in first-use order (deterministic for a tree)."""
-    ids: list[bytes] = []
-    seen: set[bytes] = set()
-    for e in entries:
-        for c in e.chunks:
-            if c not in seen:
-                seen.add(c)
-                ids.append(c)
-    packs: list[bytes] = []
-    pack_no: dict[bytes, int] = {}
-    pack_idx, offsets, lengths, raws = [], [], [], []
-    for c in ids:
-        loc = locations[c]
-        n = pack_no.get(loc.pack)
-        if n is None:
-            n = pack_no[loc.pack] = len(packs)
-            packs.append(loc.pack)
-        pack_idx.append(n)
-        offsets.append(loc.offset)
-        lengths.append(loc.length)
-        raws.append(loc.raw_size)
-    return _pack([packs, b"".join(ids), pack_idx, offsets, lengths, raws])
+    return encode_index_ids(b"".join(c for e in entries for c in e.chunks), locations)[0]
 
 
 def encode_manifest(entries: Sequence[Entry], locations: dict[bytes, Location],
@@ -224,8 +204,8 @@ def encode_index_ids(ids: bytes, locations: Mapping[bytes, Location]
                      ) -> tuple[bytes, int, list[bytes]]:
     """The index of the chunk ids ``ids`` (concatenated, in entry order): first-use order.
 
-    Returns the index bytes, the number of distinct chunks and the packs they lie in; the
-    same bytes as :func:`encode_index` for entries with these chunks.
+    Returns the index bytes, the number of distinct chunks and the packs they lie in
+    (:func:`encode_index` is this for a list of entries).
     """
     seen: set[bytes] = set()
     packs: list[bytes] = []
