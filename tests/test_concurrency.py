@@ -307,7 +307,7 @@ def test_gc_spares_a_rollback_published_before_its_tombstones(tmp_path, store):
     assert rep.ok, rep.problems
     snapsync.pull(url, tmp_path / "out", use_cache=False)
     assert describe(tmp_path / "out") == describe(t1)
-    assert not Repository(as_store(url)).tombstones()  # gc removed its tombstones
+    assert all(t.done for t in Repository(as_store(url)).tombstones().values())
 
 
 def _push_seeing_tombstones(monkeypatch, tree, url, cache):
@@ -406,3 +406,28 @@ def test_gc_and_check_cli(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["ok"] is True
     assert main(["gc", url, "--keep-last", "0"]) == 2
     assert main(["gc", url, "--keep-last", "1", "--grace", "soon"]) == 2
+
+
+def test_a_rollback_that_lists_tombstones_after_gc_finished_publishes_nothing(
+        tmp_path, monkeypatch):
+    """A rollback finds its old manifest and packs still stored (create-only), then a whole gc
+    runs before it logs: gc does not see it and deletes them, and its tombstones are done by
+    the time the push looks. The push must still notice before it moves the ref."""
+    url, t1, s1 = _rollback_trees(tmp_path)
+    real = Repository._write_log
+    reports = []
+
+    def log_after_gc(self, info):
+        if not reports:
+            reports.append(gc(url, keep_last=1, grace=0))
+        return real(self, info)
+
+    monkeypatch.setattr(Repository, "_write_log", log_after_gc)
+    with pytest.raises(GcRaceError, match="nothing was published"):
+        snapsync.push(t1, url, cache_dir=tmp_path / "c2")
+    monkeypatch.undo()
+    assert s1 in reports[0].snapshots_dropped and reports[0].packs_deleted > 0
+    rep = check(url, read_data=True)
+    assert rep.ok, rep.problems  # the ref still names the tree before the rollback
+    assert snapsync.push(t1, url, cache_dir=tmp_path / "c2").snapshot_id == s1
+    assert check(url, read_data=True).ok

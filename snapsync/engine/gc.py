@@ -281,9 +281,11 @@ def execute_gc(repo: Repository, plan: GcPlan, report: GcReport,
     # that published before it is in the listing below, and what it needs is spared (§8).
     say("writing tombstones")
     doomed = [p for p in plan.packs if bytes.fromhex(p) not in repacked]
-    tombs = repo.write_tombstones(plan.manifests, doomed) if plan.manifests or doomed else []
+    tombs: list[str] = []  # filled as they are written: a failed write leaves none behind
     written = time.time()
     try:
+        if plan.manifests or doomed:
+            repo.write_tombstones(plan.manifests, doomed, tombs)
         say("re-reading refs and logs")
         spared_logs, spared_manifests, spared_packs = _spared(repo, plan, report)
 
@@ -325,7 +327,9 @@ def execute_gc(repo: Repository, plan: GcPlan, report: GcReport,
         store.delete([Layout.superseded(p) for p in dead_markers])
         report.markers_deleted = len(dead_markers)
     finally:
-        store.delete(tombs + plan._void_tombstones)
+        # Done, not deleted: a push that lists tombstones late still sees what went (§8).
+        repo.finish_tombstones(tombs)
+        store.delete(plan._void_tombstones)
 
 
 def _spared(repo: Repository, plan: GcPlan, report: GcReport

@@ -379,7 +379,7 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
     attempts = 0
     if not dry_run and not unchanged:
         needs = set(packs)  # the packs it names
-        published = _publish(repo, ref, sid, raw_manifest, needs,
+        published = _publish(repo, ref, sid, raw_manifest, needs, writer.existed,
                              manifests.get(sid), resign, keyring, stats, totals, message,
                              _git_info(rootp) if git_facts is None else git_facts,
                              git_facts is not None)
@@ -412,10 +412,11 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
 
 
 def _publish(repo: Repository, ref: str, sid: str, raw_manifest: bytes, needs: set[bytes],
-             head_manifest: Manifest | None, resign: bool,
+             existed: set[bytes], head_manifest: Manifest | None, resign: bool,
              keyring: Keyring | None, stats: dict[str, int], totals: dict[str, int],
              message: str, git: dict[str, Any], by_commit: bool) -> Published | None:
     """Store the manifest (unless a ref head has it), then move the ref (docs/format.md §5)."""
+    confirm = set(existed)  # old objects relied on: seen in a listing before the ref moves
     if head_manifest is not None and not resign:
         stored: Manifest | None = head_manifest
     else:
@@ -423,6 +424,8 @@ def _publish(repo: Repository, ref: str, sid: str, raw_manifest: bytes, needs: s
         if stored is not None and keyring is not None and not keyring.signed(stored):
             size, stored = repo.save_manifest(sid, raw_manifest, rewrite=True)
         stats["uploaded"] += size
+        if stored is not None:  # an old manifest of this tree, adopted: all it names is old
+            confirm = {loc.pack for loc in stored.locations.values()}
     if stored is not None:  # what the snapshot depends on: the packs its stored manifest names
         needs = {loc.pack for loc in stored.locations.values()}
 
@@ -435,7 +438,7 @@ def _publish(repo: Repository, ref: str, sid: str, raw_manifest: bytes, needs: s
                             parent=head.snapshot if head else None, host=_hostname(),
                             version=__version__, message=message, totals=totals, git=git)
 
-    return repo.publish(ref, make, needs)
+    return repo.publish(ref, make, needs, confirm & needs)
 
 
 def _unchanged_since_last_push(local: Listing, stat_cache: TreeCache,

@@ -19,6 +19,14 @@ from snapsync.local.atomic import atomic_write
 from snapsync.local.tree import KEEP_FILE, KEEP_LINK, Columns, DirMemo, Listing
 
 
+def _read(path: Path | None) -> bytes | None:
+    """A cache file's bytes, or ``None`` when there is none yet or it cannot be read."""
+    try:
+        return path.read_bytes() if path is not None else None
+    except OSError:
+        return None
+
+
 class StatCache:
     """Path -> (stat signature, chunk ids), like git's index, for one (root, store) pair.
 
@@ -43,10 +51,8 @@ class StatCache:
             self._load(on_warning)
 
     def _load(self, warn: Callable[[str], None] | None) -> None:
-        assert self.path is not None
-        try:
-            raw = self.path.read_bytes()
-        except OSError:
+        raw = _read(self.path)
+        if raw is None:
             return  # none yet (or unreadable): everything is read once
         try:
             ver, written, rows, meta = msgpack.unpackb(raw, raw=False, use_list=False)
@@ -159,10 +165,8 @@ class TreeCache:
             self._load(on_warning)
 
     def _load(self, warn: Callable[[str], None] | None) -> None:
-        assert self.path is not None
-        try:
-            raw = self.path.read_bytes()
-        except OSError:
+        raw = _read(self.path)
+        if raw is None:
             return  # none yet (or unreadable): everything is read once
         try:
             parts = msgpack.unpackb(raw, raw=False, use_list=False)

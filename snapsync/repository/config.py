@@ -158,6 +158,7 @@ class Tombstone:
     host: str = ""
     manifests: list[str] = field(default_factory=list)
     packs: list[str] = field(default_factory=list)
+    done: bool = False  # gc finished its deletes; kept until void so late pushes can tell
 
     def to_json(self) -> bytes:
         return json.dumps({"format": "snapsync-tombstone", **asdict(self)},
@@ -172,7 +173,8 @@ class Tombstone:
                            for v in ids)
                 or sum(len(v) for v in ids) > TOMBSTONE_IDS_MAX):  # type: ignore[arg-type]
             raise FormatError(f"{where}: malformed tombstone")
-        return cls(doc["time_ns"], str(doc.get("host", "")), doc["manifests"], doc["packs"])
+        return cls(doc["time_ns"], str(doc.get("host", "")), doc["manifests"], doc["packs"],
+                   doc.get("done") is True)
 
     def void(self, now: float) -> bool:
         """Older than :data:`TOMBSTONE_TTL`: its gc is long gone."""

@@ -38,6 +38,7 @@ class PackWriter:
         self.journal = journal
         self.dry_run = dry_run
         self.locations: dict[bytes, Location] = {}  # chunk id -> where this writer put it
+        self.existed: set[bytes] = set()  # packs a create-only write found already stored
         self.packs = 0
         self.bytes = 0
         # Room for a full pack plus one more large blob and the trailer; pages never written
@@ -106,7 +107,7 @@ class PackWriter:
                 self.store.put(Layout.pack(pid), data,
                                mode="create" if self.store.conditional else "overwrite")
             except AlreadyExistsError:
-                pass
+                self.existed.add(pid)  # an old copy: the publisher confirms it is still there
 
     def _uploaded(self, done: tuple[int, Any]) -> None:
         n, buf = done

@@ -41,6 +41,7 @@ from snapsync.errors import (
 from snapsync.local.cache import ManifestCache
 from snapsync.repository.config import (
     TOMBSTONE_IDS_MAX,
+    TOMBSTONE_TTL,
     SnapshotInfo,
     StoreConfig,
     Tombstone,
@@ -372,12 +373,16 @@ class Repository:
             etag
 
     def publish(self, ref: str, make: Callable[[SnapshotInfo | None], SnapshotInfo | None],
-                needs: Iterable[bytes] = ()) -> Published | None:
+                needs: Iterable[bytes] = (), confirm: Iterable[bytes] = ()
+                ) -> Published | None:
         """Move ``ref`` to a new snapshot: log entry, tombstone check, then the ref.
 
         ``make(head)`` builds the new entry from the ref's current head (its ``parent`` is
         the head's snapshot), or returns ``None`` when there is nothing to publish. ``needs``
-        are the packs the snapshot's manifest names. Where the store has conditional writes
+        are the packs the snapshot's manifest names; ``confirm`` those of them (and, when
+        given, the manifest) that the push found already stored rather than wrote, which
+        must be seen in a listing before the ref moves: an old object may have been collected
+        by a gc whose tombstones are already done. Where the store has conditional writes
         the ref moves by compare-and-swap: when another push moved it first, the entry is
         rebuilt on the new head (a new log entry replaces ours) and tried again, up to
         :data:`PUBLISH_TRIES` times; so concurrent pushes form one parent chain and none is
@@ -396,8 +401,18 @@ class Repository:
             return None
         first_parent = info.parent
         log_key = self._write_log(info)
+        logged = time.monotonic()
         try:
-            self._outlast_gc(info.snapshot, set(needs))
+            needs = set(needs)
+            self._outlast_gc(info.snapshot, needs)
+            late = time.monotonic() - logged > TOMBSTONE_TTL / 4  # a stalled push: look
+            if confirm or late:
+                missing = self._missing(info.snapshot, needs if late else set(confirm))
+                if missing:
+                    raise GcRaceError(
+                        f"{self.store.where(missing[0])}, which snapshot {info.snapshot} "
+                        "needs, is gone (gc collected it while this push ran); nothing was "
+                        "published: push again (it uploads what is missing)")
             if not self.store.conditional:
                 self.store.put(Layout.ref(ref), info.to_json())
                 return Published(info)
@@ -412,6 +427,9 @@ class Repository:
                 _sleep(random.uniform(0, min(1.0, 0.02 * 2 ** attempt)))
                 head, etag = self.read_ref_versioned(ref)
                 if head is not None and head.snapshot == info.snapshot:
+                    if (head.time_ns, head.host) == (info.time_ns, info.host):
+                        # Our own write landed; only its answer was lost (then retried).
+                        return Published(info, attempt, moved=info.parent != first_parent)
                     self.store.delete([log_key])
                     log_key = ""
                     return Published(head, attempt + 1, moved=True, same=True)
@@ -447,10 +465,12 @@ class Repository:
         """
         deadline = time.monotonic() + GC_WAIT
         doomed = self.doomed(sid, needs)
+        seen: set[str] = set()
         while doomed:
-            self.warn(f"gc is deleting objects in {self.store.display_url}; this push waits "
-                      f"for it to finish ({self.store.where(doomed[0])})")
-            while set(doomed) & set(self.tombstones()):
+            if not all(t.done for k, t in self.tombstones().items() if k in doomed):
+                self.warn(f"gc is deleting objects in {self.store.display_url}; this push "
+                          f"waits for it to finish ({self.store.where(doomed[0])})")
+            while any(not t.done for k, t in self.tombstones().items() if k in doomed):
                 if time.monotonic() > deadline:
                     raise GcRaceError(
                         f"gc is still deleting objects that snapshot {sid} needs after "
@@ -463,7 +483,8 @@ class Repository:
                     f"gc deleted {self.store.where(missing[0])}, which snapshot {sid} needs, "
                     "while this push ran; nothing was published: push again (it uploads what "
                     "gc took)", doomed)
-            doomed = self.doomed(sid, needs)
+            seen.update(doomed)  # those gc runs are over and left what we need: look for others
+            doomed = [k for k in self.doomed(sid, needs) if k not in seen]
 
     def _missing(self, sid: str, packs: set[bytes]) -> list[str]:
         """Keys of the manifest ``sid`` and of ``packs`` that are not in the store (one LIST
@@ -478,24 +499,46 @@ class Repository:
         if not info.manifest:
             info.manifest = self.digests.get(info.snapshot, "")
         key = Layout.log(info.ref, info.time_ns, info.snapshot)
-        self.store.put(key, info.to_json(), mode=self.immutable)
+        try:
+            self.store.put(key, info.to_json(), mode=self.immutable)
+        except AlreadyExistsError:
+            # A retried create whose first attempt landed finds its own bytes: done.
+            if self.store.get_optional(key) != info.to_json():
+                raise
         return key
 
     # ---- gc tombstones (docs/format.md §8) ------------------------------------------------
-    def write_tombstones(self, manifests: Iterable[str], packs: Iterable[str]) -> list[str]:
-        """Announce what a gc run is about to delete; returns the tombstones' keys."""
+    def write_tombstones(self, manifests: Iterable[str], packs: Iterable[str],
+                         keys: list[str] | None = None) -> list[str]:
+        """Announce what a gc run is about to delete; returns the tombstones' keys (also
+        appended to ``keys`` as each is written, so a caller can remove them after a
+        failure half-way)."""
         import socket  # only gc needs the host name here (~7 ms to import)
 
         ids = [("m", s) for s in manifests] + [("p", p) for p in packs]
-        keys = []
+        keys = keys if keys is not None else []
         for i in range(0, len(ids), TOMBSTONE_IDS_MAX):
             part = ids[i:i + TOMBSTONE_IDS_MAX]
             t = Tombstone(time.time_ns(), socket.gethostname(),
                           [x for k, x in part if k == "m"], [x for k, x in part if k == "p"])
             key = Layout.tombstone(t.time_ns, random.randbytes(8).hex())
+            keys.append(key)  # before the write: a lost response may still have landed
             self.store.put(key, t.to_json(), mode=self.immutable)
-            keys.append(key)
         return keys
+
+    def finish_tombstones(self, keys: Iterable[str]) -> None:
+        """Mark gc's tombstones done: they stay until void, so that a push that lists them
+        late still learns that what it needs may be gone (docs/format.md §8)."""
+        for key in keys:
+            raw = self.store.get_optional(key)
+            if raw is None:
+                continue
+            try:
+                t = Tombstone.from_json(raw, self.store.where(key))
+            except FormatError:
+                continue
+            t.done = True
+            self.store.put(key, t.to_json())
 
     def tombstones(self, void: bool = False) -> dict[str, Tombstone]:
         """The tombstones in the store by key: live ones, or with ``void`` the expired ones.

@@ -102,7 +102,10 @@ class LocalBackend(Backend):
             except NotADirectoryError:
                 continue
             for e in entries:
-                st = e.stat(follow_symlinks=False)
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # deleted since scandir saw it (gc, a lost log entry): not listed
                 if stat.S_ISDIR(st.st_mode):
                     stack.append(e.path)
                     continue
