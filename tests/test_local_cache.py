@@ -149,7 +149,7 @@ def test_cache_is_trimmed_least_recently_used_first(tmp_path):
     young.write_bytes(b"x")
     c.trim()
     assert c.size() <= 3 * 4096
-    left = set(c.where(bytes([i]) * 16 for i in range(5)))
+    left = set(c.where((bytes([i]) * 16 for i in range(5)), lambda _c: 4000))
     assert left == {bytes([i]) * 16 for i in (0, 3, 4)}
     names = {p.name for p in (tmp_path / "c" / "chunks").glob("*.seg")}
     assert "orphan.seg" not in names and "young.seg" in names and len(names) == 4
@@ -243,3 +243,18 @@ def test_stat_cache_that_does_not_decode_is_ignored_with_a_warning(pushed, tmp_p
     snapsync.pull(url, tmp_path / "warm", on_warning=pulled_warn.append)
     assert describe(tmp_path / "warm") == describe(src)
     assert any("stat cache" in w for w in pulled_warn), pulled_warn
+
+
+def test_a_cached_chunk_counts_only_at_its_stored_length(tmp_path):
+    """A chunk id does not commit to a length: a manifest that gives a cached chunk another
+    size must not get the bytes after it in the segment (or fewer), but a download."""
+    from snapsync.local.cache import ChunkCache
+
+    c = ChunkCache(tmp_path / "c")
+    w = c.writer()
+    w.add(b"a" * 16, b"x" * 1000)
+    w.add(b"b" * 16, b"y" * 1000)
+    w.finish()
+    assert set(c.where([b"a" * 16, b"b" * 16], lambda _c: 1000)) == {b"a" * 16, b"b" * 16}
+    assert c.where([b"a" * 16], lambda _c: 5000) == {}
+    assert c.where([b"a" * 16], lambda _c: 10) == {}

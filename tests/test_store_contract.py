@@ -847,3 +847,23 @@ def test_obstore_backends_share_one_io_thread() -> None:
         b.put("k", b"v")
         assert b.get_many(["k"], 4) == [b"v"]
     assert sum(t.name == "snapsync-obstore" for t in threading.enumerate()) == 1
+
+
+def test_local_create_only_without_hard_links(tmp_path, monkeypatch):
+    """A file system that refuses link(2) (vfat, some SMB or FUSE mounts) still gets
+    create-only writes: one writer wins, the other finds the object there."""
+    import errno
+    import os as _os
+
+    from snapsync.store import local_write
+
+    def no_link(_src, _dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(local_write.os, "link", no_link)
+    b = open_backend((tmp_path / "store").as_uri())
+    b.put("logs/x/1.json", b"first", mode="create")
+    with pytest.raises(FileExistsError):
+        b.put("logs/x/1.json", b"second", mode="create")
+    assert b.get("logs/x/1.json") == b"first"
+    assert not [p for p in _os.listdir(tmp_path / "store" / "logs" / "x") if p.endswith(".tmp")]

@@ -157,15 +157,15 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
     # An empty target has no old tree to protect: files are written in place (no staging and
     # renames, about half the metadata work), and a failure empties the target again.
     staging = Path(tempfile.mkdtemp(prefix=target.STAGING_PREFIX, dir=destp))
-    cache = ChunkCache(cache_root if use_cache else staging / "cache", on_warning=warnings)
     segs: Segments | None = None
     writer = None
     try:
+        cache = ChunkCache(cache_root if use_cache else staging / "cache", on_warning=warnings)
         reader = ChunkReader(store, manifest.locations, repo.chunk_codec(manifest), what=sid,
                              on_warning=warnings)
         # Chunks come from the cache's segments; what they lack is first put there (from
         # the old files of the target, else downloaded), then every file is copied out.
-        where = cache.where(need)
+        where = cache.where(need, lambda c: manifest.locations[c].raw_size)
         segs = cache.open_segments({seg_of(p) for p in where.values()})
         for cid in [c for c, p in where.items() if seg_of(p) not in segs]:
             del where[cid]

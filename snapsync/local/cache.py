@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
+import re
 import secrets
 import sqlite3
 import stat
@@ -29,8 +31,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
-from snapsync.errors import LocalFileError
+from snapsync.errors import CacheError, LocalFileError
 from snapsync.local.atomic import atomic_write
 
 SEGMENT_BYTES = 64 << 20  # a segment is sealed past this: the unit of eviction
@@ -53,6 +56,25 @@ def seg_of(place: int) -> int:
     return place >> OFFSET_BITS
 
 
+# Segment files are named by SegmentWriter: 24 hex digits and ".seg".
+_SEGMENT_NAME = re.compile(r"[0-9a-f]{24}\.seg")
+# What SQLite says of an index that is not one (or of an older layout): start afresh.
+_DAMAGED = ("not a database", "malformed", "no such column", "no such table")
+
+
+def _index_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """SQLite's errors on the index (locked, full disk, read-only) as :class:`CacheError`,
+    naming the index, instead of a traceback."""
+    @functools.wraps(fn)
+    def wrapper(self: ChunkCache, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise CacheError(f"the chunk cache index {self.path}: {exc} (pull with "
+                             "--no-cache to do without it)") from None
+    return wrapper
+
+
 class ChunkCache:
     """Chunk id -> raw bytes in a segment, bounded by ``max_bytes`` (least recently used
     segments go first)."""
@@ -71,6 +93,11 @@ class ChunkCache:
         try:
             self._create()
         except sqlite3.DatabaseError as exc:
+            if not any(w in str(exc).lower() for w in _DAMAGED):
+                # Locked past the timeout, read-only, a full disk: the index is fine, and
+                # other pulls may be using it; never wipe it for that.
+                raise CacheError(f"the chunk cache index {self.path}: {exc} (pull with "
+                                 "--no-cache to do without it)") from None
             # Not a database (or a damaged one): the cache only saves work, so start afresh.
             self.warn(f"the chunk cache {self.path} is not usable ({exc}); replaced it "
                       "with an empty one")
@@ -82,13 +109,18 @@ class ChunkCache:
 
     def _create(self) -> None:
         db = self._conn()
-        db.execute("CREATE TABLE IF NOT EXISTS segs (seg INTEGER PRIMARY KEY, name TEXT "
+        # AUTOINCREMENT: a segment number is never reused, so a pull holding a number from
+        # before another pull's trim cannot open a newer segment under it.
+        db.execute("CREATE TABLE IF NOT EXISTS segs (seg INTEGER PRIMARY KEY AUTOINCREMENT, "
+                   "name TEXT "
                    "UNIQUE, size INTEGER, mtime INTEGER, ctime INTEGER, ino INTEGER, "
                    "used INTEGER)")
-        db.execute("CREATE TABLE IF NOT EXISTS loc (id BLOB PRIMARY KEY, place INTEGER) "
+        # len: a chunk id (xxh3) does not commit to a length; the manifest's is checked.
+        db.execute("CREATE TABLE IF NOT EXISTS loc (id BLOB PRIMARY KEY, place INTEGER, "
+                   "len INTEGER) "
                    "WITHOUT ROWID")
         db.execute("SELECT seg, name, size, mtime, ctime, ino, used FROM segs LIMIT 1")
-        db.execute("SELECT id, place FROM loc LIMIT 1").fetchall()
+        db.execute("SELECT id, place, len FROM loc LIMIT 1").fetchall()
 
     def _conn(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -100,19 +132,24 @@ class ChunkCache:
             self._local.db = db
         return db
 
-    def where(self, ids: Iterable[bytes]) -> dict[bytes, int]:
-        """Where the cached ones of ``ids`` are: id -> packed place (:func:`seg_of`)."""
+    @_index_errors
+    def where(self, ids: Iterable[bytes], size_of: Callable[[bytes], int]
+              ) -> dict[bytes, int]:
+        """Where the cached ones of ``ids`` are: id -> packed place (:func:`seg_of`). Only
+        chunks stored with the length ``size_of(id)`` (the manifest's) count: another length
+        means another chunk, or a manifest lying about this one."""
         ids = list(ids)
         out: dict[bytes, int] = {}
         db = self._conn()
         for i in range(0, len(ids), QUERY):
             part = ids[i:i + QUERY]
-            q = f"SELECT id, place FROM loc WHERE id IN ({','.join('?' * len(part))})"
-            for cid, place in db.execute(q, part):
-                if isinstance(cid, bytes) and type(place) is int:
+            q = f"SELECT id, place, len FROM loc WHERE id IN ({','.join('?' * len(part))})"
+            for cid, place, n in db.execute(q, part):
+                if isinstance(cid, bytes) and type(place) is int and n == size_of(cid):
                     out[cid] = place
         return out
 
+    @_index_errors
     def open_segments(self, segs: Iterable[int]) -> Segments:
         """Open ``segs`` for reading; any whose file is gone, is not a regular file or does
         not match its recorded signature is dropped (with a warning when it was changed,
@@ -133,6 +170,9 @@ class ChunkCache:
             if row is None:
                 continue  # evicted by another pull since the lookup: fetched again
             name, sig = row
+            if not _SEGMENT_NAME.fullmatch(str(name)):
+                bad.append(seg)  # a damaged index: not a name this cache wrote
+                continue
             try:
                 fd = os.open(self.dir / name, os.O_RDONLY | NOFOLLOW)
             except OSError:
@@ -155,7 +195,8 @@ class ChunkCache:
         place) gains each chunk once its segment is published."""
         return SegmentWriter(self, placed)
 
-    def _publish(self, name: str, sig: Sig, rows: list[tuple[bytes, int]]) -> int:
+    @_index_errors
+    def _publish(self, name: str, sig: Sig, rows: list[tuple[bytes, int, int]]) -> int:
         """Make a complete segment visible: its row and its chunks' rows in one transaction."""
         db = self._conn()
         with _tx(db):
@@ -164,10 +205,11 @@ class ChunkCache:
             seg = cur.lastrowid
             assert seg is not None
             base = seg << OFFSET_BITS
-            db.executemany("INSERT OR REPLACE INTO loc VALUES (?,?)",
-                           ((cid, base | off) for cid, off in rows))
+            db.executemany("INSERT OR REPLACE INTO loc VALUES (?,?,?)",
+                           ((cid, base | off, n) for cid, off, n in rows))
         return seg
 
+    @_index_errors
     def drop_segments(self, segs: Iterable[int]) -> None:
         """Forget segments (changed, missing, or evicted): their rows, then their files."""
         segs = list(segs)
@@ -178,8 +220,8 @@ class ChunkCache:
         with _tx(db):
             for seg in segs:
                 row = db.execute("SELECT name FROM segs WHERE seg=?", (seg,)).fetchone()
-                if row is not None:
-                    names.append(row[0])
+                if row is not None and _SEGMENT_NAME.fullmatch(str(row[0])):
+                    names.append(row[0])  # only our own names: never a path out of the cache
                 db.execute("DELETE FROM segs WHERE seg=?", (seg,))
             # One pass over the chunk rows (no index on place: lookups are by id only).
             for i in range(0, len(segs), QUERY):
@@ -190,6 +232,7 @@ class ChunkCache:
             with contextlib.suppress(OSError):
                 os.unlink(self.dir / name)
 
+    @_index_errors
     def touch(self, segs: Iterable[int]) -> None:
         """Mark segments as used now (least recently used ones are evicted first)."""
         now = int(time.time())
@@ -200,6 +243,7 @@ class ChunkCache:
     def size(self) -> int:
         return int(self._conn().execute("SELECT COALESCE(SUM(size),0) FROM segs").fetchone()[0])
 
+    @_index_errors
     def trim(self) -> None:
         """Evict least recently used segments beyond ``max_bytes``; remove files of pulls
         killed before they published their segment."""
@@ -319,7 +363,7 @@ class SegmentWriter:
         self._fd = -1
         self._name = ""
         self._pos = 0
-        self._rows: list[tuple[bytes, int]] = []
+        self._rows: list[tuple[bytes, int, int]] = []  # id, offset, length
         self._pending: set[bytes] = set()
 
     def __contains__(self, cid: bytes) -> bool:
@@ -350,7 +394,7 @@ class SegmentWriter:
                                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o444)
                 self._pos = start = 0
             n = len(data)
-            self._rows.append((cid, self._pos))
+            self._rows.append((cid, self._pos, n))
             self._pending.add(cid)
             bufs.append(data)
             end = (self._pos + n + ALIGN - 1) // ALIGN * ALIGN
@@ -387,7 +431,7 @@ class SegmentWriter:
             os.close(fd)
         seg = self.cache._publish(self._name, sig, self._rows)
         base = seg << OFFSET_BITS
-        for cid, off in self._rows:
+        for cid, off, _n in self._rows:
             self.placed[cid] = base | off
         self.segs.append(seg)
         self._segs.add(seg)

@@ -18,6 +18,7 @@ time it cannot come back for other content (no ABA), and refs are a few hundred 
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
@@ -41,9 +42,32 @@ def create_only(path: Path, data: bytes) -> str:
     tmp = write_temp(path, data)
     try:
         os.link(tmp, path)  # atomic, and refuses an existing name (symlinks included)
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        _create_excl(path, data)  # a file system without hard links (vfat, some SMB/FUSE)
     finally:
         unlink_quietly(tmp)
     return version_of(data)
+
+
+# link(2) failing for want of hard links, not because of the name.
+_NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS}
+
+
+def _create_excl(path: Path, data: bytes) -> None:
+    """Create-only without link(2): ``O_EXCL`` still lets exactly one writer win; a reader may
+    see the object before it is whole (readers verify every object they read)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        os.close(fd)
+        unlink_quietly(str(path))
+        raise
+    os.close(fd)
 
 
 def replace_if(path: Path, key: str, data: bytes, etag: str) -> str:
