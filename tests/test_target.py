@@ -132,3 +132,31 @@ def test_pull_stat_caches_do_not_pile_up(tmp_path, monkeypatch):
     left = {p.name for p in folder.iterdir()}
     assert len(left) == 3
     assert f"{_key(tmp_path / 'run4')}.msgpack" in left  # the last one written stays
+
+
+def test_two_pulls_into_one_empty_folder_at_once(tmp_path):
+    """Both write in place into an empty folder; without the target lock the loser's cleanup
+    would empty the winner's files. Serialized, the second finds the tree and checks it."""
+    import threading
+
+    src = make_project(tmp_path / "src", seed=4, files=300)
+    url = (tmp_path / "store").as_uri()
+    snapsync.push(src, url)
+    dest = tmp_path / "dest"
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait()
+            snapsync.pull(url, dest, cache_dir=tmp_path / f"cache{i}")
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert describe(dest) == describe(src)

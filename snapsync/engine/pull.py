@@ -131,126 +131,128 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
         raise LocalFileError(f"cannot create target folder {destp}: {exc.strerror}") from None
     if not destp.is_dir():
         raise LocalFileError(f"target {destp} is not a directory")
-    target.remove_stale_staging(destp)
-    target.check_fits(destp, manifest.entries)  # names and paths this file system refuses
+    # One pull at a time per target: two into one empty folder would undo each other.
+    with target.locked(destp):
+        target.remove_stale_staging(destp)
+        target.check_fits(destp, manifest.entries)  # names and paths this file system refuses
 
-    # Plan. An empty target (a worker's fresh folder) holds nothing to compare: no look.
-    direct = target.is_empty(destp)
-    chunker = Chunker(cfg.chunker)
-    cache_file = cache_root / "targets" / f"{_key(destp)}.msgpack" if use_cache else None
-    # Loaded only when there is a tree to compare with (a folder's cache can be large).
-    stat_cache = StatCache(None if direct else cache_file, warnings)
-    stat_cache.path = cache_file
-    seen = {} if direct else target.observe(destp, manifest.entries, stat_cache, chunker)
-    plan = plan_pull(manifest.entries, seen)
-    if rules is not None:
-        # Never delete snapsync's own cache or a local store that lives inside the target.
-        plan.delete = plan_deletes(manifest.entries, *target.scan_extras(
-            destp, rules, own_dirs(cache_root, store.backend.local_root)))
-    files = plan.files
-    need = plan.needed
-    result = PullResult(snapshot_id=sid, url=store.display_url, directory=str(destp),
-                        files=sum(1 for _ in manifest.files()),
-                        bytes=sum(e.size for e in manifest.files()),
-                        unchanged=plan.unchanged, chunks_needed=len(need), warnings=warnings)
+        # Plan. An empty target (a worker's fresh folder) holds nothing to compare: no look.
+        direct = target.is_empty(destp)
+        chunker = Chunker(cfg.chunker)
+        cache_file = cache_root / "targets" / f"{_key(destp)}.msgpack" if use_cache else None
+        # Loaded only when there is a tree to compare with (a folder's cache can be large).
+        stat_cache = StatCache(None if direct else cache_file, warnings)
+        stat_cache.path = cache_file
+        seen = {} if direct else target.observe(destp, manifest.entries, stat_cache, chunker)
+        plan = plan_pull(manifest.entries, seen)
+        if rules is not None:
+            # Never delete snapsync's own cache or a local store that lives inside the target.
+            plan.delete = plan_deletes(manifest.entries, *target.scan_extras(
+                destp, rules, own_dirs(cache_root, store.backend.local_root)))
+        files = plan.files
+        need = plan.needed
+        result = PullResult(snapshot_id=sid, url=store.display_url, directory=str(destp),
+                            files=sum(1 for _ in manifest.files()),
+                            bytes=sum(e.size for e in manifest.files()),
+                            unchanged=plan.unchanged, chunks_needed=len(need), warnings=warnings)
 
-    # An empty target has no old tree to protect: files are written in place (no staging and
-    # renames, about half the metadata work), and a failure empties the target again.
-    staging = Path(tempfile.mkdtemp(prefix=target.STAGING_PREFIX, dir=destp))
-    segs: Segments | None = None
-    writer = None
-    try:
-        cache = ChunkCache(cache_root if use_cache else staging / "cache", on_warning=warnings)
-        reader = ChunkReader(store, manifest.locations, repo.chunk_codec(manifest), what=sid,
-                             on_warning=warnings)
-        # Chunks come from the cache's segments; what they lack is first put there (from
-        # the old files of the target, else downloaded), then every file is copied out.
-        where = cache.where(need, lambda c: manifest.locations[c].raw_size)
-        segs = cache.open_segments({seg_of(p) for p in where.values()})
-        for cid in [c for c, p in where.items() if seg_of(p) not in segs]:
-            del where[cid]
-        writer = cache.writer(where)
-        result.chunks_cached = len(where)
-        missing = need.difference(where)
-        seeded = reader.seed(_old_chunks(destp, plan, seen, missing, chunker), writer.add_many)
-        result.chunks_from_target = len(seeded)
-        missing -= seeded
-        with ThreadPoolExecutor(conc.cpu, thread_name_prefix="snapsync-cpu") as cpu_ex:
-            def download() -> tuple[int, int]:
-                prog.phase("download", sum(reader.locations[c].length for c in missing), "B")
-                return reader.fetch(missing, conc, cpu_ex, writer.add_many, prog, writer.seal)
+        # An empty target has no old tree to protect: files are written in place (no staging and
+        # renames, about half the metadata work), and a failure empties the target again.
+        staging = Path(tempfile.mkdtemp(prefix=target.STAGING_PREFIX, dir=destp))
+        segs: Segments | None = None
+        writer = None
+        try:
+            cache = ChunkCache(cache_root if use_cache else staging / "cache", on_warning=warnings)
+            reader = ChunkReader(store, manifest.locations, repo.chunk_codec(manifest), what=sid,
+                                 on_warning=warnings)
+            # Chunks come from the cache's segments; what they lack is first put there (from
+            # the old files of the target, else downloaded), then every file is copied out.
+            where = cache.where(need, lambda c: manifest.locations[c].raw_size)
+            segs = cache.open_segments({seg_of(p) for p in where.values()})
+            for cid in [c for c, p in where.items() if seg_of(p) not in segs]:
+                del where[cid]
+            writer = cache.writer(where)
+            result.chunks_cached = len(where)
+            missing = need.difference(where)
+            seeded = reader.seed(_old_chunks(destp, plan, seen, missing, chunker), writer.add_many)
+            result.chunks_from_target = len(seeded)
+            missing -= seeded
+            with ThreadPoolExecutor(conc.cpu, thread_name_prefix="snapsync-cpu") as cpu_ex:
+                def download() -> tuple[int, int]:
+                    prog.phase("download", sum(reader.locations[c].length for c in missing), "B")
+                    return reader.fetch(missing, conc, cpu_ex, writer.add_many, prog, writer.seal)
 
-            def refresh() -> None:
-                nonlocal manifest, missing
-                fresh = repo.reload_manifest(sid)
-                if fresh.entries != manifest.entries:  # same id, so the same tree
-                    raise LocalFileError(f"snapshot {sid} changed in the store during the pull")
-                manifest = fresh
-                reader.locations = fresh.locations
-                reader.codec = repo.chunk_codec(fresh)
-                # What the failed attempt fetched before it stopped is not fetched again.
-                missing = {c for c in missing if c not in writer}
+                def refresh() -> None:
+                    nonlocal manifest, missing
+                    fresh = repo.reload_manifest(sid)
+                    if fresh.entries != manifest.entries:  # same id, so the same tree
+                        raise LocalFileError(f"snapshot {sid} changed in the store during the pull")
+                    manifest = fresh
+                    reader.locations = fresh.locations
+                    reader.codec = repo.chunk_codec(fresh)
+                    # What the failed attempt fetched before it stopped is not fetched again.
+                    missing = {c for c in missing if c not in writer}
 
-            result.chunks_downloaded, result.bytes_downloaded = with_stale_retry(
-                download, lambda: sid in repo.from_cache, refresh)
-            prog.close()
-            _publish(cache, writer, where, segs)
-            fill = _filler(reader, cache, segs, where, writer)
-            prog.phase("write", sum(e.size for e in files), "B")
-            sigs = array("q", bytes(40 * len(plan.write))) if direct and use_cache else None
-            try:
-                target.stage(staging, plan, fill, cpu_ex, prog, destp if direct else None,
-                             sigs=sigs)
-                # Copied from segments that changed meanwhile: fetch those chunks again and
-                # rewrite the files made of them, before anything is committed.
-                for _ in range(3):
-                    redo = _recheck(reader, cache, segs, where, writer, plan)
-                    if not redo:
-                        break
+                result.chunks_downloaded, result.bytes_downloaded = with_stale_retry(
+                    download, lambda: sid in repo.from_cache, refresh)
+                prog.close()
+                _publish(cache, writer, where, segs)
+                fill = _filler(reader, cache, segs, where, writer)
+                prog.phase("write", sum(e.size for e in files), "B")
+                sigs = array("q", bytes(40 * len(plan.write))) if direct and use_cache else None
+                try:
                     target.stage(staging, plan, fill, cpu_ex, prog, destp if direct else None,
-                                 only=redo, sigs=sigs)
-                else:
-                    raise CacheError(f"the chunk cache {cache.dir} keeps changing while it is "
-                                     "read; pull again with --no-cache")
+                                 sigs=sigs)
+                    # Copied from segments that changed meanwhile: fetch those chunks again and
+                    # rewrite the files made of them, before anything is committed.
+                    for _ in range(3):
+                        redo = _recheck(reader, cache, segs, where, writer, plan)
+                        if not redo:
+                            break
+                        target.stage(staging, plan, fill, cpu_ex, prog, destp if direct else None,
+                                     only=redo, sigs=sigs)
+                    else:
+                        raise CacheError(f"the chunk cache {cache.dir} keeps changing while it is "
+                                         "read; pull again with --no-cache")
+                except BaseException:
+                    if direct:
+                        target.empty_again(destp, staging)
+                    raise
+                prog.close()
+            result.chunks_cached = max(0, result.chunks_cached - reader.refetched[0])
+            result.chunks_downloaded += reader.refetched[0]  # for cached chunks that were bad
+            result.bytes_downloaded += reader.refetched[1]
+            # Commit: from here on the target changes; a failure puts the old tree back (an empty
+            # target is emptied again).
+            try:
+                deleted = target.commit(destp, plan, direct, staging)
             except BaseException:
                 if direct:
                     target.empty_again(destp, staging)
                 raise
-            prog.close()
-        result.chunks_cached = max(0, result.chunks_cached - reader.refetched[0])
-        result.chunks_downloaded += reader.refetched[0]  # for cached chunks that were bad
-        result.bytes_downloaded += reader.refetched[1]
-        # Commit: from here on the target changes; a failure puts the old tree back (an empty
-        # target is emptied again).
-        try:
-            deleted = target.commit(destp, plan, direct, staging)
-        except BaseException:
-            if direct:
-                target.empty_again(destp, staging)
-            raise
-        if use_cache:
-            with contextlib.suppress(Exception):  # LRU bookkeeping only
-                cache.touch(segs.fds)
-    finally:
-        if writer is not None:
-            writer.abort()
-        if segs is not None:
-            segs.close()
-        shutil.rmtree(staging, ignore_errors=True)
-    _count(result, plan)
-    result.deleted = deleted
+            if use_cache:
+                with contextlib.suppress(Exception):  # LRU bookkeeping only
+                    cache.touch(segs.fds)
+        finally:
+            if writer is not None:
+                writer.abort()
+            if segs is not None:
+                segs.close()
+            shutil.rmtree(staging, ignore_errors=True)
+        _count(result, plan)
+        result.deleted = deleted
 
-    del where, need, seen, fill  # before the stat cache's rows are built: a lower peak
-    target.save_target_cache(destp, manifest, stat_cache,
-                             (plan, sigs) if sigs is not None else None)
-    if use_cache:
-        target.prune_target_caches(cache_root / "targets")
-    if use_cache:
-        with contextlib.suppress(Exception):
-            cache.trim()
-    result.requests = store.stats.as_dict()["requests"]
-    result.seconds = round(time.perf_counter() - t0, 3)
-    return result
+        del where, need, seen, fill  # before the stat cache's rows are built: a lower peak
+        target.save_target_cache(destp, manifest, stat_cache,
+                                 (plan, sigs) if sigs is not None else None)
+        if use_cache:
+            target.prune_target_caches(cache_root / "targets")
+        if use_cache:
+            with contextlib.suppress(Exception):
+                cache.trim()
+        result.requests = store.stats.as_dict()["requests"]
+        result.seconds = round(time.perf_counter() - t0, 3)
+        return result
 
 
 def _publish(cache: ChunkCache, writer: SegmentWriter, where: dict[bytes, int],

@@ -29,6 +29,27 @@ from snapsync.local.tree import STAGING_PREFIX, dir_ids, file_chunk_ids, normal_
 from snapsync.progress import Progress
 
 
+@contextlib.contextmanager
+def locked(destp: Path) -> Iterator[None]:
+    """One pull at a time into ``destp`` on this machine: an exclusive ``flock`` on the
+    folder itself (no lock file to show up in the tree). Two pulls into one empty folder
+    would otherwise both write in place, and the loser's cleanup would empty the winner's
+    files. Where the file system has no ``flock``, pulls go unlocked, as before."""
+    try:
+        fd = os.open(destp, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+                     | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise LocalFileError(f"cannot open target folder {destp}: {exc.strerror}") from None
+    try:
+        with contextlib.suppress(OSError):  # no flock here (some network file systems)
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def is_empty(destp: Path) -> bool:
     with os.scandir(destp) as it:
         return not any(True for _ in it)
