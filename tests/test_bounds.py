@@ -29,7 +29,7 @@ from snapsync.core.manifest import (
 )
 from snapsync.core.pack import parse_trailer
 from snapsync.errors import FormatError, IntegrityError
-from snapsync.local.tree import normal_mode
+from snapsync.local.listing import normal_mode
 from snapsync.repository.config import manifest_limit
 
 GIB = 1 << 30

@@ -19,7 +19,7 @@ import snapsync
 from snapsync.engine.check import check
 from snapsync.errors import ConflictError
 from snapsync.repository import Repository
-from snapsync.repository import repo as repo_mod
+from snapsync.repository import publish as publish_mod
 from snapsync.store import as_store, open_store
 
 
@@ -85,7 +85,7 @@ def _assert_one_chain(repo: Repository, sids: set[str], seed: str | None) -> Non
 def test_concurrent_pushes_form_one_parent_chain(tmp_path, monkeypatch, kind):
     url = ((tmp_path / "store").as_uri() if kind == "file"
            else f"memory://cas-{uuid.uuid4().hex[:8]}")
-    monkeypatch.setattr(repo_mod, "_sleep", lambda _s: None)
+    monkeypatch.setattr(publish_mod, "_sleep", lambda _s: None)
     trees = _trees(tmp_path, 8)
     _all_read_the_same_head(monkeypatch, 8)
     results = _push_all(trees, url, None, tmp_path / "cache")
@@ -100,7 +100,7 @@ def test_concurrent_pushes_form_one_parent_chain(tmp_path, monkeypatch, kind):
 def test_ref_that_keeps_moving_gives_exit_8_and_publishes_nothing(tmp_path, monkeypatch):
     url = (tmp_path / "store").as_uri()
     first = snapsync.push(make_project(tmp_path / "a", seed=1, files=4), url).snapshot_id
-    monkeypatch.setattr(repo_mod, "_sleep", lambda _s: None)
+    monkeypatch.setattr(publish_mod, "_sleep", lambda _s: None)
     real = Repository.read_ref_versioned
 
     def stale(self: Repository, name: str) -> Any:
@@ -123,7 +123,7 @@ def test_ref_that_keeps_moving_gives_exit_8_and_publishes_nothing(tmp_path, monk
 def test_same_tree_pushed_twice_at_once_is_logged_once(tmp_path, monkeypatch):
     url = (tmp_path / "store").as_uri()
     tree = make_project(tmp_path / "t", seed=3, files=6)
-    monkeypatch.setattr(repo_mod, "_sleep", lambda _s: None)
+    monkeypatch.setattr(publish_mod, "_sleep", lambda _s: None)
     _all_read_the_same_head(monkeypatch, 2)
     results = _push_all([tree, tree], url, None, tmp_path / "cache")
     assert results[0].snapshot_id == results[1].snapshot_id
@@ -148,7 +148,7 @@ def test_eight_pushes_to_one_ref_on_s3_beside_gc(s3_server, s3_bucket, tmp_path,
                       cache_dir=tmp_path / "junk-cache")
     time.sleep(grace + 0.5)
 
-    monkeypatch.setattr(repo_mod, "_sleep", lambda _s: time.sleep(0.01))
+    monkeypatch.setattr(publish_mod, "_sleep", lambda _s: time.sleep(0.01))
     trees = _trees(tmp_path, 8, files=10)
     _all_read_the_same_head(monkeypatch, 8)
     # keep_last=8: every snapshot of main stays, junk's old ones go
@@ -175,7 +175,7 @@ def test_concurrent_pushes_form_one_chain_on_azurite(azurite_server, az_containe
     opts = azurite_server.storage_options
     url = f"{az_container}/cas"
     assert open_store(url, opts).conditional
-    monkeypatch.setattr(repo_mod, "_sleep", lambda _s: None)
+    monkeypatch.setattr(publish_mod, "_sleep", lambda _s: None)
     trees = _trees(tmp_path, 4)
     _all_read_the_same_head(monkeypatch, 4)
     results = _push_all(trees, url, opts, tmp_path / "cache")

@@ -34,7 +34,7 @@ from snapsync.concurrency import (
 )
 from snapsync.core.chunking import Chunker
 from snapsync.core.codec import Codec
-from snapsync.core.hashing import ID_SIZE, chunk_id, hasher
+from snapsync.core.hashing import ID_SIZE, chunk_id
 from snapsync.core.ignore import (
     IgnoreRules,
     default_ignore_digest,
@@ -47,16 +47,15 @@ from snapsync.core.manifest import (
     SYMLINK,
     Location,
     Manifest,
-    TreeColumns,
     encode_manifest_columns,
 )
+from snapsync.engine.publish import git_facts_of, publish_snapshot
+from snapsync.engine.push_plan import rules_key, tree_columns
 from snapsync.errors import LocalFileError, UsageError
+from snapsync.local.listing import Listing
 from snapsync.local.statcache import TreeCache
 from snapsync.local.tree import (
-    Columns,
-    Listing,
     default_cache_dir,
-    normal_mode,
     own_dirs,
     read_chunks,
     read_small,
@@ -68,9 +67,7 @@ from snapsync.progress import NullProgress, Progress, Warnings
 from snapsync.repository import Repository, SnapshotInfo, StoreConfig
 from snapsync.repository.journal import UploadJournal
 from snapsync.repository.packer import PackWriter
-from snapsync.repository.repo import Published
 from snapsync.store import Store, as_store, check_ref_name
-from snapsync.version import __version__
 
 
 @dataclass
@@ -191,7 +188,7 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
     exclude = own_dirs(cache_root, store.backend.local_root)
     stat_cache = TreeCache(_stat_cache_path(cache_root, rootp, store.url)
                            if use_stat_cache else None, warn)
-    key = _rules_key(rules, exclude)
+    key = rules_key(rules, exclude)
     if isinstance(rules, IgnoreRules) and key != stat_cache.key:
         rules.compile()  # decided afresh: an invalid pattern is reported before the walk
     local = walk(rootp, rules, warn, exclude=exclude,
@@ -355,7 +352,7 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
         warn(summarize("skipped unreadable files (--skip-unreadable)", unread))
 
     # 4. Manifest, then ref.
-    tree = _tree_columns(cols, nchunks, all_ids, unread_idx)
+    tree = tree_columns(cols, nchunks, all_ids, unread_idx)
     pending.clear()  # (its ids live on as the locations' keys)
     # No merged copy of the two maps: a first push has nothing known, a later one few new.
     locations: Mapping[bytes, Location] = ChainMap(new_locs, known) if known else new_locs
@@ -379,9 +376,9 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
     attempts = 0
     if not dry_run and not unchanged:
         needs = set(packs)  # the packs it names
-        published = _publish(repo, ref, sid, raw_manifest, needs, writer.existed,
+        published = publish_snapshot(repo, ref, sid, raw_manifest, needs, writer.existed,
                              manifests.get(sid), resign, keyring, stats, totals, message,
-                             _git_info(rootp) if git_facts is None else git_facts,
+                             git_facts_of(rootp) if git_facts is None else git_facts,
                              git_facts is not None)
         if published is not None:
             attempts = published.attempts
@@ -411,36 +408,6 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
         seconds=round(time.perf_counter() - t0, 3), warnings=warnings, notes=notes)
 
 
-def _publish(repo: Repository, ref: str, sid: str, raw_manifest: bytes, needs: set[bytes],
-             existed: set[bytes], head_manifest: Manifest | None, resign: bool,
-             keyring: Keyring | None, stats: dict[str, int], totals: dict[str, int],
-             message: str, git: dict[str, Any], by_commit: bool) -> Published | None:
-    """Store the manifest (unless a ref head has it), then move the ref (docs/format.md §5)."""
-    confirm = set(existed)  # old objects relied on: seen in a listing before the ref moves
-    if head_manifest is not None and not resign:
-        stored: Manifest | None = head_manifest
-    else:
-        size, stored = repo.save_manifest(sid, raw_manifest, rewrite=resign)
-        if stored is not None and keyring is not None and not keyring.signed(stored):
-            size, stored = repo.save_manifest(sid, raw_manifest, rewrite=True)
-        stats["uploaded"] += size
-        if stored is not None:  # an old manifest of this tree, adopted: all it names is old
-            confirm = {loc.pack for loc in stored.locations.values()}
-    if stored is not None:  # what the snapshot depends on: the packs its stored manifest names
-        needs = {loc.pack for loc in stored.locations.values()}
-
-    def make(head: SnapshotInfo | None) -> SnapshotInfo | None:
-        if (head is not None and head.snapshot == sid and not resign
-                and (not by_commit or head.git == git)):
-            return None  # the ref names this tree already (another push put it there)
-        when, ns = _now()
-        return SnapshotInfo(snapshot=sid, ref=ref, time=when, time_ns=ns,
-                            parent=head.snapshot if head else None, host=_hostname(),
-                            version=__version__, message=message, totals=totals, git=git)
-
-    return repo.publish(ref, make, needs, confirm & needs)
-
-
 def _unchanged_since_last_push(local: Listing, stat_cache: TreeCache,
                                parent: SnapshotInfo | None, keyring: Keyring | None,
                                dry_run: bool) -> PushResult | None:
@@ -464,45 +431,6 @@ def _unchanged_since_last_push(local: Listing, stat_cache: TreeCache,
         unchanged=True, dry_run=dry_run, files=totals["files"], dirs=totals["dirs"],
         symlinks=totals["symlinks"], bytes_scanned=totals["bytes"], chunks=meta["chunks"],
         chunks_reused=meta["chunks"])
-
-
-def _rules_key(rules: Any, exclude: list[str]) -> str:
-    """What the walk's decisions depend on besides the names: the rules and exclusions.
-
-    Empty for rules that are not plain ignore rules (``push --git``'s file list): their
-    decisions are never reused.
-    """
-    if not isinstance(rules, IgnoreRules):
-        return ""
-    h = hasher()
-    # Own folders by path: one that appears later inside the tree changes a listing anyway.
-    own = sorted(os.path.abspath(p) for p in exclude)
-    for part in (rules.source, *rules.patterns, "\0", *own):
-        h.update(part.encode("utf-8", "surrogateescape") + b"\0")
-    return h.hexdigest()
-
-
-def _tree_columns(cols: Columns, nchunks: array[int], ids: bytearray,
-                  dropped: set[int]) -> TreeColumns:
-    """The manifest's tree columns from the walk's, leaving out ``dropped`` entries."""
-    kinds, sigs = cols.kinds, cols.sigs
-    keep = [i for i in range(len(cols)) if i not in dropped] if dropped else range(len(cols))
-    modes, sizes = [], []
-    for i in keep:
-        k = kinds[i]
-        if k == _FILE:
-            modes.append(normal_mode(sigs[5 * i + 4]))
-            sizes.append(sigs[5 * i])
-        else:
-            modes.append(0o777 if k == _LINK else 0o755)
-            sizes.append(0)
-    targets = cols.targets
-    return TreeColumns(
-        paths=[cols.paths[i] for i in keep] if dropped else cols.paths,
-        kinds=bytes(kinds[i] for i in keep) if dropped else bytes(kinds),
-        modes=modes, sizes=sizes,
-        nchunks=[nchunks[i] for i in keep] if dropped else nchunks.tolist(),
-        ids=bytes(ids), targets=[targets.get(i, b"") for i in keep])
 
 
 def _open_config(repo: Repository, dry_run: bool, want: StoreConfig | None) -> StoreConfig:
@@ -573,20 +501,3 @@ _FILE, _LINK = ord(FILE), ord(SYMLINK)
 def _stat_cache_path(cache_root: Path, root: Path, url: str) -> Path:
     key = hashlib.sha256(f"{root}\0{url}".encode("utf-8", "surrogateescape")).hexdigest()[:32]
     return cache_root / "stat" / f"{key}.msgpack"
-
-
-def _now() -> tuple[str, int]:
-    ns = time.time_ns()
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ns / 1e9)), ns
-
-
-def _git_info(root: Path) -> dict[str, Any]:
-    from snapsync.local.git import git_info  # ~7 ms to import: only a push that publishes
-
-    return git_info(root)
-
-
-def _hostname() -> str:
-    import socket  # ~7 ms to import: only a push that writes a snapshot needs it
-
-    return socket.gethostname()

@@ -16,7 +16,7 @@ import msgpack
 
 from snapsync.core.hashing import ID_SIZE
 from snapsync.local.atomic import atomic_write
-from snapsync.local.tree import KEEP_FILE, KEEP_LINK, Columns, DirMemo, Listing
+from snapsync.local.listing import KEEP_FILE, KEEP_LINK, Columns, DirMemo, Listing
 
 
 def _read(path: Path | None) -> bytes | None:

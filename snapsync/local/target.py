@@ -17,15 +17,16 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import Any
 
 from snapsync.core.chunking import Chunker
 from snapsync.core.ignore import IgnoreRules
 from snapsync.core.manifest import DIR, FILE, SYMLINK, Entry, Manifest
 from snapsync.core.plan import PullPlan, Seen
 from snapsync.errors import LocalFileError, UnsafePathError
+from snapsync.local.listing import normal_mode
 from snapsync.local.statcache import StatCache
-from snapsync.local.tree import STAGING_PREFIX, dir_ids, file_chunk_ids, normal_mode, stat_sig
+from snapsync.local.tree import STAGING_PREFIX, dir_ids, file_chunk_ids, stat_sig
+from snapsync.local.undo import Undo
 from snapsync.progress import Progress
 
 
@@ -255,63 +256,6 @@ def _mkdir(path: bytes, undo: Undo | None) -> None:
     os.mkdir(path)
     if undo is not None:
         undo.created(path)
-
-
-class Undo:
-    """What a commit changed in the target, so that a failure can put the old tree back.
-
-    Whatever a commit replaces or deletes is renamed into ``backup`` (a folder in the staging
-    folder, so on the same file system) instead of being removed; created names, changed
-    modes and removed folders are recorded. :meth:`rollback` replays it all backwards. On
-    success the backup goes with the staging folder.
-    """
-
-    def __init__(self, backup: bytes) -> None:
-        self.backup = backup
-        self.steps: list[tuple[str, bytes, Any]] = []
-        os.makedirs(backup, exist_ok=True)
-
-    def stash(self, path: bytes) -> None:
-        """Move the entry at ``path`` aside."""
-        dst = os.path.join(self.backup, b"%08d" % len(self.steps))
-        os.rename(path, dst)
-        self.steps.append(("stashed", path, dst))
-
-    def created(self, path: bytes) -> None:
-        self.steps.append(("created", path, None))
-
-    def chmodded(self, path: bytes, old_mode: int) -> None:
-        self.steps.append(("mode", path, old_mode))
-
-    def removed_dir(self, path: bytes, mode: int) -> None:
-        self.steps.append(("rmdir", path, mode))
-
-    def rollback(self) -> None:
-        """Undo every recorded step, newest first; best effort, never raises."""
-        for kind, path, arg in reversed(self.steps):
-            with contextlib.suppress(OSError):
-                if kind in ("created", "stashed"):
-                    _remove(path)  # what the commit put there, if anything
-                if kind == "stashed":
-                    os.rename(arg, path)
-                elif kind == "mode" and stat.S_ISREG(os.lstat(path).st_mode):
-                    os.chmod(path, arg)
-                elif kind == "rmdir":
-                    os.mkdir(path, arg)
-        self.steps.clear()
-
-
-def _remove(path: bytes) -> None:
-    """Remove what a commit put at ``path``: a file or link, or a folder it made (by then
-    emptied by the steps undone before; a folder holding anything else is left)."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        os.rmdir(path)
-    else:
-        os.unlink(path)
 
 
 def set_mode(path: bytes, mode: int, copy: bytes | None, undo: Undo | None = None) -> None:
