@@ -48,6 +48,11 @@ class Published:
     same: bool = False  # another push published this very snapshot first: nothing written
 
 
+def _deleting(live: dict[str, Tombstone], doomed: list[str]) -> bool:
+    """Whether one of the ``doomed`` tombstones is still there and its gc not done."""
+    return any(k in live and not live[k].done for k in doomed)
+
+
 class Publishing:
     """Ref updates and gc tombstones; mixed into :class:`Repository`."""
 
@@ -147,16 +152,18 @@ class Publishing:
         doomed = self.doomed(sid, needs)
         seen: set[str] = set()
         while doomed:
-            if not all(t.done for k, t in self.tombstones().items() if k in doomed):
+            live = self.tombstones()
+            if _deleting(live, doomed):
                 self.warn(f"gc is deleting objects in {self.store.display_url}; this push "
                           f"waits for it to finish ({self.store.where(doomed[0])})")
-            while any(not t.done for k, t in self.tombstones().items() if k in doomed):
+            while _deleting(live, doomed):
                 if time.monotonic() > deadline:
                     raise GcRaceError(
                         f"gc is still deleting objects that snapshot {sid} needs after "
                         f"{GC_WAIT:.0f} s ({self.store.where(doomed[0])}); nothing was "
                         "published: push again later", doomed)
                 _sleep(0.5)
+                live = self.tombstones()
             missing = self._missing(sid, needs)
             if missing:
                 raise GcRaceError(
