@@ -232,21 +232,27 @@ def test_local_stores_take_no_timeouts(tmp_path: Path) -> None:
 
 
 class Throttled(Silent):
-    """Every range read answers 503 at once, from an endpoint whose port contains 416."""
+    """Every range read answers 503 at once, from an endpoint on ``port``."""
+
+    def __init__(self, wait: float, budget: float, port: int = 41673) -> None:
+        super().__init__(wait, budget)
+        self.port = port
 
     def get_ranges(self, reqs: Sequence[tuple[str, int, int]],
                    concurrency: int) -> list[bytes | BaseException]:
         self.calls += 1
-        return [OSError("GET http://127.0.0.1:41673/b/p/packs/aa.pack - 503 Service "
+        return [OSError(f"GET http://127.0.0.1:{self.port}/b/p/packs/aa.pack - 503 Service "
                         "Unavailable") for _ in reqs]
 
 
-def test_a_5xx_is_never_read_as_a_truncated_object() -> None:
-    """A persistent 503 is a store error (exit 4), not corrupt data (exit 7), whatever
-    digits its URL holds ("416" in a port once made it a range past the end)."""
-    store = Store("s3://b/p", Throttled(wait=0, budget=60),
+@pytest.mark.parametrize("port", [41673, 40149, 40312, 45001])
+def test_a_5xx_is_never_read_by_the_digits_of_its_url(port: int) -> None:
+    """A persistent 503 is a store error (exit 4), not corrupt data (exit 7) nor bad
+    credentials (exit 6), whatever digits its URL holds: "416" in a port once made it a range
+    past the end, "401" in a port (40149, CI) a credentials error."""
+    store = Store("s3://b/p", Throttled(wait=0, budget=60, port=port),
                   retry=RetryPolicy(sleep=lambda _s: None))
     with pytest.raises(StoreError) as info:
         store.get_ranges([("packs/aa.pack", 0, 6)])
     assert type(info.value) is StoreError and info.value.exit_code == 4
-    assert "truncated" not in str(info.value)
+    assert "truncated" not in str(info.value) and "credentials" not in str(info.value)

@@ -19,6 +19,7 @@ can retry just those (fsspec's ``on_error="return"``).
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,10 +60,21 @@ class BadObject(Exception):
     a local store, or bigger than its kind allows. Never retried; corrupt data (exit 7)."""
 
 
+def status_pattern(*codes: int) -> re.Pattern[str]:
+    """An HTTP status standing alone in a message, not digits inside a port, bucket or id.
+
+    Found with tests/fault_proxy.py: a 503 from 127.0.0.1:41673 read as a truncation (416),
+    one from 127.0.0.1:40149 as bad credentials (401).
+    """
+    alts = "|".join(str(c) for c in codes)
+    return re.compile(rf"(?<![\w.:/-])(?:{alts})(?![\w.:/-])")
+
+
 # Words in provider errors that mean "try again": connection trouble, timeouts, throttling, 5xx.
 TRANSIENT_WORDS = ("slowdown", "throttl", "timeout", "timed out", "temporarily", "connection",
-                   "reset by peer", "service unavailable", "internal error", "503", "500",
-                   "502", "504", "too many requests", "429", "serverdisconnected")
+                   "reset by peer", "service unavailable", "internal error",
+                   "too many requests", "serverdisconnected")
+_TRANSIENT_STATUS = status_pattern(500, 502, 503, 504, 429)
 
 _PERMANENT = (FileNotFoundError, PermissionError, FileExistsError, IsADirectoryError,
               NotADirectoryError, PreconditionFailed, BadObject, NotImplementedError,
@@ -91,7 +103,7 @@ def looks_transient(exc: BaseException) -> bool:
     if isinstance(exc, (TimeoutError, ConnectionError)):
         return True
     text = f"{type(exc).__name__} {exc}".lower()
-    return any(w in text for w in TRANSIENT_WORDS)
+    return any(w in text for w in TRANSIENT_WORDS) or bool(_TRANSIENT_STATUS.search(text))
 
 
 class Backend(ABC):

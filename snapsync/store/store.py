@@ -42,6 +42,7 @@ from snapsync.store.backend import (
     ObjectMeta,
     PreconditionFailed,
     PutMode,
+    status_pattern,
 )
 
 
@@ -254,7 +255,7 @@ class Store:
         if isinstance(exc, PermissionError) or any(w in low for w in (
                 "accessdenied", "access denied", "forbidden", "invalidaccesskeyid",
                 "signaturedoesnotmatch", "nocredentials", "unable to locate credentials",
-                "authenticationfailed", "authorizationfailure", "401", "403")):
+                "authenticationfailed", "authorizationfailure")) or _DENIED_STATUS.search(low):
             return StoreAccessError(f"{what}: access denied, check the credentials ({desc})")
         return StoreError(f"{what}: {desc}")
 
@@ -391,9 +392,8 @@ def _gave_up(exc: BaseException, silent: float) -> TimeoutError:
 
 # What providers say when a range starts past an object's end (HTTP 416).
 _PAST_END_WORDS = ("invalidrange", "invalid range", "not satisfiable")
-# The status itself, not any "416" in a message: a port (127.0.0.1:41673), a bucket or a pack
-# id may contain those digits (found with tests/fault_proxy.py: a 503 read as a truncation).
-_PAST_END_STATUS = re.compile(r"(?<![\w.:/-])416(?![\w.:/-])")
+_PAST_END_STATUS = status_pattern(416)
+_DENIED_STATUS = status_pattern(401, 403)
 
 
 def _past_the_end(desc: str) -> bool:
