@@ -7,6 +7,7 @@ Network requests go through fsspec's bulk verbs, bounded by ``io`` (its ``batch_
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections import deque
@@ -101,13 +102,26 @@ class Window(Generic[T]):
 _M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def on_shared_arena(fn: F) -> F:
+    """Run ``fn`` inside :func:`shared_malloc_arena` (push and pull: whole operations)."""
+    @functools.wraps(fn)
+    def run(*args: Any, **kw: Any) -> Any:
+        with shared_malloc_arena():
+            return fn(*args, **kw)
+    return run  # type: ignore[return-value]
+
+
 @contextmanager
 def shared_malloc_arena() -> Iterator[None]:
     """Threads started inside share glibc's main heap arena; the default comes back after.
 
-    Chunk buffers are allocated by one thread (reading, compressing) and freed by another;
-    with an arena per thread each arena keeps its own freed holes. A first push of 100k files
-    / 1.6 GB peaked at ~138 MB instead of ~150-160 MB with one arena, at the same CPU time.
+    Chunk buffers are allocated by one thread (reading, compressing, verifying) and freed by
+    another; with an arena per thread each arena keeps its own freed holes. A first push of
+    100k files / 1.6 GB peaked at ~138 MB instead of ~150-160 MB with one arena, at the same
+    CPU time; a cold pull of it at 174 MB instead of 208 MB.
     Afterwards the limit goes back to glibc's default (8 per core), so a host process (a
     Prefect worker) keeps its allocator as it was for threads it starts later. No-op off glibc.
     """

@@ -204,7 +204,7 @@ def diff_trees(old: Iterable[Entry], new: Iterable[Entry]) -> TreeDiff:
 # holds at most FETCH_BATCH_BYTES, which bounds a pull's download memory.
 MAX_GAP = 256 << 10
 MAX_RANGE = 4 << 20
-FETCH_BATCH_BYTES = 16 << 20
+FETCH_BATCH_BYTES = 8 << 20
 
 
 @dataclass(frozen=True, slots=True)

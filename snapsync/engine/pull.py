@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from snapsync.concurrency import Concurrency
+from snapsync.concurrency import Concurrency, on_shared_arena
 from snapsync.core.chunking import Chunker
 from snapsync.core.ignore import IgnoreRules
 from snapsync.core.keyed import Keyring
@@ -77,6 +77,7 @@ class PullResult:
         return dict(self.__dict__)
 
 
+@on_shared_arena
 def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
          storage_options: dict[str, Any] | None = None,
          ref: str | None = None,
