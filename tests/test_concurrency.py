@@ -310,40 +310,41 @@ def test_gc_spares_a_rollback_published_before_its_tombstones(tmp_path, store):
     assert all(t.done for t in Repository(as_store(url)).tombstones().values())
 
 
-def _push_seeing_tombstones(monkeypatch, tree, url, cache):
-    """Start a push in a thread; return it with an event set once it saw a gc tombstone."""
-    saw = threading.Event()
-    real = Repository.doomed
+def _push_seeing_tombstones(tree, url, cache):
+    """Start a push in a thread; return it with an event set once it waits for a gc it
+    found deleting (its warning says so).
 
-    def doomed(self, sid, packs):
-        found = real(self, sid, packs)
-        if found:
-            saw.set()
-        return found
-
-    monkeypatch.setattr(Repository, "doomed", doomed)
+    The event is the warning, not the first sight of a tombstone: released at that first
+    sight, a gc could finish before the push looked again, and the push would never wait
+    (seen under load).
+    """
+    waits = threading.Event()
     out: dict[str, Any] = {}
+
+    def warned(msg: str) -> None:
+        if "waits for it to finish" in msg:
+            waits.set()
 
     def run():
         try:
-            out["result"] = snapsync.push(tree, url, cache_dir=cache)
+            out["result"] = snapsync.push(tree, url, cache_dir=cache, on_warning=warned)
         except BaseException as exc:  # looked at by the test
             out["error"] = exc
 
     thread = threading.Thread(target=run)
     thread.start()
-    return thread, saw, out
+    return thread, waits, out
 
 
-def _gc_racing_a_push(monkeypatch, url, tree, cache, phase):
+def _gc_racing_a_push(url, tree, cache, phase):
     """Run gc; when it reaches ``phase``, start a push of ``tree`` and hold gc until the push
-    has logged its snapshot and seen gc's tombstones. Returns gc's report and the push's
+    has logged its snapshot and waits for gc. Returns gc's report and the push's
     outcome (``result`` or ``error``)."""
     started = []
 
     def race(line: str) -> None:
         if line.startswith(phase):
-            thread, saw, out = _push_seeing_tombstones(monkeypatch, tree, url, cache)
+            thread, saw, out = _push_seeing_tombstones(tree, url, cache)
             started.append((thread, out))
             assert saw.wait(30)
 
@@ -353,11 +354,11 @@ def _gc_racing_a_push(monkeypatch, url, tree, cache, phase):
     return r, out
 
 
-def test_a_rollback_that_sees_gc_tombstones_waits_and_is_spared(tmp_path, monkeypatch):
+def test_a_rollback_that_sees_gc_tombstones_waits_and_is_spared(tmp_path):
     """Published after gc wrote its tombstones but before gc's look at the logs, the rollback
     sees them and waits; gc sees its log entry and spares it; then it lands whole."""
     url, t1, s1 = _rollback_trees(tmp_path)
-    r, out = _gc_racing_a_push(monkeypatch, url, t1, tmp_path / "c2", "re-reading refs and logs")
+    r, out = _gc_racing_a_push(url, t1, tmp_path / "c2", "re-reading refs and logs")
     assert "error" not in out, out.get("error")
     assert out["result"].snapshot_id == s1 and s1 in r.snapshots_spared
     assert r.packs_deleted == 0 and r.manifests_deleted == 0
@@ -368,12 +369,12 @@ def test_a_rollback_that_sees_gc_tombstones_waits_and_is_spared(tmp_path, monkey
     assert describe(tmp_path / "out") == describe(t1)
 
 
-def test_a_rollback_whose_objects_gc_deleted_publishes_nothing(tmp_path, monkeypatch):
+def test_a_rollback_whose_objects_gc_deleted_publishes_nothing(tmp_path):
     """Logged after gc's look, the rollback sees the tombstones, waits for gc, finds that the
     objects it needs are gone, and publishes nothing (exit 8) rather than a ref to missing
     data; pushed again, it uploads them and lands whole."""
     url, t1, s1 = _rollback_trees(tmp_path)
-    r, out = _gc_racing_a_push(monkeypatch, url, t1, tmp_path / "c2", "deleting")
+    r, out = _gc_racing_a_push(url, t1, tmp_path / "c2", "deleting")
     err = out.get("error")
     assert isinstance(err, GcRaceError) and err.exit_code == 8, out
     assert "nothing was published" in str(err) and "push again" in str(err)
@@ -381,7 +382,6 @@ def test_a_rollback_whose_objects_gc_deleted_publishes_nothing(tmp_path, monkeyp
     repo = Repository(as_store(url))
     assert s1 not in {e.snapshot for e in repo.log("latest")}  # its log entry went too
     assert check(url).ok  # the ref still names the tree before the rollback
-    monkeypatch.undo()
     assert snapsync.push(t1, url, cache_dir=tmp_path / "c2").snapshot_id == s1
     rep = check(url, read_data=True)
     assert rep.ok, rep.problems
