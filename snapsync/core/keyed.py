@@ -23,9 +23,12 @@ from snapsync.core.manifest import (
     Entry,
     Location,
     Manifest,
-    encode_index,
+    TreeColumns,
+    as_tree,
+    encode_index_ids,
     encode_json_like,
-    encode_tree,
+    encode_tree_columns,
+    split_ids,
 )
 from snapsync.errors import FormatError, IntegrityError, UsageError
 
@@ -41,16 +44,9 @@ def _derive(secret: bytes, purpose: bytes) -> bytes:
                            salt=purpose.ljust(16, b"\0")[:16]).digest()
 
 
-def index_order(entries: Iterable[Entry]) -> list[bytes]:
+def index_order(entries: Manifest | TreeColumns | Iterable[Entry]) -> list[bytes]:
     """Chunk ids in first-use order: the order of the index section and of the MAC column."""
-    seen: set[bytes] = set()
-    out: list[bytes] = []
-    for e in entries:
-        for c in e.chunks:
-            if c not in seen:
-                seen.add(c)
-                out.append(c)
-    return out
+    return list(dict.fromkeys(split_ids(as_tree(entries).ids)))
 
 
 class Keyring:
@@ -81,24 +77,25 @@ class Keyring:
                                  "tampered with or written without this key")
 
     # ---- manifests ------------------------------------------------------------------------
-    def _signature(self, entries: list[Entry], locations: Mapping[bytes, Location],
+    def _signature(self, tree: TreeColumns, locations: Mapping[bytes, Location],
                    info: Mapping[str, Any], macs: bytes) -> bytes:
-        body = encode_json_like([b"snapsync-auth", AUTH_VERSION, encode_tree(entries),
-                                 encode_index(entries, dict(locations)), macs,
+        body = encode_json_like([b"snapsync-auth", AUTH_VERSION, encode_tree_columns(tree),
+                                 encode_index_ids(tree.ids, locations)[0], macs,
                                  list(info.get("ignore") or []),
                                  str(info.get("ignore_source") or "")])
         return hashlib.blake2b(body, key=self._sign_key, digest_size=32).digest()
 
-    def sign(self, entries: list[Entry], locations: Mapping[bytes, Location],
+    def sign(self, entries: TreeColumns | Iterable[Entry], locations: Mapping[bytes, Location],
              info: Mapping[str, Any], macs: Mapping[bytes, bytes]) -> dict[str, Any]:
         """The ``auth`` value for a manifest's info map. ``macs`` must cover every chunk."""
-        order = index_order(entries)
+        tree = as_tree(entries)
+        order = index_order(tree)
         missing = [c for c in order if c not in macs]
         if missing:
             raise AssertionError(f"no MAC for chunk {missing[0].hex()}")
         col = b"".join(macs[c] for c in order)
         return {"v": AUTH_VERSION, "alg": AUTH_ALG, "key_id": self.key_id, "macs": col,
-                "sig": self._signature(entries, locations, info, col)}
+                "sig": self._signature(tree, locations, info, col)}
 
     def verify_manifest(self, m: Manifest) -> dict[bytes, bytes]:
         """Check ``m``'s signature; return its chunk MACs. Raises ``IntegrityError``."""
@@ -110,11 +107,11 @@ class Keyring:
         if auth.get("v") != AUTH_VERSION or auth.get("alg") != AUTH_ALG:
             raise IntegrityError(f"{where}: unknown signature scheme {auth.get('alg')!r}")
         col, sig = auth.get("macs"), auth.get("sig")
-        order = index_order(m.entries)
+        order = index_order(m.tree)
         if not (isinstance(col, bytes) and isinstance(sig, bytes)
                 and len(col) == MAC_SIZE * len(order)):
             raise IntegrityError(f"{where}: malformed signature")
-        good = self._signature(m.entries, m.locations, m.info, col)
+        good = self._signature(m.tree, m.index, m.info, col)
         if not hmac.compare_digest(good, sig):
             other = auth.get("key_id")
             hint = f" (signed with key {other}, this key is {self.key_id})" \

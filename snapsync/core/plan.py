@@ -10,58 +10,77 @@ snapshots.
 from __future__ import annotations
 
 import sys
+from array import array
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from snapsync.core.manifest import DIR, FILE, SYMLINK, Entry, Location
+from snapsync.core.manifest import (
+    DIR,
+    FILE,
+    SYMLINK,
+    Entry,
+    Location,
+    Manifest,
+    TreeColumns,
+    as_tree,
+)
 from snapsync.errors import UnsafePathError
 
 
-def check_paths(entries: Sequence[Entry], case_insensitive: bool | None = None,
-                windows: bool | None = None) -> None:
+def _name(path: bytes) -> str:
+    return path.decode("utf-8", "surrogateescape")
+
+
+_FILE_B, _LINK_B, _DIR_B = ord(FILE), ord(SYMLINK), ord(DIR)
+
+
+def check_paths(entries: Manifest | TreeColumns | Iterable[Entry],
+                case_insensitive: bool | None = None, windows: bool | None = None) -> None:
     """Raise ``UnsafePathError`` naming the first path that could escape or collide."""
     if case_insensitive is None:
         case_insensitive = sys.platform in ("darwin", "win32")
     if windows is None:
         windows = sys.platform == "win32"
-    leaves: dict[bytes, str] = {}
+    tree = as_tree(entries)
+    paths, kinds = tree.paths, tree.kinds
+    leaves: dict[bytes, int] = {}
     folded: dict[bytes, bytes] = {}
     seen: set[bytes] = set()
-    for e in entries:
-        p = e.path
+    for i, p in enumerate(paths):
         # Names are decoded for messages only: this runs once per entry of every pull.
         if not p or p[:1] == b"/" or b"\x00" in p:
-            raise UnsafePathError(f"manifest path {e.name!r} is empty, absolute or has a NUL "
+            raise UnsafePathError(f"manifest path {_name(p)!r} is empty, absolute or has a NUL "
                                   "byte")
         if windows and (b"\\" in p or b":" in p):
-            raise UnsafePathError(f"manifest path {e.name!r} is not safe on Windows")
+            raise UnsafePathError(f"manifest path {_name(p)!r} is not safe on Windows")
         q = b"/" + p + b"/"
         if b"//" in q or b"/./" in q or b"/../" in q:
-            raise UnsafePathError(f"manifest path {e.name!r} has an empty, '.' or '..' "
+            raise UnsafePathError(f"manifest path {_name(p)!r} has an empty, '.' or '..' "
                                   "component")
         if p in seen:
-            raise UnsafePathError(f"manifest path {e.name!r} appears twice")
+            raise UnsafePathError(f"manifest path {_name(p)!r} appears twice")
         seen.add(p)
         if case_insensitive:
             low = p.lower()
             if low in folded:
-                raise UnsafePathError(f"manifest paths {e.name!r} and {folded[low]!r} differ "
+                raise UnsafePathError(f"manifest paths {_name(p)!r} and {folded[low]!r} differ "
                                       "only in case; this file system cannot hold both")
             folded[low] = p
-        if e.kind in (FILE, SYMLINK):
-            leaves[p] = e.kind
+        k = kinds[i]
+        if k != _DIR_B:
+            leaves[p] = k
     del seen
     # No entry may live under a symlink or a file of the same manifest. Each folder is
     # looked up once, however many entries it holds.
     dirs_ok: set[bytes] = set()
-    for e in entries:
-        d = e.path.rpartition(b"/")[0]
+    for p in paths:
+        d = p.rpartition(b"/")[0]
         while d and d not in dirs_ok:
             kind = leaves.get(d)
             if kind is not None:
-                what = "a symlink" if kind == SYMLINK else "a file"
-                raise UnsafePathError(f"manifest path {e.name!r} passes through "
+                what = "a symlink" if kind == _LINK_B else "a file"
+                raise UnsafePathError(f"manifest path {_name(p)!r} passes through "
                                       f"{d.decode('utf-8', 'replace')!r}, "
                                       f"which is {what} in the same snapshot")
             dirs_ok.add(d)
@@ -79,73 +98,143 @@ class Seen:
     target: bytes = b""
 
 
+class Rows(Sequence[Entry]):
+    """Some entries of a tree, by index (``idx``): :class:`Entry` objects made on demand.
+
+    A plan holds these instead of an entry (and a tuple of chunk ids) per file: four bytes
+    an entry. With the manifest as ``source``, chunk ids come out as the index's own id
+    objects (no new bytes per chunk).
+    """
+
+    __slots__ = ("idx", "source", "tree")
+
+    def __init__(self, tree: TreeColumns, idx: array[int] | None = None,
+                 source: Manifest | None = None) -> None:
+        self.tree = tree
+        self.idx = idx if idx is not None else array("I")
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, n):  # type: ignore[no-untyped-def,override]
+        if isinstance(n, slice):
+            return [self.tree.entry(i) for i in self.idx[n]]
+        return self.tree.entry(self.idx[n])
+
+    def __iter__(self) -> Iterator[Entry]:
+        return map(self.tree.entry, self.idx)
+
+    def paths(self) -> Iterator[bytes]:
+        return map(self.tree.paths.__getitem__, self.idx)
+
+    def size(self) -> int:
+        """The entries' total size in bytes."""
+        return sum(map(self.tree.sizes.__getitem__, self.idx))
+
+    def files(self) -> Rows:
+        """The regular files among these rows."""
+        kinds = self.tree.kinds
+        return Rows(self.tree, array("I", [i for i in self.idx if kinds[i] == _FILE_B]),
+                    self.source)
+
+    def chunk_ids(self) -> set[bytes]:
+        """The chunk ids of these rows' files."""
+        t, m = self.tree, self.source
+        s, kinds = t.starts, t.kinds
+        out: set[bytes] = set()
+        if m is not None:
+            cids, refs = m.index.cids, m.refs
+            for i in self.idx:
+                if kinds[i] == _FILE_B and s[i + 1] > s[i]:
+                    out.update(map(cids.__getitem__, refs[s[i]:s[i + 1]]))
+        else:
+            for i in self.idx:
+                if kinds[i] == _FILE_B:
+                    out.update(t.chunks(i))
+        return out
+
+
 @dataclass
 class PullPlan:
-    """What a pull must do to make the target equal to the snapshot."""
+    """What a pull must do to make the target equal to the snapshot (rows of its tree)."""
 
-    write: list[Entry] = field(default_factory=list)  # files and symlinks to (re)create
-    chmod: list[Entry] = field(default_factory=list)  # same content, different mode
-    mkdir: list[Entry] = field(default_factory=list)  # empty directories to create
+    write: Rows  # files and symlinks to (re)create
+    chmod: Rows  # same content, different mode
+    mkdir: Rows  # empty directories to create
     delete: list[tuple[bytes, bool]] = field(default_factory=list)  # (path, is_dir), deepest first
     unchanged: int = 0
 
     @property
-    def files(self) -> list[Entry]:
+    def files(self) -> Rows:
         """The regular files to write."""
-        return [e for e in self.write if e.kind == FILE]
+        return self.write.files()
 
     @property
     def needed(self) -> set[bytes]:
         """Chunk ids the files to write are made of."""
-        return {c for e in self.write if e.kind == FILE for c in e.chunks}
+        return self.write.chunk_ids()
 
 
 _ABSENT = Seen("")
 
 
-def plan_pull(entries: Iterable[Entry], seen: dict[bytes, Seen]) -> PullPlan:
-    plan = PullPlan()
-    for e in entries:
-        s = seen.get(e.path) or _ABSENT
-        if e.kind == DIR:
-            if s.kind == DIR:
-                plan.unchanged += 1
+def plan_pull(entries: Manifest | TreeColumns | Iterable[Entry],
+              seen: dict[bytes, Seen]) -> PullPlan:
+    """Compare the snapshot (a manifest, best: its chunk ids are shared) with ``seen``."""
+    tree = as_tree(entries)
+    src = entries if isinstance(entries, Manifest) else None
+    write, chmod, mkdir = array("I"), array("I"), array("I")
+    unchanged = 0
+    paths, kinds, modes, sizes = tree.paths, tree.kinds, tree.modes, tree.sizes
+    if not seen:  # an empty target: everything is written
+        for i, k in enumerate(kinds):
+            (mkdir if k == _DIR_B else write).append(i)
+    else:
+        for i, k in enumerate(kinds):
+            s = seen.get(paths[i]) or _ABSENT
+            if k == _DIR_B:
+                if s.kind == DIR:
+                    unchanged += 1
+                else:
+                    mkdir.append(i)
+            elif k == _LINK_B:
+                if s.kind == SYMLINK and s.target == tree.targets[i]:
+                    unchanged += 1
+                else:
+                    write.append(i)
+            elif s.kind == FILE and s.size == sizes[i] and s.chunks == tree.chunks(i):
+                if s.mode == modes[i]:
+                    unchanged += 1
+                else:
+                    chmod.append(i)
             else:
-                plan.mkdir.append(e)
-        elif e.kind == SYMLINK:
-            if s.kind == SYMLINK and s.target == e.target:
-                plan.unchanged += 1
-            else:
-                plan.write.append(e)
-        elif s.kind == FILE and s.size == e.size and s.chunks == e.chunks:
-            if s.mode == e.mode:
-                plan.unchanged += 1
-            else:
-                plan.chmod.append(e)
-        else:
-            plan.write.append(e)
-    return plan
+                write.append(i)
+    return PullPlan(Rows(tree, write, src), Rows(tree, chmod, src), Rows(tree, mkdir, src),
+                    unchanged=unchanged)
 
 
-def plan_deletes(entries: Iterable[Entry], found: Iterable[tuple[bytes, bool]],
+def plan_deletes(entries: Manifest | TreeColumns | Iterable[Entry],
+                 found: Iterable[tuple[bytes, bool]],
                  held: set[bytes]) -> list[tuple[bytes, bool]]:
     """Target entries the snapshot does not hold, deepest first (``found``: ``(path,
     is_dir)`` from a walk that skipped protected paths; ``held``: folders holding those).
 
     A folder goes only when nothing of the snapshot lies below it and no protected entry does.
     """
-    keep: set[bytes] = set()
+    tree = as_tree(entries)
+    keep: set[bytes] = set(tree.paths)
     leaves: set[bytes] = set()
     keep_dirs = {b""}
-    for e in entries:
-        keep.add(e.path)
-        if e.kind != DIR:
-            leaves.add(e.path)
-        parts = e.path.split(b"/")
-        for i in range(1, len(parts)):
-            keep_dirs.add(b"/".join(parts[:i]))
-        if e.kind == DIR:
-            keep_dirs.add(e.path)
+    kinds = tree.kinds
+    for i, path in enumerate(tree.paths):
+        if kinds[i] != _DIR_B:
+            leaves.add(path)
+        parts = path.split(b"/")
+        for j in range(1, len(parts)):
+            keep_dirs.add(b"/".join(parts[:j]))
+        if kinds[i] == _DIR_B:
+            keep_dirs.add(path)
     protected = set()
     for h in held:  # a folder holding protected entries keeps its ancestors too
         parts = h.split(b"/") if h else []

@@ -168,7 +168,7 @@ def plan_gc(repo: Repository, keep_last: int, keep_within: float | None = None,
             if isinstance(m, Exception):
                 raise m
             plan._kept[sid] = m
-            live.update(loc.pack for loc in m.locations.values())
+            live.update(m.index.used_packs())
 
     say(f"reading {len(keep)} kept manifests")
     mark(keep)
@@ -352,7 +352,7 @@ def _spared(repo: Repository, plan: GcPlan, report: GcReport
             continue  # no manifest: nothing of it to spare (check reports the ref)
         if isinstance(m, Exception):
             raise m
-        packs.update(loc.pack for loc in m.locations.values())
+        packs.update(m.index.used_packs())
     report.snapshots_spared = sorted(roots)  # type: ignore[arg-type]
     if roots & set(plan.snapshots_dropped):
         report.notes.append(f"{len(roots)} snapshots published while gc ran were kept")

@@ -32,9 +32,9 @@ def publish_snapshot(repo: Repository, ref: str, sid: str, raw_manifest: bytes, 
             size, stored = repo.save_manifest(sid, raw_manifest, rewrite=True)
         stats["uploaded"] += size
         if stored is not None:  # an old manifest of this tree, adopted: all it names is old
-            confirm = {loc.pack for loc in stored.locations.values()}
+            confirm = stored.index.used_packs()
     if stored is not None:  # what the snapshot depends on: the packs its stored manifest names
-        needs = {loc.pack for loc in stored.locations.values()}
+        needs = stored.index.used_packs()
 
     def make(head: SnapshotInfo | None) -> SnapshotInfo | None:
         if (head is not None and head.snapshot == sid and not resign

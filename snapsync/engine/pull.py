@@ -120,7 +120,7 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
     cfg = repo.open(create=False)
     sid = repo.resolve(ref, snapshot)
     manifest = repo.load_manifest(sid)  # verified (signature too, in tamper-evident mode)
-    check_paths(manifest.entries)
+    check_paths(manifest)
     rules = None
     if delete:  # validated now: nothing may fail for a bad rule after the commit started
         rules = IgnoreRules.none() if delete_ignored else IgnoreRules(
@@ -135,7 +135,7 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
     # One pull at a time per target: two into one empty folder would undo each other.
     with target.locked(destp):
         target.remove_stale_staging(destp)
-        target.check_fits(destp, manifest.entries)  # names and paths this file system refuses
+        target.check_fits(destp, manifest)  # names and paths this file system refuses
 
         # Plan. An empty target (a worker's fresh folder) holds nothing to compare: no look.
         direct = target.is_empty(destp)
@@ -144,17 +144,17 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
         # Loaded only when there is a tree to compare with (a folder's cache can be large).
         stat_cache = StatCache(None if direct else cache_file, warnings)
         stat_cache.path = cache_file
-        seen = {} if direct else target.observe(destp, manifest.entries, stat_cache, chunker)
-        plan = plan_pull(manifest.entries, seen)
+        seen = {} if direct else target.observe(destp, manifest, stat_cache, chunker)
+        plan = plan_pull(manifest, seen)
         if rules is not None:
             # Never delete snapsync's own cache or a local store that lives inside the target.
-            plan.delete = plan_deletes(manifest.entries, *target.scan_extras(
+            plan.delete = plan_deletes(manifest, *target.scan_extras(
                 destp, rules, own_dirs(cache_root, store.backend.local_root)))
         files = plan.files
         need = plan.needed
         result = PullResult(snapshot_id=sid, url=store.display_url, directory=str(destp),
-                            files=sum(1 for _ in manifest.files()),
-                            bytes=sum(e.size for e in manifest.files()),
+                            files=manifest.tree.kinds.count(b"f"),
+                            bytes=sum(manifest.tree.sizes),
                             unchanged=plan.unchanged, chunks_needed=len(need), warnings=warnings)
 
         # An empty target has no old tree to protect: files are written in place (no staging and
@@ -168,7 +168,7 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
                                  on_warning=warnings)
             # Chunks come from the cache's segments; what they lack is first put there (from
             # the old files of the target, else downloaded), then every file is copied out.
-            where = cache.where(need, lambda c: manifest.locations[c].raw_size)
+            where = cache.where(need, lambda c: manifest.index.raw_size(c))
             segs = cache.open_segments({seg_of(p) for p in where.values()})
             for cid in [c for c, p in where.items() if seg_of(p) not in segs]:
                 del where[cid]
@@ -186,7 +186,7 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
                 def refresh() -> None:
                     nonlocal manifest, missing
                     fresh = repo.reload_manifest(sid)
-                    if fresh.entries != manifest.entries:  # same id, so the same tree
+                    if fresh.tree != manifest.tree:  # same id, so the same tree
                         raise LocalFileError(f"snapshot {sid} changed in the store during the pull")
                     manifest = fresh
                     reader.locations = fresh.locations
@@ -199,7 +199,7 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
                 prog.close()
                 _publish(cache, writer, where, segs)
                 fill = _filler(reader, cache, segs, where, writer)
-                prog.phase("write", sum(e.size for e in files), "B")
+                prog.phase("write", files.size(), "B")
                 sigs = array("q", bytes(40 * len(plan.write))) if direct and use_cache else None
                 try:
                     target.stage(staging, plan, fill, cpu_ex, prog, destp if direct else None,
@@ -337,7 +337,7 @@ def _recheck(reader: ChunkReader, cache: ChunkCache, segs: Segments, where: dict
 def _count(result: PullResult, plan: PullPlan) -> None:
     files = plan.files
     result.files_written = len(files)
-    result.bytes_written = sum(e.size for e in files)
+    result.bytes_written = files.size()
     result.symlinks_written = len(plan.write) - len(files)
     result.modes_changed = len(plan.chmod)
     result.dirs_created = len(plan.mkdir)

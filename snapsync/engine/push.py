@@ -224,7 +224,7 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
             except Exception as exc:  # a broken ref must not block publishing a good tree
                 warn(f"ref {info.ref}: cannot use snapshot {info.snapshot} as a dedup source "
                      f"({exc})")
-    known: dict[bytes, Location] = repo.known_locations(list(manifests.values()))
+    known = repo.known_locations(list(manifests.values()))  # a view, not a copy
     # Tamper-evident mode: chunk MACs come from verified manifests or from reading the file.
     macs = keyring.macs_of(manifests.values(), warn) if keyring else {}
     # Packs a crashed push uploaded (this machine's journal) count as present.

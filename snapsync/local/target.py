@@ -20,7 +20,15 @@ from pathlib import Path
 
 from snapsync.core.chunking import Chunker
 from snapsync.core.ignore import IgnoreRules
-from snapsync.core.manifest import DIR, FILE, SYMLINK, Entry, Manifest
+from snapsync.core.manifest import (
+    DIR,
+    FILE,
+    SYMLINK,
+    Entry,
+    Manifest,
+    TreeColumns,
+    as_tree,
+)
 from snapsync.core.plan import PullPlan, Seen
 from snapsync.errors import LocalFileError, UnsafePathError
 from snapsync.local.listing import normal_mode
@@ -69,7 +77,7 @@ def empty_again(destp: Path, keep: Path) -> None:
                     os.unlink(de.path)
 
 
-def check_fits(destp: Path, entries: Iterable[Entry]) -> None:
+def check_fits(destp: Path, entries: Manifest | TreeColumns | Iterable[Entry]) -> None:
     """Refuse, before anything is written, paths this file system cannot hold: a name longer
     than its ``NAME_MAX``, a path (or symlink target) of ``PATH_MAX`` bytes or more.
 
@@ -79,17 +87,22 @@ def check_fits(destp: Path, entries: Iterable[Entry]) -> None:
     name_max = _pathconf(destp, "PC_NAME_MAX", 255)
     path_max = _pathconf(destp, "PC_PATH_MAX", 4096)
     room = path_max - len(os.fsencode(destp)) - 1  # staged names are short and flat
-    for e in entries:
-        p = e.path
+    tree = as_tree(entries)
+    for p, target in zip(tree.paths, tree.targets, strict=True):
         if len(p) > name_max and any(len(part) > name_max for part in p.split(b"/")):
-            raise UnsafePathError(f"manifest path {e.name!r} has a name longer than this file "
-                                  f"system allows ({name_max} bytes) in {destp}")
+            raise UnsafePathError(f"manifest path {_name(p)!r} has a name longer than this "
+                                  f"file system allows ({name_max} bytes) in {destp}")
         if len(p) >= room:
-            raise UnsafePathError(f"manifest path {e.name!r} is {len(p)} bytes long: too long "
-                                  f"for {destp} on this file system (paths < {path_max} bytes)")
-        if len(e.target) >= path_max:
-            raise UnsafePathError(f"symlink {e.name!r} has a target of {len(e.target)} bytes, "
+            raise UnsafePathError(f"manifest path {_name(p)!r} is {len(p)} bytes long: too "
+                                  f"long for {destp} on this file system (paths < {path_max} "
+                                  "bytes)")
+        if len(target) >= path_max:
+            raise UnsafePathError(f"symlink {_name(p)!r} has a target of {len(target)} bytes, "
                                   f"more than this file system allows ({path_max - 1})")
+
+
+def _name(path: bytes) -> str:
+    return path.decode("utf-8", "surrogateescape")
 
 
 def _pathconf(destp: Path, name: str, default: int) -> int:
@@ -135,39 +148,44 @@ class SafeDirs:
         return good
 
 
-def observe(destp: Path, entries: list[Entry], stat_cache: StatCache,
-             chunker: Chunker) -> dict[bytes, Seen]:
+def observe(destp: Path, entries: Manifest | TreeColumns | Iterable[Entry],
+            stat_cache: StatCache, chunker: Chunker) -> dict[bytes, Seen]:
     root = os.fsencode(destp)
     dirs = SafeDirs(str(destp))
     seen: dict[bytes, Seen] = {}
-    for e in entries:
-        parent = e.path.rpartition(b"/")[0]
+    tree = as_tree(entries)
+    kinds, sizes = tree.kinds, tree.sizes
+    for i, path in enumerate(tree.paths):
+        parent = path.rpartition(b"/")[0]
         if not dirs.ok(parent):
             continue
-        abs_path = os.path.join(root, e.path)
+        abs_path = os.path.join(root, path)
         try:
             st = os.lstat(abs_path)
         except OSError:
             continue
         m = st.st_mode
         if stat.S_ISDIR(m):
-            seen[e.path] = Seen(DIR)
+            seen[path] = Seen(DIR)
         elif stat.S_ISLNK(m):
-            seen[e.path] = Seen(SYMLINK, target=os.readlink(abs_path))
+            seen[path] = Seen(SYMLINK, target=os.readlink(abs_path))
         elif stat.S_ISREG(m):
             chunks = None
-            if e.kind == FILE and st.st_size == e.size:
+            if kinds[i] == _FILE_B and st.st_size == sizes[i]:
                 sig = stat_sig(st)
-                chunks = stat_cache.lookup(e.name, sig)
+                chunks = stat_cache.lookup(_name(path), sig)
                 if chunks is None:
                     try:
                         chunks = file_chunk_ids(os.fsdecode(abs_path), chunker)
                     except LocalFileError:
                         chunks = None
-            seen[e.path] = Seen(FILE, normal_mode(m), st.st_size, chunks)
+            seen[path] = Seen(FILE, normal_mode(m), st.st_size, chunks)
         else:
-            seen[e.path] = Seen("other")
+            seen[path] = Seen("other")
     return seen
+
+
+_FILE_B = ord(FILE)
 
 
 def staged_name(staging: Path | bytes, n: int) -> bytes:
@@ -376,29 +394,31 @@ def save_target_cache(destp: Path, manifest: Manifest, stat_cache: StatCache,
     """Record what the target's files are now (stat signature and chunk ids), so the next
     pull into it reads only what changed. ``written``: a ``direct`` pull's plan and the
     signatures :func:`stage` recorded (every file of the snapshot, no ``lstat`` needed).
-    Rows are streamed to the file: no per-file objects are kept."""
+    Rows are streamed to the file from the manifest's columns: no per-file objects kept."""
     if stat_cache.path is None:
         return
+    tree = manifest.tree
+    paths, kinds, sizes, blob = tree.paths, tree.kinds, tree.sizes, tree.chunk_blob
     if written is not None:
         plan, sigs = written
+        idx = plan.write.idx
         stat_cache.save_rows(
-            sum(1 for e in plan.write if e.kind == FILE),
-            ((e.path, tuple(sigs[5 * n:5 * n + 5]), b"".join(e.chunks))
-             for n, e in enumerate(plan.write) if e.kind == FILE))
+            sum(1 for i in idx if kinds[i] == _FILE_B),
+            ((paths[i], tuple(sigs[5 * n:5 * n + 5]), blob(i))
+             for n, i in enumerate(idx) if kinds[i] == _FILE_B))
         return
     root = os.fsencode(destp)
 
     def rows() -> Iterator[tuple[bytes, tuple[int, ...], bytes]]:
-        for e in manifest.files():
+        for i in tree.indexes(FILE):
             try:
-                st = os.lstat(os.path.join(root, e.path))
+                st = os.lstat(os.path.join(root, paths[i]))
             except OSError:
                 continue
-            if stat.S_ISREG(st.st_mode) and st.st_size == e.size:
-                yield e.path, stat_sig(st), b"".join(e.chunks)
+            if stat.S_ISREG(st.st_mode) and st.st_size == sizes[i]:
+                yield paths[i], stat_sig(st), blob(i)
 
-    stat_cache.save_rows(len(manifest.entries), rows())
-
+    stat_cache.save_rows(len(tree), rows())
 
 
 TARGET_CACHES = 64  # pull stat caches kept (a worker pulls into a new folder every run)

@@ -26,7 +26,7 @@ from snapsync.concurrency import META_BATCH
 from snapsync.core.codec import Codec
 from snapsync.core.hashing import chunk_id
 from snapsync.core.keyed import Keyring
-from snapsync.core.manifest import Location, Manifest, decode_manifest
+from snapsync.core.manifest import ChainLocations, Manifest, decode_manifest
 from snapsync.errors import (
     AlreadyExistsError,
     FormatError,
@@ -384,9 +384,7 @@ class Repository(Publishing):
         return info.snapshot
 
     @staticmethod
-    def known_locations(manifests: Iterable[Manifest]) -> dict[bytes, Location]:
-        """Chunk locations that the given manifests prove to exist in the store."""
-        out: dict[bytes, Location] = {}
-        for m in manifests:
-            out.update(m.locations)
-        return out
+    def known_locations(manifests: Iterable[Manifest]) -> ChainLocations:
+        """Chunk locations that the given manifests prove to exist in the store (a view of
+        their indexes, not a copy; :meth:`ChainLocations.setdefault` adds more)."""
+        return ChainLocations(m.index for m in manifests)
