@@ -586,6 +586,8 @@ def decode_manifest(data: bytes, expect_id: str | None = None, what: str = "mani
     del tree
     idx = decode_index(index, what)
     del index
+    if idx.ids == cols.ids:  # every chunk used once, in entry order (the usual tree): one copy
+        idx.ids = cols.ids
     return Manifest(cols, idx, info, sid, _check_sizes(cols, idx, what))
 
 

@@ -121,8 +121,9 @@ def check(url: str | Store, read_data: bool = False, *,
     used: dict[bytes, dict[bytes, Location]] = {}
     needed_by: dict[bytes, str] = {}
     for sid, m in manifests.items():
-        for cid in m.chunk_ids():
-            loc = m.locations[cid]
+        ix = m.index
+        for r in m.chunk_rows():  # rows of the index's columns: no id lookups
+            cid, loc = ix.cids[r], ix.at(r)
             used.setdefault(loc.pack, {})[cid] = loc
             needed_by.setdefault(loc.pack, sid)
     rep.packs_referenced = len(used)

@@ -148,7 +148,7 @@ def export(url: str | Any, out: IO[bytes], *, storage_options: dict[str, Any] | 
                       cache_dir=cache)
         manifest = Repository(as_store(url, storage_options), cache).load_manifest(
             pulled.snapshot_id)
-        if docker is not None and any(e.path == DOCKERFILE.encode() for e in manifest.entries):
+        if docker is not None and DOCKERFILE.encode() in manifest.tree.paths:
             raise UsageError(f"--dockerfile {dockerfile}: snapshot {pulled.snapshot_id} "
                              f"already has a {DOCKERFILE}; drop the option to use that one")
         counted = _Counter(out)

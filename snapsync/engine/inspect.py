@@ -42,7 +42,7 @@ def list_entries(url: str, ref: str | None = None, snapshot: str | None = None,
     return [{"path": e.name, "kind": _KIND_NAMES[e.kind], "mode": e.mode, "size": e.size,
              "chunks": len(e.chunks),
              "target": os.fsdecode(e.target) if e.kind == SYMLINK else None}
-            for e in m.entries]
+            for e in m.tree]
 
 
 def diff(url: str, a: str, b: str = ".",

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from snapsync.core.codec import Codec
 from snapsync.core.hashing import chunk_id
-from snapsync.core.manifest import Location, Manifest, encode_manifest
+from snapsync.core.manifest import Location, Manifest, encode_manifest_columns
 from snapsync.core.pack import parse_pack
 from snapsync.errors import FormatError, IntegrityError, NotFoundError
 from snapsync.repository import DEFAULT_PACK_SIZE, Repository
@@ -61,8 +61,9 @@ def plan_repack(manifests: dict[str, Manifest], packs: dict[bytes, StoredObject]
     users: dict[bytes, set[str]] = {}
     conflicted: set[bytes] = set()
     for sid, m in manifests.items():
-        for cid in m.chunk_ids():
-            loc = m.locations[cid]
+        ix = m.index
+        for r in m.chunk_rows():  # rows of the index's columns: no id lookups
+            cid, loc = ix.cids[r], ix.at(r)
             seen = live.setdefault(loc.pack, {}).setdefault(cid, loc)
             if seen != loc:
                 conflicted.add(loc.pack)
@@ -154,9 +155,10 @@ def execute_repack(repo: Repository, cands: list[RepackCandidate],
     rewrite = sorted({s for c in done for s in c.snapshots})
     for sid in rewrite:
         m = kept[sid]
-        locs = {cid: moved[cid] if m.locations[cid].pack in gone else m.locations[cid]
-                for cid in m.chunk_ids()}
-        new_sid, raw = encode_manifest(m.entries, locs, m.info)
+        ix = m.index
+        locs = {ix.cids[r]: moved[ix.cids[r]] if ix.packs[ix.pack_idx[r]] in gone else ix.at(r)
+                for r in m.chunk_rows()}
+        new_sid, raw, _n, _packs = encode_manifest_columns(m.tree, locs, m.info)
         if new_sid != sid:
             raise AssertionError(f"repacking changed snapshot id {sid} to {new_sid}")
         repo.save_manifest(sid, raw, rewrite=True)
