@@ -253,7 +253,12 @@ class ChainLocations(Mapping[bytes, Location]):
         raise KeyError(cid)
 
     def __contains__(self, cid: object) -> bool:
-        return cid in self.added or any(cid in ix for ix in self.indexes)
+        if cid in self.added:
+            return True
+        for ix in self.indexes:  # noqa: SIM110 (push asks per chunk: no generator per call)
+            if cid in ix._row:
+                return True
+        return False
 
     def __bool__(self) -> bool:
         return bool(self.added) or any(len(ix) for ix in self.indexes)
