@@ -175,6 +175,20 @@ def test_check_paths_refuses_paths_through_links_files_and_case_twins():
         check_paths(twins, case_insensitive=True)
 
 
+@pytest.mark.parametrize(("leaf", "under"), [
+    (b"Link", b"link/passwd"),  # a case twin of the link's name
+    (b"LINK", b"Link/x/y"),
+    ("\u00c9t\u00e9".encode(), "e\u0301te\u0301/x".encode()),  # composed vs decomposed
+])
+def test_where_case_does_not_count_no_path_passes_through_a_link_in_other_case(leaf, under):
+    """On APFS, HFS+ or NTFS "link/passwd" is written through a link named "Link"."""
+    entries = sorted([Entry(leaf, SYMLINK, 0o777, 0, (), b"/etc"), Entry(under, FILE)],
+                     key=lambda e: e.path)
+    check_paths(entries, case_insensitive=False)  # two names where case counts
+    with pytest.raises(UnsafePathError, match="passes through"):
+        check_paths(entries, case_insensitive=True)
+
+
 def test_plan_pull_and_diff():
     entries, _ = _entries()
     seen = {

@@ -10,6 +10,7 @@ snapshots.
 from __future__ import annotations
 
 import sys
+import unicodedata
 from array import array
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -26,6 +27,13 @@ from snapsync.core.manifest import (
     as_tree,
 )
 from snapsync.errors import UnsafePathError
+
+
+def _fold(path: bytes) -> bytes:
+    """A path as a case-insensitive file system (APFS, HFS+, NTFS) compares it: case folded
+    and Unicode-normalised, so "A" and "a", or "é" composed and decomposed, are one name."""
+    text = path.decode("utf-8", "surrogateescape")
+    return unicodedata.normalize("NFD", text).casefold().encode("utf-8", "surrogateescape")
 
 
 def _name(path: bytes) -> str:
@@ -62,20 +70,21 @@ def check_paths(entries: Manifest | TreeColumns | Iterable[Entry],
             raise UnsafePathError(f"manifest path {_name(p)!r} appears twice")
         seen.add(p)
         if case_insensitive:
-            low = p.lower()
+            low = _fold(p)
             if low in folded:
                 raise UnsafePathError(f"manifest paths {_name(p)!r} and {folded[low]!r} differ "
                                       "only in case; this file system cannot hold both")
             folded[low] = p
         k = kinds[i]
         if k != _DIR_B:
-            leaves[p] = k
+            # Where case does not count, "A/x" passes through a link named "a".
+            leaves[low if case_insensitive else p] = k
     del seen
     # No entry may live under a symlink or a file of the same manifest. Each folder is
     # looked up once, however many entries it holds.
     dirs_ok: set[bytes] = set()
     for p in paths:
-        d = p.rpartition(b"/")[0]
+        d = (_fold(p) if case_insensitive else p).rpartition(b"/")[0]
         while d and d not in dirs_ok:
             kind = leaves.get(d)
             if kind is not None:
