@@ -32,6 +32,7 @@ from snapsync.concurrency import (
     packs_in_flight,
     shared_malloc_arena,
 )
+from snapsync.core.arena import Arena, ArenaPool
 from snapsync.core.chunking import Chunker
 from snapsync.core.codec import Codec
 from snapsync.core.hashing import ID_SIZE, chunk_id
@@ -58,7 +59,7 @@ from snapsync.local.tree import (
     default_cache_dir,
     own_dirs,
     read_chunks,
-    read_small,
+    read_small_into,
     stat_sig,
     summarize,
     walk,
@@ -259,10 +260,11 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
     all_ids = bytearray()
     unread_idx: set[int] = set()
 
-    def compress(batch: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes, Any, int]]:
+    def compress(arena: Arena | None, batch: list[tuple[bytes, Any]]
+                 ) -> tuple[Arena | None, list[tuple[bytes, bytes, Any, int]]]:
         pairs = codec.encode_many([data for _, data in batch])
-        return [(cid, tag, payload, len(data))
-                for (cid, data), (tag, payload) in zip(batch, pairs, strict=True)]
+        return arena, [(cid, tag, payload, len(data))
+                       for (cid, data), (tag, payload) in zip(batch, pairs, strict=True)]
 
     def on_chunk(cid: bytes, data: memoryview) -> None:
         if keyring is not None:
@@ -270,30 +272,48 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
 
     prog.phase("read", total_read, "B")
     root_s, threshold = str(rootp), cfg.chunker.threshold
+    # A batch is read into one arena: room for the batch limit and one more small file.
+    pool = ArenaPool(max(2 * _BATCH_BYTES, threshold + 1))
     with shared_malloc_arena(), \
             ThreadPoolExecutor(conc.cpu, thread_name_prefix="snapsync-cpu") as cpu_ex, \
             PackWriter(store, target_pack, journal=journal, dry_run=dry_run,
                        in_flight=packs_in_flight(conc.io, store.local)) as writer:
-        def packed(batch: list[tuple[bytes, bytes, Any, int]]) -> None:
-            for cid, tag, payload, raw in batch:
+        def packed(done: tuple[Arena | None, list[tuple[bytes, bytes, Any, int]]]) -> None:
+            used, blobs = done
+            for cid, tag, payload, raw in blobs:
                 writer.add(cid, payload, raw, tag)
+            del blobs, done
+            if used is not None:
+                pool.put(used)  # its chunks are in the pack now
 
-        compressing: Window[list[tuple[bytes, bytes, Any, int]]] = Window(
-            cpu_ex, conc.cpu * 2, packed)
-        batch: list[tuple[bytes, bytes]] = []
+        compressing: Window[tuple[Arena | None, list[tuple[bytes, bytes, Any, int]]]] = \
+            Window(cpu_ex, conc.cpu * 2, packed)
+        arena = pool.get()
+        batch: list[tuple[bytes, Any]] = []
         batch_bytes = 0
 
-        def add_fresh(cid: bytes, data: bytes) -> None:
+        def submit() -> None:
+            nonlocal arena, batch, batch_bytes
+            if batch:
+                compressing.submit(compress, arena, batch)
+                arena = pool.get()
+            batch, batch_bytes = [], 0
+
+        def add_fresh(cid: bytes, data: memoryview) -> None:
             # New chunks go out as they are read: a file larger than memory never sits in
-            # memory whole (the windows block the reader when they are full).
-            nonlocal batch, batch_bytes
+            # memory whole (the windows block the reader when they are full). ``data`` is
+            # only valid during the call: it is copied into the arena (or, when larger than
+            # an arena, into its own bytes).
+            nonlocal batch_bytes
             pending.add(cid)
-            stats["bytes_new"] += len(data)
-            batch.append((cid, data))
-            batch_bytes += len(data)
-            if batch_bytes >= 1 << 20 or len(batch) >= 256:
-                compressing.submit(compress, batch)
-                batch, batch_bytes = [], 0
+            n = len(data)
+            stats["bytes_new"] += n
+            if n > arena.capacity - arena.used:
+                submit()
+            batch.append((cid, arena.put(data) if n <= arena.capacity else bytes(data)))
+            batch_bytes += n
+            if batch_bytes >= _BATCH_BYTES or len(batch) >= 256:
+                submit()
 
         unread: list[str] = []
         try:
@@ -308,18 +328,30 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
                 abs_path = os.path.join(root_s, os.fsdecode(cols.paths[i]))
                 sig = tuple(sigs[5 * i:5 * i + 5])
                 try:
-                    small = read_small(abs_path, threshold) if sig[0] <= threshold else None
-                    if small is not None and small[1] == sig and len(small[0]) == sig[0]:
-                        # The common case, inlined: one chunk, unchanged since the walk.
-                        data, after = small
+                    small = None
+                    if sig[0] <= threshold:
+                        if sig[0] >= arena.capacity - arena.used:
+                            submit()  # the new arena has room for any small file
+                        small = read_small_into(abs_path, arena.room()[:sig[0] + 1])
+                    if small is not None and small[1] == sig and small[0] == sig[0]:
+                        # The common case, inlined: one chunk, unchanged since the walk,
+                        # read into the arena (kept there only when it is new).
+                        size, after = small
                         got: tuple[bytes, ...] = ()
-                        if data:
+                        if size:
+                            data = arena.view[arena.used:arena.used + size]
                             cid = chunk_id(data)
                             got = (cid,)
                             if keyring is not None:
-                                on_chunk(cid, memoryview(data))
+                                on_chunk(cid, data)
                             if cid not in known and cid not in pending:
-                                add_fresh(cid, data)
+                                pending.add(cid)
+                                stats["bytes_new"] += size
+                                batch.append((cid, arena.keep(size)))
+                                batch_bytes += size
+                                if batch_bytes >= _BATCH_BYTES or len(batch) >= 256:
+                                    submit()
+                            del data
                     else:  # large, or changed since the walk: read until it holds still
                         got, after, _ = _read_file(abs_path, sig, chunker, known, pending,
                                                    on_chunk, add_fresh)
@@ -338,13 +370,15 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
                 stats["files_read"] += 1
                 stats["bytes_read"] += after[0]
                 prog.advance(after[0])
-            if batch:
-                compressing.submit(compress, batch)
+            submit()
             compressing.drain()
             new_locs = writer.finish()
         except BaseException:
             compressing.cancel()
             raise
+        finally:
+            batch = []
+            pool.clear()
     prog.close()
     stats["packs"], stats["uploaded"] = writer.packs, writer.bytes
     stats["pack_bytes"] = writer.bytes  # of what is uploaded: packs; the rest is metadata
@@ -448,7 +482,7 @@ def _read_file(abs_path: str, sig: tuple[int, ...], chunker: Chunker,
                known: dict[bytes, Location],
                pending: set[bytes],
                on_chunk: Callable[[bytes, memoryview], None] | None = None,
-               on_fresh: Callable[[bytes, bytes], None] | None = None,
+               on_fresh: Callable[[bytes, memoryview], None] | None = None,
                ) -> tuple[tuple[bytes, ...], tuple[int, ...], list[tuple[bytes, bytes]]]:
     """Read one file into chunk ids; return ids, its stat signature and the unseen chunks.
 
@@ -461,15 +495,16 @@ def _read_file(abs_path: str, sig: tuple[int, ...], chunker: Chunker,
         fresh: list[tuple[bytes, bytes]] = []
         seen_here: set[bytes] = set()
         total = 0
-        for cid, data in read_chunks(abs_path, before[0], chunker):
+        # Without ``on_fresh`` the fresh chunks are kept, so they must be copies.
+        for cid, data in read_chunks(abs_path, before[0], chunker, copy=on_fresh is None):
             ids.append(cid)
             total += len(data)
             if on_chunk is not None:
                 on_chunk(cid, data)
             if cid not in known and cid not in pending and cid not in seen_here:
                 seen_here.add(cid)
-                if on_fresh is not None:  # streamed; the returned list stays empty
-                    on_fresh(cid, _own_bytes(data))
+                if on_fresh is not None:  # streamed (it copies); the returned list stays empty
+                    on_fresh(cid, data)
                 else:
                     fresh.append((cid, bytes(data)))
         after = _sig_of(abs_path)
@@ -478,13 +513,6 @@ def _read_file(abs_path: str, sig: tuple[int, ...], chunker: Chunker,
         before = after
     raise LocalFileError(f"{abs_path} keeps changing while it is read; try again when it is "
                          "quiet")
-
-
-def _own_bytes(view: memoryview) -> bytes:
-    """The bytes of ``view``: its object itself when it is a whole ``bytes`` (read_chunks'
-    chunks are: copying them again would only churn the heap)."""
-    obj = view.obj
-    return obj if type(obj) is bytes and len(obj) == view.nbytes else bytes(view)
 
 
 def _sig_of(path: str) -> tuple[int, int, int, int, int]:
@@ -496,6 +524,7 @@ def _sig_of(path: str) -> tuple[int, int, int, int, int]:
 
 
 _FILE, _LINK = ord(FILE), ord(SYMLINK)
+_BATCH_BYTES = 1 << 20  # new chunks handed to a compression thread at once
 
 
 def _stat_cache_path(cache_root: Path, root: Path, url: str) -> Path:
