@@ -71,19 +71,30 @@ class PackBuilder:
 
         The view reads this builder's buffer: it is valid until the buffer is reused.
         """
+        pid, data = self.seal_bytes()
+        return pid, data, self.locations(pid)
+
+    def seal_bytes(self) -> tuple[bytes, memoryview]:
+        """Write the trailer; return ``(pack id, view of the pack's bytes)`` (as :meth:`seal`)."""
         trailer = encode_json_like(
             [PACK_VERSION, b"".join(self._ids), self._offsets, self._lengths, self._raws])
         end = self.size + len(trailer) + _TAIL.size
         self._write(self.size, trailer, _TAIL.pack(len(trailer), PACK_MAGIC))
         assert self._buf is not None
         data = memoryview(self._buf)[:end]
-        pid = chunk_id(data)
-        locs = {
+        return chunk_id(data), data
+
+    def columns(self) -> tuple[list[bytes], list[int], list[int], list[int]]:
+        """The chunks added so far: ids, offsets, stored lengths, raw sizes."""
+        return self._ids, self._offsets, self._lengths, self._raws
+
+    def locations(self, pid: bytes) -> dict[bytes, Location]:
+        """The chunks added so far as locations in pack ``pid``."""
+        return {
             cid: Location(pid, off, ln, raw)
             for cid, off, ln, raw in zip(self._ids, self._offsets, self._lengths, self._raws,
                                          strict=True)
         }
-        return pid, data, locs
 
     def finish(self) -> tuple[bytes, bytes, dict[bytes, Location]]:
         """Like :meth:`seal`, with the pack's bytes copied out (the buffer can be reused)."""
