@@ -218,34 +218,47 @@ class TreeCache:
             offsets[i] = total
             total += n
         offsets[len(cols)] = total
-        per_dir: list[list[bytes]] = [[b""] * (len(d.sigs) // 5) for d in listing.dirs]
-        bad: list[set[int]] = [set() for _ in listing.dirs]
+        # Each directory's entries as indexes into ``cols`` (by position among its kept
+        # names): one flat array, not an object per file.
+        starts = array("q", [0]) * (len(listing.dirs) + 1)
+        for d_i, d in enumerate(listing.dirs):
+            starts[d_i + 1] = starts[d_i] + len(d.sigs) // 5
+        where = array("q", [-1]) * starts[len(listing.dirs)]
         for i, src in enumerate(cols.src):
-            if src < 0:
-                continue
-            d_i, k = src >> 32, src & 0xFFFFFFFF
-            per_dir[d_i][k] = ids[offsets[i] * ID_SIZE:offsets[i + 1] * ID_SIZE]
-            if i in unread:
-                bad[d_i].add(k)
+            if src >= 0:
+                where[starts[src >> 32] + (src & 0xFFFFFFFF)] = i
         fine = any(d.sigs[j] % 1_000_000_000 for d in listing.dirs
                    for j in range(1, len(d.sigs), 5))
         cutoff = time.time_ns() - (StatCache.FINE_NS if fine else StatCache.COARSE_NS)
-        rows = []
+        # Streamed row by row into one buffer: the same bytes as packing the whole list
+        # ``[VERSION, key, meta, rows]``, without the rows existing all at once.
+        pk = msgpack.Packer(use_bin_type=True, autoreset=True)
+        out = bytearray(pk.pack_array_header(4) + pk.pack(self.VERSION) + pk.pack(key)
+                        + pk.pack(self.meta) + pk.pack_array_header(len(listing.dirs)))
+        empty = b""
         for d_i, d in enumerate(listing.dirs):
             sigs = array("q", d.sigs)
             kept = [fl for fl in d.flags if fl in (KEEP_FILE, KEEP_LINK)]
+            counts = array("I")
+            ids_parts = []
             for k, fl in enumerate(kept):
+                i = where[starts[d_i] + k]
                 # A link's target is read on every walk; a file's bytes only when its
                 # signature changed, or when it is racy (or was unread): never matched.
-                if fl == KEEP_FILE and (sigs[5 * k + 1] >= cutoff or k in bad[d_i]):
+                if fl == KEEP_FILE and (sigs[5 * k + 1] >= cutoff or (i >= 0 and i in unread)):
                     sigs[5 * k + 1] = -1
-            counts = array("I", (len(c) // ID_SIZE for c in per_dir[d_i]))
-            rows.append((d.rel.encode("utf-8", "surrogateescape"),
-                         d.names_key(), d.flags,
-                         sigs.tobytes(), counts.tobytes(), b"".join(per_dir[d_i]), d.lint))
-        data = msgpack.packb([self.VERSION, key, self.meta, rows], use_bin_type=True)
+                if i < 0:
+                    counts.append(0)
+                    ids_parts.append(empty)
+                    continue
+                a, b = offsets[i], offsets[i + 1]
+                counts.append(b - a)
+                ids_parts.append(ids[a * ID_SIZE:b * ID_SIZE])
+            out += pk.pack((d.rel.encode("utf-8", "surrogateescape"), d.names_key(),
+                            d.flags, sigs.tobytes(), counts.tobytes(), b"".join(ids_parts),
+                            d.lint))
         try:
-            atomic_write(self.path, data)
+            atomic_write(self.path, out)
         except OSError:
             pass  # the cache is an optimisation; failing to save it must not fail the push
 
