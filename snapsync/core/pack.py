@@ -84,10 +84,6 @@ class PackBuilder:
         data = memoryview(self._buf)[:end]
         return chunk_id(data), data
 
-    def columns(self) -> tuple[list[bytes], list[int], list[int], list[int]]:
-        """The chunks added so far: ids, offsets, stored lengths, raw sizes."""
-        return self._ids, self._offsets, self._lengths, self._raws
-
     def locations(self, pid: bytes) -> dict[bytes, Location]:
         """The chunks added so far as locations in pack ``pid``."""
         return {

@@ -20,7 +20,7 @@ import os
 import time
 from array import array
 from collections import ChainMap
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Container, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,7 +262,7 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
 
     def compress(arena: Arena | None, batch: list[tuple[bytes, Any]]
                  ) -> tuple[Arena | None, list[tuple[bytes, bytes, Any, int]]]:
-        pairs = codec.encode_many([data for _, data in batch])
+        pairs = codec.encode_many([data for _, data in batch], copy=False)
         return arena, [(cid, tag, payload, len(data))
                        for (cid, data), (tag, payload) in zip(batch, pairs, strict=True)]
 
@@ -280,12 +280,18 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
                        in_flight=packs_in_flight(conc.io, store.local)) as writer:
         def packed(done: tuple[Arena | None, list[tuple[bytes, bytes, Any, int]]]) -> None:
             used, blobs = done
+            payload: Any = None
             for cid, tag, payload, raw in blobs:
                 writer.add(cid, payload, raw, tag)
-            del blobs, done
+                pending.discard(cid)  # the writer knows it now
+            # The views of the arena and of zstd's output buffer go before the arena is
+            # reused (and the output buffer is freed).
+            del blobs, done, payload
             if used is not None:
                 pool.put(used)  # its chunks are in the pack now
 
+        packed_ids = writer.locations
+        fresh = _Either(pending, packed_ids)
         compressing: Window[tuple[Arena | None, list[tuple[bytes, bytes, Any, int]]]] = \
             Window(cpu_ex, conc.cpu * 2, packed)
         arena = pool.get()
@@ -344,7 +350,8 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
                             got = (cid,)
                             if keyring is not None:
                                 on_chunk(cid, data)
-                            if cid not in known and cid not in pending:
+                            if cid not in known and cid not in pending and \
+                                    cid not in packed_ids:
                                 pending.add(cid)
                                 stats["bytes_new"] += size
                                 batch.append((cid, arena.keep(size)))
@@ -353,7 +360,7 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
                                     submit()
                             del data
                     else:  # large, or changed since the walk: read until it holds still
-                        got, after, _ = _read_file(abs_path, sig, chunker, known, pending,
+                        got, after, _ = _read_file(abs_path, sig, chunker, known, fresh,
                                                    on_chunk, add_fresh)
                 except LocalFileError as exc:
                     if skip_unreadable:
@@ -387,7 +394,6 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
 
     # 4. Manifest, then ref.
     tree = tree_columns(cols, nchunks, all_ids, unread_idx)
-    pending.clear()  # (its ids live on as the locations' keys)
     # No merged copy of the two maps: a first push has nothing known, a later one few new.
     locations: Mapping[bytes, Location] = ChainMap(new_locs, known) if known else new_locs
     info_section = {"ignore": rules.patterns, "ignore_source": rules.source,
@@ -480,7 +486,7 @@ def _open_config(repo: Repository, dry_run: bool, want: StoreConfig | None) -> S
 
 def _read_file(abs_path: str, sig: tuple[int, ...], chunker: Chunker,
                known: dict[bytes, Location],
-               pending: set[bytes],
+               pending: Container[bytes],
                on_chunk: Callable[[bytes, memoryview], None] | None = None,
                on_fresh: Callable[[bytes, memoryview], None] | None = None,
                ) -> tuple[tuple[bytes, ...], tuple[int, ...], list[tuple[bytes, bytes]]]:
@@ -513,6 +519,18 @@ def _read_file(abs_path: str, sig: tuple[int, ...], chunker: Chunker,
         before = after
     raise LocalFileError(f"{abs_path} keeps changing while it is read; try again when it is "
                          "quiet")
+
+
+class _Either:
+    """Membership in either of two containers (push: chunks in flight, or already packed)."""
+
+    __slots__ = ("a", "b")
+
+    def __init__(self, a: Container[bytes], b: Container[bytes]) -> None:
+        self.a, self.b = a, b
+
+    def __contains__(self, item: object) -> bool:
+        return item in self.a or item in self.b
 
 
 def _sig_of(path: str) -> tuple[int, int, int, int, int]:

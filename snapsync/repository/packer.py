@@ -30,8 +30,10 @@ class PackIndex(Mapping[bytes, Location]):
     """Chunk id -> :class:`Location` of the chunks one writer packed, kept as columns.
 
     One dict entry (id -> row) and four array slots per chunk; a :class:`Location` is made
-    only when looked up. A first push of 100k files held 100k ``Location`` objects and their
-    ints (~20 MB) in a plain dict; this holds ~7 MB.
+    only when looked up: a first push of 100k files held 100k ``Location`` objects and their
+    ints (~20 MB) in a plain dict; this holds ~7 MB. ``in`` also knows the chunks of the pack
+    still being filled (push asks it whether a chunk is new); looking one of those up fails
+    until the pack is sealed.
     """
 
     def __init__(self) -> None:
@@ -42,23 +44,24 @@ class PackIndex(Mapping[bytes, Location]):
         self._length = array("Q")
         self._raw = array("Q")
 
-    def add_pack(self, pid: bytes, ids: list[bytes], offsets: list[int], lengths: list[int],
-                 raws: list[int]) -> None:
-        """Record one sealed pack's chunks (a chunk recorded before moves here, as a dict's
-        ``update`` would have it)."""
+    def add(self, cid: bytes, offset: int, length: int, raw: int) -> None:
+        """Record a chunk of the open pack (the one :meth:`seal` names next). A chunk
+        recorded before moves here, as a dict's ``update`` would have it."""
         p = len(self._packs)
+        i = self._row.get(cid)
+        if i is not None:
+            self._pack[i], self._offset[i], self._length[i], self._raw[i] = (p, offset, length,
+                                                                               raw)
+            return
+        self._row[cid] = len(self._pack)
+        self._pack.append(p)
+        self._offset.append(offset)
+        self._length.append(length)
+        self._raw.append(raw)
+
+    def seal(self, pid: bytes) -> None:
+        """The open pack's id: its chunks can be looked up from now on."""
         self._packs.append(pid)
-        row, col = self._row, self._pack
-        for cid, off, ln, raw in zip(ids, offsets, lengths, raws, strict=True):
-            i = row.get(cid)
-            if i is not None:
-                col[i], self._offset[i], self._length[i], self._raw[i] = p, off, ln, raw
-                continue
-            row[cid] = len(col)
-            col.append(p)
-            self._offset.append(off)
-            self._length.append(ln)
-            self._raw.append(raw)
 
     def __getitem__(self, cid: bytes) -> Location:
         i = self._row[cid]
@@ -113,7 +116,9 @@ class PackWriter:
     def add(self, cid: bytes, blob: bytes | memoryview, raw_size: int,
             tag: bytes = b"") -> None:
         """Append one stored blob (codec output: ``tag + blob``) of ``raw_size`` bytes."""
+        at = self._builder.size
         self._builder.add(cid, blob, raw_size, tag)
+        self.locations.add(cid, at, self._builder.size - at, raw_size)
         if self._builder.size >= self.pack_size:
             self._seal()
 
@@ -132,7 +137,7 @@ class PackWriter:
         builder = self._builder
         pid, data = builder.seal_bytes()
         buf = builder.buffer
-        self.locations.add_pack(pid, *builder.columns())
+        self.locations.seal(pid)
         # The journal's rows for this pack (a few thousand at most, gone after the PUT).
         locs = builder.locations(pid) if self.journal is not None and not self.dry_run else {}
         # Submitting first: when the window is full this waits for the oldest upload, whose
