@@ -6,7 +6,10 @@ its upload starts (so a killed push can resume, see ``journal.py``), and at most
 ``(in_flight + 1) x pack_size`` whatever the producer does (``in_flight=0``: the producer
 uploads each pack itself, one buffer in all). Each pack is built in place in a buffer
 (``PackBuilder``) that is handed to the store as a view, then reused for a later pack once
-its upload returned: no join copy, and no pack-size blocks churning through the heap.
+its upload returned: no join copy, and no pack-size blocks churning through the heap. On a
+store that takes objects piece by piece (a local one, ``Store.open_upload``) with
+``in_flight=0``, a pack streams into the store's temporary file as it is built (hashed on the
+way) and is linked into place when sealed: no pack buffer at all.
 """
 
 from __future__ import annotations
@@ -99,8 +102,14 @@ class PackWriter:
         # cost nothing (new_buffer), and a bigger blob moves the builder to a bigger buffer.
         self._capacity = pack_size + (8 << 20)
         self._free: list[Any] = []  # buffers whose upload is done, ready for the next pack
-        self._builder = PackBuilder(new_buffer(self._capacity))
         self._sync = in_flight < 1
+        # Written by this thread to a store that takes objects piece by piece (a local one):
+        # each pack streams through a small staging buffer into the store's temporary file,
+        # so no pack-size buffer exists at all (16 MiB of push's peak at any tree size).
+        self._stream = self._sync and not dry_run and store.can_stream
+        self._up: Any = None  # the open pack's upload (streamed)
+        self._stage = new_buffer(_STAGE) if self._stream else None
+        self._builder = self._new_builder()
         self._ex = ThreadPoolExecutor(max(1, in_flight), thread_name_prefix="snapsync-up")
         self._uploads: Window[tuple[int, Any]] = Window(self._ex, in_flight, self._uploaded)
 
@@ -111,7 +120,20 @@ class PackWriter:
                  tb: TracebackType | None) -> None:
         if exc is not None:
             self._uploads.cancel()
+            if self._up is not None:
+                self._up.abort()
+                self._up = None
         self._ex.shutdown(wait=True)
+
+    def _new_builder(self) -> PackBuilder:
+        if self._stream:  # its upload opens with the first chunk (finish may find none)
+            return PackBuilder(self._stage, sink=self._sink)
+        return PackBuilder(self._free.pop() if self._free else new_buffer(self._capacity))
+
+    def _sink(self, data: memoryview) -> None:
+        if self._up is None:
+            self._up = self.store.open_upload(_PACKS)
+        self._up.write(data)
 
     def add(self, cid: bytes, blob: bytes | memoryview, raw_size: int,
             tag: bytes = b"") -> None:
@@ -130,11 +152,25 @@ class PackWriter:
         # The buffers go now (unmapped at once), not when the writer does: the caller goes
         # on to build the manifest, the push's other peak.
         self._free.clear()
+        self._stage = None
         self._builder = PackBuilder()
         return self.locations
 
     def _seal(self) -> None:
         builder = self._builder
+        if self._stream:
+            pid, size = builder.seal_streamed()
+            self.locations.seal(pid)
+            up, self._up = self._up, None
+            if self.journal is not None:  # before it is published: a resume checks it landed
+                self.journal.record(pid, size, builder.locations(pid))
+            try:
+                up.publish(Layout.pack(pid), self._mode())
+            except AlreadyExistsError:
+                self.existed.add(pid)  # an old copy: the publisher confirms it is still there
+            self._uploaded((size, None))
+            self._builder = self._new_builder()
+            return
         pid, data = builder.seal_bytes()
         buf = builder.buffer
         self.locations.seal(pid)
@@ -146,8 +182,13 @@ class PackWriter:
             self._uploaded(self._upload(pid, data, locs, buf))
         else:
             self._uploads.submit(self._upload, pid, data, locs, buf)
-        self._builder = PackBuilder(self._free.pop() if self._free else
-                                    new_buffer(self._capacity))
+        self._builder = self._new_builder()
+
+    def _mode(self) -> Any:
+        # Create-only where the store can: a pack's id is the hash of its bytes, so one
+        # already there is this very pack (whether gc is about to delete it is checked
+        # before the ref moves, docs/format.md §8).
+        return "create" if self.store.conditional else "overwrite"
 
     def _upload(self, pid: bytes, data: memoryview, locs: dict[bytes, Location],
                 buf: Any) -> tuple[int, Any]:
@@ -160,11 +201,7 @@ class PackWriter:
             if self.journal is not None:  # before the PUT: a resume checks the pack landed
                 self.journal.record(pid, len(data), locs)
             try:
-                # Create-only where the store can: a pack's id is the hash of its bytes, so
-                # one already there is this very pack (whether gc is about to delete it is
-                # checked before the ref moves, docs/format.md §8).
-                self.store.put(Layout.pack(pid), data,
-                               mode="create" if self.store.conditional else "overwrite")
+                self.store.put(Layout.pack(pid), data, mode=self._mode())
             except AlreadyExistsError:
                 self.existed.add(pid)  # an old copy: the publisher confirms it is still there
 
@@ -172,8 +209,13 @@ class PackWriter:
         n, buf = done
         self.packs += 1
         self.bytes += n
-        self._free.append(buf)
+        if buf is not None:
+            self._free.append(buf)
         _trim()
+
+
+_PACKS = "packs"  # where a streamed pack's temporary file lives (the packs' file system)
+_STAGE = 1 << 20  # a streamed pack is written in pieces of about this size
 
 
 _malloc_trim: Any = None
