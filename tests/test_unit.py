@@ -54,7 +54,7 @@ def test_reading_into_the_window_cuts_as_the_stream_does(step):
 
     rng = random.Random(7)
     ch = Chunker(SMALL)
-    cap = SMALL.max_size + (2 << 20)
+    cap = SMALL.max_size + (1 << 20)  # the window's size
     for size in (0, 1, 1000, SMALL.max_size, cap - 1, cap, cap + 1, 3 * cap + 17):
         data = rng.randbytes(size // 2) + bytes(size // 4) + rng.randbytes(size - size // 2
                                                                             - size // 4)

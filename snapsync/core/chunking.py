@@ -123,13 +123,13 @@ class Chunker:
         The same cut points as :meth:`cut_stream` (a cut depends only on the bytes from its
         chunk's start, so only a chunk that ends where the data read so far ends is cut
         again once more is read), read into one window kept by this chunker for every file:
-        an anonymous ``mmap`` of ``max_size + 2 MiB``, so no per-file buffer (pyfastcdc's
+        an anonymous ``mmap`` of ``max_size + 1 MiB``, so no per-file buffer (pyfastcdc's
         stream makes a fresh ``2 x max_size`` bytearray per file) churns through the heap.
         ``readinto(view)`` fills some of ``view`` and returns the count, 0 at the end. Each
         view is only valid until the next one is produced.
         """
         if self._buf is None:
-            self._buf = mmap.mmap(-1, self.params.max_size + (2 << 20))
+            self._buf = mmap.mmap(-1, self.params.max_size + (1 << 20))
         win = self._buf
         view = memoryview(win)
         cap = len(win)

@@ -29,6 +29,7 @@ from typing import Any
 from snapsync.concurrency import (
     Concurrency,
     Window,
+    compress_window,
     packs_in_flight,
     shared_malloc_arena,
 )
@@ -293,7 +294,7 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
         packed_ids = writer.locations
         fresh = _Either(pending, packed_ids)
         compressing: Window[tuple[Arena | None, list[tuple[bytes, bytes, Any, int]]]] = \
-            Window(cpu_ex, conc.cpu * 2, packed)
+            Window(cpu_ex, compress_window(conc.cpu), packed)
         arena = pool.get()
         batch: list[tuple[bytes, Any]] = []
         batch_bytes = 0
