@@ -117,6 +117,10 @@ class Chunker:
         for chunk in self._cdc.cut_stream(stream):
             yield chunk.data
 
+    def release(self) -> None:
+        """Drop :meth:`cut_readinto`'s window (made again if needed)."""
+        self._buf = None
+
     def cut_readinto(self, readinto: Callable[[memoryview], int]) -> Iterator[memoryview]:
         """Yield the chunks of a large file with FastCDC, reading it through ``readinto``.
 

@@ -385,8 +385,10 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
             compressing.cancel()
             raise
         finally:
-            batch = []
+            # The read buffers go before the manifest is built (push's other peak).
+            batch, arena = [], None  # type: ignore[assignment]
             pool.clear()
+            chunker.release()
     prog.close()
     stats["packs"], stats["uploaded"] = writer.packs, writer.bytes
     stats["pack_bytes"] = writer.bytes  # of what is uploaded: packs; the rest is metadata
