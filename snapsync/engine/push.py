@@ -397,6 +397,11 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
 
     # 4. Manifest, then ref.
     tree = tree_columns(cols, nchunks, all_ids, unread_idx)
+    # The stat cache's rows are packed now, so the walk's listing and columns can go before
+    # the manifest is built (push's peak at 100k files); they are written once it published.
+    rows = None if dry_run else stat_cache.rows_of(key, local, cols, nchunks, all_ids,
+                                                   unread_idx)
+    del local, cols, kinds, sigs, cached
     # No merged copy of the two maps: a first push has nothing known, a later one few new.
     locations: Mapping[bytes, Location] = ChainMap(new_locs, known) if known else new_locs
     info_section = {"ignore": rules.patterns, "ignore_source": rules.source,
@@ -434,7 +439,7 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
     if not dry_run:
         stat_cache.meta = {"snapshot": sid, "default_ignore": noted, "totals": totals,
                            "chunks": distinct}
-        stat_cache.save(key, local, cols, nchunks, all_ids, unread_idx)
+        stat_cache.save_rows_of(rows)
 
     req = store.stats.as_dict()
     sent = req["bytes_sent"] if not dry_run else stats["uploaded"]

@@ -139,6 +139,15 @@ def _decode_rows(written: Any, rows: Any, meta: Any
     return out
 
 
+class PackedRows:
+    """A :class:`TreeCache`'s rows, packed, waiting for the meta map to be written with."""
+
+    __slots__ = ("data", "key")
+
+    def __init__(self, key: str, data: bytes | bytearray) -> None:
+        self.key, self.data = key, data
+
+
 class TreeCache:
     """Push's stat cache for one (folder, store): per directory, what the last push saw.
 
@@ -210,8 +219,15 @@ class TreeCache:
 
         ``unread``: entries (indexes into ``cols``) that could not be read: never trusted.
         """
+        self.save_rows_of(self.rows_of(key, listing, cols, nchunks, ids, unread))
+
+    def rows_of(self, key: str, listing: Listing, cols: Columns, nchunks: array[int],
+                ids: bytes | bytearray, unread: Collection[int] = ()) -> PackedRows | None:
+        """The rows :meth:`save` would write, packed: the listing and columns can go before
+        the cache is written (push builds its manifest meanwhile). The racy cutoff is taken
+        now, which only marks more files racy than taking it later would."""
         if self.path is None:
-            return
+            return None
         offsets = array("q", [0]) * (len(cols) + 1)
         total = 0
         for i, n in enumerate(nchunks):
@@ -233,8 +249,7 @@ class TreeCache:
         # Streamed row by row into one buffer: the same bytes as packing the whole list
         # ``[VERSION, key, meta, rows]``, without the rows existing all at once.
         pk = msgpack.Packer(use_bin_type=True, autoreset=True)
-        out = bytearray(pk.pack_array_header(4) + pk.pack(self.VERSION) + pk.pack(key)
-                        + pk.pack(self.meta) + pk.pack_array_header(len(listing.dirs)))
+        out = bytearray(pk.pack_array_header(len(listing.dirs)))
         empty = b""
         for d_i, d in enumerate(listing.dirs):
             sigs = array("q", d.sigs)
@@ -257,6 +272,18 @@ class TreeCache:
             out += pk.pack((d.rel.encode("utf-8", "surrogateescape"), d.names_key(),
                             d.flags, sigs.tobytes(), counts.tobytes(), b"".join(ids_parts),
                             d.lint))
+        return PackedRows(key, out)
+
+    def save_rows_of(self, rows: PackedRows | None) -> None:
+        """Write rows from :meth:`rows_of` with the current ``meta``: the same bytes as
+        packing ``[VERSION, key, meta, rows]`` at once."""
+        if self.path is None or rows is None:
+            return
+        pk = msgpack.Packer(use_bin_type=True)
+        out = bytearray(pk.pack_array_header(4) + pk.pack(self.VERSION) + pk.pack(rows.key)
+                        + pk.pack(self.meta))
+        out += rows.data
+        rows.data = b""
         try:
             atomic_write(self.path, out)
         except OSError:
