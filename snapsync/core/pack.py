@@ -140,6 +140,14 @@ class PackBuilder:
 
     def _write(self, at: int, a: bytes | memoryview, b: bytes | memoryview) -> None:
         if self._sink is not None:  # appended in order: ``at`` is always the end so far
+            buf, fill = self._buf, self._fill
+            la, n = len(a), len(a) + len(b)
+            if buf is not None and fill + n <= len(buf):  # the common case: fits the stage
+                if la:
+                    buf[fill:fill + la] = a
+                buf[fill + la:fill + n] = b
+                self._fill = fill + n
+                return
             self._stream(a, b)
             return
         la, end = len(a), at + len(a) + len(b)
