@@ -88,3 +88,26 @@ def test_a_failed_pack_write_leaves_no_pack_no_temp_and_no_ref(tmp_path, monkeyp
     monkeypatch.undo()  # the next push resumes and publishes
     r = snapsync.push(src, store.as_uri(), cache_dir=tmp_path / "c")
     assert check(store.as_uri(), read_data=True).ok and r.snapshot_id
+
+
+def test_the_parked_stat_cache_rows_never_stay_behind(tmp_path, monkeypatch):
+    """push parks the stat cache's rows in a temporary file while it builds the manifest:
+    written into the cache on success, removed when publishing fails."""
+    import snapsync.engine.push as push_mod
+
+    src = make_project(tmp_path / "src", files=20)
+    cache = tmp_path / "c"
+    store = (tmp_path / "store").as_uri()
+
+    def refused(*a, **k):  # type: ignore[no-untyped-def]
+        raise StoreError("refused by the test")
+
+    monkeypatch.setattr(push_mod, "publish_snapshot", refused)
+    with pytest.raises(StoreError, match="refused"):
+        snapsync.push(src, store, cache_dir=cache)
+    assert _tmp_files(cache) == [] and not list((cache / "stat").glob("*.msgpack"))
+    monkeypatch.undo()
+    snapsync.push(src, store, cache_dir=cache)
+    assert _tmp_files(cache) == [] and len(list((cache / "stat").glob("*.msgpack"))) == 1
+    again = snapsync.push(src, store, cache_dir=cache)
+    assert again.unchanged and again.files_read == 0

@@ -402,44 +402,48 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
     rows = None if dry_run else stat_cache.rows_of(key, local, cols, nchunks, all_ids,
                                                    unread_idx)
     del local, cols, kinds, sigs, cached
-    # No merged copy of the two maps: a first push has nothing known, a later one few new.
-    locations: Mapping[bytes, Location] = ChainMap(new_locs, known) if known else new_locs
-    info_section = {"ignore": rules.patterns, "ignore_source": rules.source,
-                    "chunker": cfg.chunker.to_dict()}
-    if keyring is not None:
-        info_section["auth"] = keyring.sign(tree.entries(), locations, info_section, macs)
-    sid, raw_manifest, distinct, packs = encode_manifest_columns(tree, locations, info_section)
-    del locations
-    # With a key, an unsigned manifest of the same tree is replaced by a signed one.
-    resign = keyring is not None and not keyring.signed(manifests.get(sid))
-    unchanged = parent is not None and parent.snapshot == sid and not resign and same_git
-    kind_count = {k: tree.kinds.count(k) for k in (b"f", b"d", b"l")}
-    totals = {
-        "files": kind_count[b"f"],
-        "dirs": kind_count[b"d"],
-        "symlinks": kind_count[b"l"],
-        "bytes": sum(tree.sizes),
-    }
-    parent_id = parent.snapshot if parent else None
-    attempts = 0
-    if not dry_run and not unchanged:
-        needs = set(packs)  # the packs it names
-        published = publish_snapshot(repo, ref, sid, raw_manifest, needs, writer.existed,
-                             manifests.get(sid), resign, keyring, stats, totals, message,
-                             git_facts_of(rootp) if git_facts is None else git_facts,
-                             git_facts is not None)
-        if published is not None:
-            attempts = published.attempts
-        if published is None or published.same:
-            unchanged = True  # the ref names this tree already (another push put it there)
-        else:
-            parent_id = published.info.parent
-    if journal is not None:
-        journal.forget()  # the ref now names what the journal kept alive
-    if not dry_run:
-        stat_cache.meta = {"snapshot": sid, "default_ignore": noted, "totals": totals,
-                           "chunks": distinct}
-        stat_cache.save_rows_of(rows)
+    try:
+        # No merged copy of the two maps: a first push has nothing known, a later one few new.
+        locations: Mapping[bytes, Location] = ChainMap(new_locs, known) if known else new_locs
+        info_section = {"ignore": rules.patterns, "ignore_source": rules.source,
+                        "chunker": cfg.chunker.to_dict()}
+        if keyring is not None:
+            info_section["auth"] = keyring.sign(tree.entries(), locations, info_section, macs)
+        sid, raw_manifest, distinct, packs = encode_manifest_columns(tree, locations, info_section)
+        del locations
+        # With a key, an unsigned manifest of the same tree is replaced by a signed one.
+        resign = keyring is not None and not keyring.signed(manifests.get(sid))
+        unchanged = parent is not None and parent.snapshot == sid and not resign and same_git
+        kind_count = {k: tree.kinds.count(k) for k in (b"f", b"d", b"l")}
+        totals = {
+            "files": kind_count[b"f"],
+            "dirs": kind_count[b"d"],
+            "symlinks": kind_count[b"l"],
+            "bytes": sum(tree.sizes),
+        }
+        parent_id = parent.snapshot if parent else None
+        attempts = 0
+        if not dry_run and not unchanged:
+            needs = set(packs)  # the packs it names
+            published = publish_snapshot(repo, ref, sid, raw_manifest, needs, writer.existed,
+                                 manifests.get(sid), resign, keyring, stats, totals, message,
+                                 git_facts_of(rootp) if git_facts is None else git_facts,
+                                 git_facts is not None)
+            if published is not None:
+                attempts = published.attempts
+            if published is None or published.same:
+                unchanged = True  # the ref names this tree already (another push put it there)
+            else:
+                parent_id = published.info.parent
+        if journal is not None:
+            journal.forget()  # the ref now names what the journal kept alive
+        if not dry_run:
+            stat_cache.meta = {"snapshot": sid, "default_ignore": noted, "totals": totals,
+                               "chunks": distinct}
+            stat_cache.save_rows_of(rows)
+    finally:
+        if rows is not None:
+            rows.discard()  # written by now, or the push failed: never left behind
 
     req = store.stats.as_dict()
     sent = req["bytes_sent"] if not dry_run else stats["uploaded"]

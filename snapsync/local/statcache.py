@@ -6,6 +6,8 @@ store; a pull trusts the target files it wrote last time while their signature h
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from array import array
 from collections.abc import Callable, Collection, Iterable
@@ -15,7 +17,7 @@ from typing import Any
 import msgpack
 
 from snapsync.core.hashing import ID_SIZE
-from snapsync.local.atomic import atomic_write
+from snapsync.local.atomic import atomic_write, unlink_quietly, write_temp
 from snapsync.local.listing import KEEP_FILE, KEEP_LINK, Columns, DirMemo, Listing
 
 
@@ -140,12 +142,19 @@ def _decode_rows(written: Any, rows: Any, meta: Any
 
 
 class PackedRows:
-    """A :class:`TreeCache`'s rows, packed, waiting for the meta map to be written with."""
+    """A :class:`TreeCache`'s rows, packed and parked in a temporary file beside the cache
+    (out of memory while push builds its manifest), waiting to be written with the meta
+    map. :meth:`discard` drops them (a push that failed)."""
 
-    __slots__ = ("data", "key")
+    __slots__ = ("key", "tmp")
 
-    def __init__(self, key: str, data: bytes | bytearray) -> None:
-        self.key, self.data = key, data
+    def __init__(self, key: str, tmp: str | None) -> None:
+        self.key, self.tmp = key, tmp
+
+    def discard(self) -> None:
+        if self.tmp is not None:
+            unlink_quietly(self.tmp)
+            self.tmp = None
 
 
 class TreeCache:
@@ -272,22 +281,32 @@ class TreeCache:
             out += pk.pack((d.rel.encode("utf-8", "surrogateescape"), d.names_key(),
                             d.flags, sigs.tobytes(), counts.tobytes(), b"".join(ids_parts),
                             d.lint))
-        return PackedRows(key, out)
+        try:
+            return PackedRows(key, write_temp(self.path, out))
+        except OSError:
+            return None  # the cache is an optimisation: not saved this time
 
     def save_rows_of(self, rows: PackedRows | None) -> None:
         """Write rows from :meth:`rows_of` with the current ``meta``: the same bytes as
         packing ``[VERSION, key, meta, rows]`` at once."""
-        if self.path is None or rows is None:
+        if self.path is None or rows is None or rows.tmp is None:
             return
         pk = msgpack.Packer(use_bin_type=True)
-        out = bytearray(pk.pack_array_header(4) + pk.pack(self.VERSION) + pk.pack(rows.key)
-                        + pk.pack(self.meta))
-        out += rows.data
-        rows.data = b""
+        head = pk.pack_array_header(4) + pk.pack(self.VERSION) + pk.pack(rows.key) + \
+            pk.pack(self.meta)
         try:
-            atomic_write(self.path, out)
+            tmp = write_temp(self.path, head)
+            try:
+                with open(rows.tmp, "rb") as src, open(tmp, "ab") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                os.replace(tmp, self.path)
+            except BaseException:
+                unlink_quietly(tmp)
+                raise
         except OSError:
             pass  # the cache is an optimisation; failing to save it must not fail the push
+        finally:
+            rows.discard()
 
     def save_meta(self) -> None:
         """Rewrite only the meta map (a no-op push whose default-ignore note changed)."""
