@@ -28,6 +28,17 @@ PACKS_IN_FLIGHT = 4  # uploads of pack-size objects at once: keeps the link busy
 LOCAL_PACKS_IN_FLIGHT = 0
 
 
+def compress_window(cpu: int) -> int:
+    """Batches of new chunks (1 MiB each, in their own arena) queued for compression.
+
+    One per thread and one waiting keeps every thread busy; each more is another arena and
+    output buffer resident. 5k files / 100 MB first push on 2 cores: 53.8-55.2 MB peak RSS
+    at ``cpu + 1`` against 56.5-59.9 MB at ``2 x cpu``, wall 0.47-0.51 s against 0.46-0.50 s
+    (3 runs each, interleaved).
+    """
+    return cpu + 1
+
+
 def packs_in_flight(io: int, local: bool) -> int:
     """How many packs may upload at once (0: written in the caller's thread, see above)."""
     return LOCAL_PACKS_IN_FLIGHT if local else max(1, min(io, PACKS_IN_FLIGHT))

@@ -64,11 +64,11 @@ def test_file_changing_while_pushed_is_read_again(tmp_path, monkeypatch):
     src = make_project(tmp_path / "src", files=3)
     hot = src / "hot.log"
     hot.write_bytes(b"a" * 5000)
-    real = push_mod.read_small
+    real = push_mod.read_small_into
     calls = {"n": 0}
 
-    def racing(path, size):  # type: ignore[no-untyped-def]
-        got = real(path, size)
+    def racing(path, buf):  # type: ignore[no-untyped-def]
+        got = real(path, buf)
         if path.endswith("hot.log") and calls["n"] < 1:
             calls["n"] += 1
             with open(path, "ab") as f:  # a writer appends between our read and our fstat
@@ -76,7 +76,7 @@ def test_file_changing_while_pushed_is_read_again(tmp_path, monkeypatch):
             return got[0], stat_sig(os.lstat(path))  # what that fstat would then see
         return got
 
-    monkeypatch.setattr(push_mod, "read_small", racing)
+    monkeypatch.setattr(push_mod, "read_small_into", racing)
     r = snapsync.push(src, (tmp_path / "store").as_uri())
     assert calls["n"] == 1
     snapsync.pull((tmp_path / "store").as_uri(), tmp_path / "dst")
@@ -90,16 +90,16 @@ def test_file_that_never_settles_is_an_error(tmp_path, monkeypatch):
     (src / "hot.log").write_bytes(b"a")
     real = push_mod.read_chunks
 
-    def racing(path, size, chunker):  # type: ignore[no-untyped-def]
-        yield from real(path, size, chunker)
+    def racing(path, size, chunker, **kw):  # type: ignore[no-untyped-def]
+        yield from real(path, size, chunker, **kw)
         if path.endswith("hot.log"):
             with open(path, "ab") as f:
                 f.write(b"more")
 
-    real_small = push_mod.read_small
+    real_small = push_mod.read_small_into
 
-    def racing_small(path, size):  # type: ignore[no-untyped-def]
-        got = real_small(path, size)
+    def racing_small(path, buf):  # type: ignore[no-untyped-def]
+        got = real_small(path, buf)
         if path.endswith("hot.log"):
             with open(path, "ab") as f:  # between the read and the fstat
                 f.write(b"more")
@@ -107,7 +107,7 @@ def test_file_that_never_settles_is_an_error(tmp_path, monkeypatch):
         return got
 
     monkeypatch.setattr(push_mod, "read_chunks", racing)
-    monkeypatch.setattr(push_mod, "read_small", racing_small)
+    monkeypatch.setattr(push_mod, "read_small_into", racing_small)
     with pytest.raises(LocalFileError, match="hot.log keeps changing"):
         snapsync.push(src, (tmp_path / "store").as_uri())
 

@@ -197,6 +197,8 @@ def test_encode_many_stores_what_encode_stores():
               for i in range(40)]
     codec = Codec(3)
     pairs = codec.encode_many(chunks)
+    views = codec.encode_many(chunks, copy=False)
+    assert [(t, bytes(p)) for t, p in views] == [(t, bytes(p)) for t, p in pairs]
     for data, (tag, payload) in zip(chunks, pairs, strict=True):
         blob = tag + bytes(payload)
         assert blob == codec.encode(data)

@@ -46,6 +46,29 @@ def test_chunks_cover_the_input_exactly():
     assert all(len(p) >= SMALL.min_size for p in pieces[:-1])
 
 
+@pytest.mark.parametrize("step", [None, 4096, 100_001])
+def test_reading_into_the_window_cuts_as_the_stream_does(step):
+    """cut_readinto (push's reader, one reused window) makes pyfastcdc's stream cuts, for
+    any read size, with sizes around the window's edges and a run of zeros (max-size cuts)."""
+    import io
+
+    rng = random.Random(7)
+    ch = Chunker(SMALL)
+    cap = SMALL.max_size + (1 << 20)  # the window's size
+    for size in (0, 1, 1000, SMALL.max_size, cap - 1, cap, cap + 1, 3 * cap + 17):
+        data = rng.randbytes(size // 2) + bytes(size // 4) + rng.randbytes(size - size // 2
+                                                                            - size // 4)
+        want = [bytes(c) for c in ch.cut_stream(io.BytesIO(data))]
+        src = io.BytesIO(data)
+
+        def readinto(v: memoryview, src: io.BytesIO = src) -> int:
+            return src.readinto(v if step is None else v[:step])
+
+        got = [bytes(c) for c in ch.cut_readinto(readinto)]
+        assert got == want, size
+        assert b"".join(got) == data
+
+
 @pytest.mark.parametrize("where", ["start", "middle"])
 def test_boundaries_stay_put_after_an_insertion(where):
     data = random.Random(2).randbytes(4 << 20)

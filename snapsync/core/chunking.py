@@ -7,7 +7,8 @@ keeps chunking the way it was created even when the defaults change.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import mmap
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
@@ -80,6 +81,7 @@ class Chunker:
     def __init__(self, params: ChunkerParams) -> None:
         self.params = params
         self._cdc_: Any = None
+        self._buf: mmap.mmap | None = None  # cut_readinto's window, made at its first use
 
     @property
     def _cdc(self) -> Any:
@@ -114,3 +116,45 @@ class Chunker:
         """
         for chunk in self._cdc.cut_stream(stream):
             yield chunk.data
+
+    def release(self) -> None:
+        """Drop :meth:`cut_readinto`'s window (made again if needed)."""
+        self._buf = None
+
+    def cut_readinto(self, readinto: Callable[[memoryview], int]) -> Iterator[memoryview]:
+        """Yield the chunks of a large file with FastCDC, reading it through ``readinto``.
+
+        The same cut points as :meth:`cut_stream` (a cut depends only on the bytes from its
+        chunk's start, so only a chunk that ends where the data read so far ends is cut
+        again once more is read), read into one window kept by this chunker for every file:
+        an anonymous ``mmap`` of ``max_size + 1 MiB``, so no per-file buffer (pyfastcdc's
+        stream makes a fresh ``2 x max_size`` bytearray per file) churns through the heap.
+        ``readinto(view)`` fills some of ``view`` and returns the count, 0 at the end. Each
+        view is only valid until the next one is produced.
+        """
+        if self._buf is None:
+            self._buf = mmap.mmap(-1, self.params.max_size + (1 << 20))
+        win = self._buf
+        view = memoryview(win)
+        cap = len(win)
+        filled, eof = 0, False
+        while True:
+            while not eof and filled < cap:
+                got = readinto(view[filled:])
+                if got == 0:
+                    eof = True
+                filled += got
+            start = 0
+            chunk = data = None
+            for chunk in self._cdc.cut_buf(view[:filled]):
+                data = chunk.data
+                end = start + len(data)
+                if end == filled and not eof:
+                    break  # it may grow with the next bytes: cut again after a refill
+                yield data
+                start = end
+            del chunk, data
+            if eof:
+                return
+            win.move(0, start, filled - start)
+            filled -= start

@@ -51,13 +51,14 @@ class Codec:
             return ZSTD_TAG + packed
         return RAW_TAG + bytes(data)
 
-    def encode_many(self, chunks: list[bytes]) -> list[tuple[bytes, Any]]:
+    def encode_many(self, chunks: list[Any], copy: bool = True) -> list[tuple[bytes, Any]]:
         """:meth:`encode` for a batch, as ``(tag, payload)`` pairs (a blob is their join).
 
         One call into libzstd for the batch: the GIL is released once for it instead of once
         per chunk, so a thread compressing many small chunks does not make the reading thread
         wait for the GIL at each of its system calls. A raw payload is the chunk itself (not
-        copied).
+        copied). ``copy=False``: compressed payloads are views of the batch's one output
+        buffer (alive while any view is), for a caller that copies them at once.
         """
         comp = self._compressor()
         multi = getattr(comp, "multi_compress_to_buffer", None)  # the C backend's
@@ -71,10 +72,13 @@ class Codec:
         pairs: list[tuple[bytes, Any]] = []
         for i, data in enumerate(chunks):
             seg = result[i]
-            # Copied out: the batch's output buffer is sized for the worst case (about the
-            # input's size), so a view of it would keep ~4x the compressed bytes alive.
-            pairs.append((ZSTD_TAG, seg.tobytes()) if len(seg) < len(data) else
-                         (RAW_TAG, data))
+            # Copied out unless asked not to: the batch's output buffer is sized for the worst
+            # case (about the input's size), so views kept for long would keep ~4x the
+            # compressed bytes alive (push copies them into its pack at once).
+            if len(seg) < len(data):
+                pairs.append((ZSTD_TAG, seg.tobytes() if copy else memoryview(seg)))
+            else:
+                pairs.append((RAW_TAG, data))
         return pairs
 
     def decode(self, blob: bytes | memoryview, raw_size: int, expect_id: bytes) -> bytes:

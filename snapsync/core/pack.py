@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import mmap
 import struct
+from collections.abc import Callable
 
-from snapsync.core.hashing import ID_SIZE, chunk_id
+from snapsync.core.hashing import ID_SIZE, chunk_id, hasher
 from snapsync.core.manifest import (
     INDEX_ENTRY_MIN_BYTES,
     MAX_CHUNK_SIZE,
@@ -39,8 +40,14 @@ class PackBuilder:
     the view of this one is no longer read (``PackWriter`` recycles them after the upload).
     """
 
-    def __init__(self, buffer: mmap.mmap | None = None) -> None:
+    def __init__(self, buffer: mmap.mmap | None = None,
+                 sink: Callable[[memoryview], None] | None = None) -> None:
         self._buf = buffer
+        # Streamed (``sink``): the bytes go out in order through ``buffer`` used as a small
+        # staging area, hashed on the way; only the trailer's columns stay (seal_streamed).
+        self._sink = sink
+        self._fill = 0
+        self._hash = hasher() if sink is not None else None
         self._ids: list[bytes] = []
         self._offsets: list[int] = []
         self._lengths: list[int] = []
@@ -71,26 +78,78 @@ class PackBuilder:
 
         The view reads this builder's buffer: it is valid until the buffer is reused.
         """
+        pid, data = self.seal_bytes()
+        return pid, data, self.locations(pid)
+
+    def seal_bytes(self) -> tuple[bytes, memoryview]:
+        """Write the trailer; return ``(pack id, view of the pack's bytes)`` (as :meth:`seal`)."""
         trailer = encode_json_like(
             [PACK_VERSION, b"".join(self._ids), self._offsets, self._lengths, self._raws])
         end = self.size + len(trailer) + _TAIL.size
         self._write(self.size, trailer, _TAIL.pack(len(trailer), PACK_MAGIC))
         assert self._buf is not None
         data = memoryview(self._buf)[:end]
-        pid = chunk_id(data)
-        locs = {
+        return chunk_id(data), data
+
+    def locations(self, pid: bytes) -> dict[bytes, Location]:
+        """The chunks added so far as locations in pack ``pid``."""
+        return {
             cid: Location(pid, off, ln, raw)
             for cid, off, ln, raw in zip(self._ids, self._offsets, self._lengths, self._raws,
                                          strict=True)
         }
-        return pid, data, locs
 
     def finish(self) -> tuple[bytes, bytes, dict[bytes, Location]]:
         """Like :meth:`seal`, with the pack's bytes copied out (the buffer can be reused)."""
         pid, data, locs = self.seal()
         return pid, bytes(data), locs
 
+    def seal_streamed(self) -> tuple[bytes, int]:
+        """Streamed builders: send the trailer and the rest; return ``(pack id, size)``."""
+        assert self._hash is not None
+        trailer = encode_json_like(
+            [PACK_VERSION, b"".join(self._ids), self._offsets, self._lengths, self._raws])
+        self._write(self.size, trailer, _TAIL.pack(len(trailer), PACK_MAGIC))
+        self._flush()
+        return self._hash.digest(), self.size + len(trailer) + _TAIL.size
+
+    def _flush(self) -> None:
+        if self._fill:
+            assert self._buf is not None and self._sink is not None and self._hash is not None
+            view = memoryview(self._buf)[:self._fill]
+            self._hash.update(view)
+            self._sink(view)
+            view.release()
+            self._fill = 0
+
+    def _stream(self, a: bytes | memoryview, b: bytes | memoryview) -> None:
+        assert self._buf is not None and self._sink is not None and self._hash is not None
+        room = len(self._buf)
+        for part in (a, b):
+            n = len(part)
+            if not n:
+                continue
+            if self._fill + n > room:
+                self._flush()
+            if n >= room:  # larger than the staging area: straight through
+                self._hash.update(part)
+                self._sink(memoryview(part))
+            else:
+                self._buf[self._fill:self._fill + n] = part
+                self._fill += n
+
     def _write(self, at: int, a: bytes | memoryview, b: bytes | memoryview) -> None:
+        if self._sink is not None:  # appended in order: ``at`` is always the end so far
+            buf, fill = self._buf, self._fill
+            la, n = len(a), len(a) + len(b)
+            if buf is not None and fill + n <= len(buf):  # the common case: fits the stage
+                if la:
+                    buf[fill:fill + la] = a
+                buf[fill + la:fill + n] = b
+                self._fill = fill + n
+                return
+            self._stream(a, b)
+            return
         la, end = len(a), at + len(a) + len(b)
         buf = self._buf
         if buf is None or len(buf) < end:  # outgrown: move to a bigger buffer (rare)

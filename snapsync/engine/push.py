@@ -20,7 +20,7 @@ import os
 import time
 from array import array
 from collections import ChainMap
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Container, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +29,11 @@ from typing import Any
 from snapsync.concurrency import (
     Concurrency,
     Window,
+    compress_window,
     packs_in_flight,
     shared_malloc_arena,
 )
+from snapsync.core.arena import Arena, ArenaPool
 from snapsync.core.chunking import Chunker
 from snapsync.core.codec import Codec
 from snapsync.core.hashing import ID_SIZE, chunk_id
@@ -58,7 +60,7 @@ from snapsync.local.tree import (
     default_cache_dir,
     own_dirs,
     read_chunks,
-    read_small,
+    read_small_into,
     stat_sig,
     summarize,
     walk,
@@ -259,10 +261,11 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
     all_ids = bytearray()
     unread_idx: set[int] = set()
 
-    def compress(batch: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes, Any, int]]:
-        pairs = codec.encode_many([data for _, data in batch])
-        return [(cid, tag, payload, len(data))
-                for (cid, data), (tag, payload) in zip(batch, pairs, strict=True)]
+    def compress(arena: Arena | None, batch: list[tuple[bytes, Any]]
+                 ) -> tuple[Arena | None, list[tuple[bytes, bytes, Any, int]]]:
+        pairs = codec.encode_many([data for _, data in batch], copy=False)
+        return arena, [(cid, tag, payload, len(data))
+                       for (cid, data), (tag, payload) in zip(batch, pairs, strict=True)]
 
     def on_chunk(cid: bytes, data: memoryview) -> None:
         if keyring is not None:
@@ -270,30 +273,54 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
 
     prog.phase("read", total_read, "B")
     root_s, threshold = str(rootp), cfg.chunker.threshold
+    # A batch is read into one arena: room for the batch limit and one more small file.
+    pool = ArenaPool(max(2 * _BATCH_BYTES, threshold + 1))
     with shared_malloc_arena(), \
             ThreadPoolExecutor(conc.cpu, thread_name_prefix="snapsync-cpu") as cpu_ex, \
             PackWriter(store, target_pack, journal=journal, dry_run=dry_run,
                        in_flight=packs_in_flight(conc.io, store.local)) as writer:
-        def packed(batch: list[tuple[bytes, bytes, Any, int]]) -> None:
-            for cid, tag, payload, raw in batch:
+        def packed(done: tuple[Arena | None, list[tuple[bytes, bytes, Any, int]]]) -> None:
+            used, blobs = done
+            payload: Any = None
+            for cid, tag, payload, raw in blobs:
                 writer.add(cid, payload, raw, tag)
+                pending.discard(cid)  # the writer knows it now
+            # The views of the arena and of zstd's output buffer go before the arena is
+            # reused (and the output buffer is freed).
+            del blobs, done, payload
+            if used is not None:
+                pool.put(used)  # its chunks are in the pack now
 
-        compressing: Window[list[tuple[bytes, bytes, Any, int]]] = Window(
-            cpu_ex, conc.cpu * 2, packed)
-        batch: list[tuple[bytes, bytes]] = []
+        packed_ids = writer.locations
+        fresh = _Either(pending, packed_ids)
+        compressing: Window[tuple[Arena | None, list[tuple[bytes, bytes, Any, int]]]] = \
+            Window(cpu_ex, compress_window(conc.cpu), packed)
+        arena = pool.get()
+        batch: list[tuple[bytes, Any]] = []
         batch_bytes = 0
 
-        def add_fresh(cid: bytes, data: bytes) -> None:
+        def submit() -> None:
+            nonlocal arena, batch, batch_bytes
+            if batch:
+                compressing.submit(compress, arena, batch)
+                arena = pool.get()
+            batch, batch_bytes = [], 0
+
+        def add_fresh(cid: bytes, data: memoryview) -> None:
             # New chunks go out as they are read: a file larger than memory never sits in
-            # memory whole (the windows block the reader when they are full).
-            nonlocal batch, batch_bytes
+            # memory whole (the windows block the reader when they are full). ``data`` is
+            # only valid during the call: it is copied into the arena (or, when larger than
+            # an arena, into its own bytes).
+            nonlocal batch_bytes
             pending.add(cid)
-            stats["bytes_new"] += len(data)
-            batch.append((cid, data))
-            batch_bytes += len(data)
-            if batch_bytes >= 1 << 20 or len(batch) >= 256:
-                compressing.submit(compress, batch)
-                batch, batch_bytes = [], 0
+            n = len(data)
+            stats["bytes_new"] += n
+            if n > arena.capacity - arena.used:
+                submit()
+            batch.append((cid, arena.put(data) if n <= arena.capacity else bytes(data)))
+            batch_bytes += n
+            if batch_bytes >= _BATCH_BYTES or len(batch) >= 256:
+                submit()
 
         unread: list[str] = []
         try:
@@ -308,20 +335,33 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
                 abs_path = os.path.join(root_s, os.fsdecode(cols.paths[i]))
                 sig = tuple(sigs[5 * i:5 * i + 5])
                 try:
-                    small = read_small(abs_path, threshold) if sig[0] <= threshold else None
-                    if small is not None and small[1] == sig and len(small[0]) == sig[0]:
-                        # The common case, inlined: one chunk, unchanged since the walk.
-                        data, after = small
+                    small = None
+                    if sig[0] <= threshold:
+                        if sig[0] >= arena.capacity - arena.used:
+                            submit()  # the new arena has room for any small file
+                        small = read_small_into(abs_path, arena.room()[:sig[0] + 1])
+                    if small is not None and small[1] == sig and small[0] == sig[0]:
+                        # The common case, inlined: one chunk, unchanged since the walk,
+                        # read into the arena (kept there only when it is new).
+                        size, after = small
                         got: tuple[bytes, ...] = ()
-                        if data:
+                        if size:
+                            data = arena.view[arena.used:arena.used + size]
                             cid = chunk_id(data)
                             got = (cid,)
                             if keyring is not None:
-                                on_chunk(cid, memoryview(data))
-                            if cid not in known and cid not in pending:
-                                add_fresh(cid, data)
+                                on_chunk(cid, data)
+                            if cid not in known and cid not in pending and \
+                                    cid not in packed_ids:
+                                pending.add(cid)
+                                stats["bytes_new"] += size
+                                batch.append((cid, arena.keep(size)))
+                                batch_bytes += size
+                                if batch_bytes >= _BATCH_BYTES or len(batch) >= 256:
+                                    submit()
+                            del data
                     else:  # large, or changed since the walk: read until it holds still
-                        got, after, _ = _read_file(abs_path, sig, chunker, known, pending,
+                        got, after, _ = _read_file(abs_path, sig, chunker, known, fresh,
                                                    on_chunk, add_fresh)
                 except LocalFileError as exc:
                     if skip_unreadable:
@@ -338,13 +378,17 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
                 stats["files_read"] += 1
                 stats["bytes_read"] += after[0]
                 prog.advance(after[0])
-            if batch:
-                compressing.submit(compress, batch)
+            submit()
             compressing.drain()
             new_locs = writer.finish()
         except BaseException:
             compressing.cancel()
             raise
+        finally:
+            # The read buffers go before the manifest is built (push's other peak).
+            batch, arena = [], None  # type: ignore[assignment]
+            pool.clear()
+            chunker.release()
     prog.close()
     stats["packs"], stats["uploaded"] = writer.packs, writer.bytes
     stats["pack_bytes"] = writer.bytes  # of what is uploaded: packs; the rest is metadata
@@ -353,45 +397,53 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
 
     # 4. Manifest, then ref.
     tree = tree_columns(cols, nchunks, all_ids, unread_idx)
-    pending.clear()  # (its ids live on as the locations' keys)
-    # No merged copy of the two maps: a first push has nothing known, a later one few new.
-    locations: Mapping[bytes, Location] = ChainMap(new_locs, known) if known else new_locs
-    info_section = {"ignore": rules.patterns, "ignore_source": rules.source,
-                    "chunker": cfg.chunker.to_dict()}
-    if keyring is not None:
-        info_section["auth"] = keyring.sign(tree.entries(), locations, info_section, macs)
-    sid, raw_manifest, distinct, packs = encode_manifest_columns(tree, locations, info_section)
-    del locations
-    # With a key, an unsigned manifest of the same tree is replaced by a signed one.
-    resign = keyring is not None and not keyring.signed(manifests.get(sid))
-    unchanged = parent is not None and parent.snapshot == sid and not resign and same_git
-    kind_count = {k: tree.kinds.count(k) for k in (b"f", b"d", b"l")}
-    totals = {
-        "files": kind_count[b"f"],
-        "dirs": kind_count[b"d"],
-        "symlinks": kind_count[b"l"],
-        "bytes": sum(tree.sizes),
-    }
-    parent_id = parent.snapshot if parent else None
-    attempts = 0
-    if not dry_run and not unchanged:
-        needs = set(packs)  # the packs it names
-        published = publish_snapshot(repo, ref, sid, raw_manifest, needs, writer.existed,
-                             manifests.get(sid), resign, keyring, stats, totals, message,
-                             git_facts_of(rootp) if git_facts is None else git_facts,
-                             git_facts is not None)
-        if published is not None:
-            attempts = published.attempts
-        if published is None or published.same:
-            unchanged = True  # the ref names this tree already (another push put it there)
-        else:
-            parent_id = published.info.parent
-    if journal is not None:
-        journal.forget()  # the ref now names what the journal kept alive
-    if not dry_run:
-        stat_cache.meta = {"snapshot": sid, "default_ignore": noted, "totals": totals,
-                           "chunks": distinct}
-        stat_cache.save(key, local, cols, nchunks, all_ids, unread_idx)
+    # The stat cache's rows are packed now, so the walk's listing and columns can go before
+    # the manifest is built (push's peak at 100k files); they are written once it published.
+    rows = None if dry_run else stat_cache.rows_of(key, local, cols, nchunks, all_ids,
+                                                   unread_idx)
+    del local, cols, kinds, sigs, cached
+    try:
+        # No merged copy of the two maps: a first push has nothing known, a later one few new.
+        locations: Mapping[bytes, Location] = ChainMap(new_locs, known) if known else new_locs
+        info_section = {"ignore": rules.patterns, "ignore_source": rules.source,
+                        "chunker": cfg.chunker.to_dict()}
+        if keyring is not None:
+            info_section["auth"] = keyring.sign(tree.entries(), locations, info_section, macs)
+        sid, raw_manifest, distinct, packs = encode_manifest_columns(tree, locations, info_section)
+        del locations
+        # With a key, an unsigned manifest of the same tree is replaced by a signed one.
+        resign = keyring is not None and not keyring.signed(manifests.get(sid))
+        unchanged = parent is not None and parent.snapshot == sid and not resign and same_git
+        kind_count = {k: tree.kinds.count(k) for k in (b"f", b"d", b"l")}
+        totals = {
+            "files": kind_count[b"f"],
+            "dirs": kind_count[b"d"],
+            "symlinks": kind_count[b"l"],
+            "bytes": sum(tree.sizes),
+        }
+        parent_id = parent.snapshot if parent else None
+        attempts = 0
+        if not dry_run and not unchanged:
+            needs = set(packs)  # the packs it names
+            published = publish_snapshot(repo, ref, sid, raw_manifest, needs, writer.existed,
+                                 manifests.get(sid), resign, keyring, stats, totals, message,
+                                 git_facts_of(rootp) if git_facts is None else git_facts,
+                                 git_facts is not None)
+            if published is not None:
+                attempts = published.attempts
+            if published is None or published.same:
+                unchanged = True  # the ref names this tree already (another push put it there)
+            else:
+                parent_id = published.info.parent
+        if journal is not None:
+            journal.forget()  # the ref now names what the journal kept alive
+        if not dry_run:
+            stat_cache.meta = {"snapshot": sid, "default_ignore": noted, "totals": totals,
+                               "chunks": distinct}
+            stat_cache.save_rows_of(rows)
+    finally:
+        if rows is not None:
+            rows.discard()  # written by now, or the push failed: never left behind
 
     req = store.stats.as_dict()
     sent = req["bytes_sent"] if not dry_run else stats["uploaded"]
@@ -446,9 +498,9 @@ def _open_config(repo: Repository, dry_run: bool, want: StoreConfig | None) -> S
 
 def _read_file(abs_path: str, sig: tuple[int, ...], chunker: Chunker,
                known: dict[bytes, Location],
-               pending: set[bytes],
+               pending: Container[bytes],
                on_chunk: Callable[[bytes, memoryview], None] | None = None,
-               on_fresh: Callable[[bytes, bytes], None] | None = None,
+               on_fresh: Callable[[bytes, memoryview], None] | None = None,
                ) -> tuple[tuple[bytes, ...], tuple[int, ...], list[tuple[bytes, bytes]]]:
     """Read one file into chunk ids; return ids, its stat signature and the unseen chunks.
 
@@ -461,15 +513,16 @@ def _read_file(abs_path: str, sig: tuple[int, ...], chunker: Chunker,
         fresh: list[tuple[bytes, bytes]] = []
         seen_here: set[bytes] = set()
         total = 0
-        for cid, data in read_chunks(abs_path, before[0], chunker):
+        # Without ``on_fresh`` the fresh chunks are kept, so they must be copies.
+        for cid, data in read_chunks(abs_path, before[0], chunker, copy=on_fresh is None):
             ids.append(cid)
             total += len(data)
             if on_chunk is not None:
                 on_chunk(cid, data)
             if cid not in known and cid not in pending and cid not in seen_here:
                 seen_here.add(cid)
-                if on_fresh is not None:  # streamed; the returned list stays empty
-                    on_fresh(cid, _own_bytes(data))
+                if on_fresh is not None:  # streamed (it copies); the returned list stays empty
+                    on_fresh(cid, data)
                 else:
                     fresh.append((cid, bytes(data)))
         after = _sig_of(abs_path)
@@ -480,11 +533,16 @@ def _read_file(abs_path: str, sig: tuple[int, ...], chunker: Chunker,
                          "quiet")
 
 
-def _own_bytes(view: memoryview) -> bytes:
-    """The bytes of ``view``: its object itself when it is a whole ``bytes`` (read_chunks'
-    chunks are: copying them again would only churn the heap)."""
-    obj = view.obj
-    return obj if type(obj) is bytes and len(obj) == view.nbytes else bytes(view)
+class _Either:
+    """Membership in either of two containers (push: chunks in flight, or already packed)."""
+
+    __slots__ = ("a", "b")
+
+    def __init__(self, a: Container[bytes], b: Container[bytes]) -> None:
+        self.a, self.b = a, b
+
+    def __contains__(self, item: object) -> bool:
+        return item in self.a or item in self.b
 
 
 def _sig_of(path: str) -> tuple[int, int, int, int, int]:
@@ -496,6 +554,7 @@ def _sig_of(path: str) -> tuple[int, int, int, int, int]:
 
 
 _FILE, _LINK = ord(FILE), ord(SYMLINK)
+_BATCH_BYTES = 1 << 20  # new chunks handed to a compression thread at once
 
 
 def _stat_cache_path(cache_root: Path, root: Path, url: str) -> Path:

@@ -6,6 +6,8 @@ store; a pull trusts the target files it wrote last time while their signature h
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from array import array
 from collections.abc import Callable, Collection, Iterable
@@ -15,7 +17,7 @@ from typing import Any
 import msgpack
 
 from snapsync.core.hashing import ID_SIZE
-from snapsync.local.atomic import atomic_write
+from snapsync.local.atomic import atomic_write, unlink_quietly, write_temp
 from snapsync.local.listing import KEEP_FILE, KEEP_LINK, Columns, DirMemo, Listing
 
 
@@ -139,6 +141,22 @@ def _decode_rows(written: Any, rows: Any, meta: Any
     return out
 
 
+class PackedRows:
+    """A :class:`TreeCache`'s rows, packed and parked in a temporary file beside the cache
+    (out of memory while push builds its manifest), waiting to be written with the meta
+    map. :meth:`discard` drops them (a push that failed)."""
+
+    __slots__ = ("key", "tmp")
+
+    def __init__(self, key: str, tmp: str | None) -> None:
+        self.key, self.tmp = key, tmp
+
+    def discard(self) -> None:
+        if self.tmp is not None:
+            unlink_quietly(self.tmp)
+            self.tmp = None
+
+
 class TreeCache:
     """Push's stat cache for one (folder, store): per directory, what the last push saw.
 
@@ -210,44 +228,85 @@ class TreeCache:
 
         ``unread``: entries (indexes into ``cols``) that could not be read: never trusted.
         """
+        self.save_rows_of(self.rows_of(key, listing, cols, nchunks, ids, unread))
+
+    def rows_of(self, key: str, listing: Listing, cols: Columns, nchunks: array[int],
+                ids: bytes | bytearray, unread: Collection[int] = ()) -> PackedRows | None:
+        """The rows :meth:`save` would write, packed: the listing and columns can go before
+        the cache is written (push builds its manifest meanwhile). The racy cutoff is taken
+        now, which only marks more files racy than taking it later would."""
         if self.path is None:
-            return
+            return None
         offsets = array("q", [0]) * (len(cols) + 1)
         total = 0
         for i, n in enumerate(nchunks):
             offsets[i] = total
             total += n
         offsets[len(cols)] = total
-        per_dir: list[list[bytes]] = [[b""] * (len(d.sigs) // 5) for d in listing.dirs]
-        bad: list[set[int]] = [set() for _ in listing.dirs]
+        # Each directory's entries as indexes into ``cols`` (by position among its kept
+        # names): one flat array, not an object per file.
+        starts = array("q", [0]) * (len(listing.dirs) + 1)
+        for d_i, d in enumerate(listing.dirs):
+            starts[d_i + 1] = starts[d_i] + len(d.sigs) // 5
+        where = array("q", [-1]) * starts[len(listing.dirs)]
         for i, src in enumerate(cols.src):
-            if src < 0:
-                continue
-            d_i, k = src >> 32, src & 0xFFFFFFFF
-            per_dir[d_i][k] = ids[offsets[i] * ID_SIZE:offsets[i + 1] * ID_SIZE]
-            if i in unread:
-                bad[d_i].add(k)
+            if src >= 0:
+                where[starts[src >> 32] + (src & 0xFFFFFFFF)] = i
         fine = any(d.sigs[j] % 1_000_000_000 for d in listing.dirs
                    for j in range(1, len(d.sigs), 5))
         cutoff = time.time_ns() - (StatCache.FINE_NS if fine else StatCache.COARSE_NS)
-        rows = []
+        # Streamed row by row into one buffer: the same bytes as packing the whole list
+        # ``[VERSION, key, meta, rows]``, without the rows existing all at once.
+        pk = msgpack.Packer(use_bin_type=True, autoreset=True)
+        out = bytearray(pk.pack_array_header(len(listing.dirs)))
+        empty = b""
         for d_i, d in enumerate(listing.dirs):
             sigs = array("q", d.sigs)
             kept = [fl for fl in d.flags if fl in (KEEP_FILE, KEEP_LINK)]
+            counts = array("I")
+            ids_parts = []
             for k, fl in enumerate(kept):
+                i = where[starts[d_i] + k]
                 # A link's target is read on every walk; a file's bytes only when its
                 # signature changed, or when it is racy (or was unread): never matched.
-                if fl == KEEP_FILE and (sigs[5 * k + 1] >= cutoff or k in bad[d_i]):
+                if fl == KEEP_FILE and (sigs[5 * k + 1] >= cutoff or (i >= 0 and i in unread)):
                     sigs[5 * k + 1] = -1
-            counts = array("I", (len(c) // ID_SIZE for c in per_dir[d_i]))
-            rows.append((d.rel.encode("utf-8", "surrogateescape"),
-                         d.names_key(), d.flags,
-                         sigs.tobytes(), counts.tobytes(), b"".join(per_dir[d_i]), d.lint))
-        data = msgpack.packb([self.VERSION, key, self.meta, rows], use_bin_type=True)
+                if i < 0:
+                    counts.append(0)
+                    ids_parts.append(empty)
+                    continue
+                a, b = offsets[i], offsets[i + 1]
+                counts.append(b - a)
+                ids_parts.append(ids[a * ID_SIZE:b * ID_SIZE])
+            out += pk.pack((d.rel.encode("utf-8", "surrogateescape"), d.names_key(),
+                            d.flags, sigs.tobytes(), counts.tobytes(), b"".join(ids_parts),
+                            d.lint))
         try:
-            atomic_write(self.path, data)
+            return PackedRows(key, write_temp(self.path, out))
+        except OSError:
+            return None  # the cache is an optimisation: not saved this time
+
+    def save_rows_of(self, rows: PackedRows | None) -> None:
+        """Write rows from :meth:`rows_of` with the current ``meta``: the same bytes as
+        packing ``[VERSION, key, meta, rows]`` at once."""
+        if self.path is None or rows is None or rows.tmp is None:
+            return
+        pk = msgpack.Packer(use_bin_type=True)
+        head = pk.pack_array_header(4) + pk.pack(self.VERSION) + pk.pack(rows.key) + \
+            pk.pack(self.meta)
+        try:
+            tmp = write_temp(self.path, head)
+            try:
+                with open(rows.tmp, "rb") as src, open(tmp, "ab") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                os.replace(tmp, self.path)
+            except BaseException:
+                unlink_quietly(tmp)
+                raise
         except OSError:
             pass  # the cache is an optimisation; failing to save it must not fail the push
+        finally:
+            rows.discard()
 
     def save_meta(self) -> None:
         """Rewrite only the meta map (a no-op push whose default-ignore note changed)."""

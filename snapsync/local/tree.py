@@ -388,9 +388,36 @@ def read_small(abs_path: str, size: int) -> tuple[bytes, tuple[int, int, int, in
         os.close(fd)
 
 
-def read_chunks(abs_path: str, size_hint: int, chunker: Chunker
+def read_small_into(abs_path: str, buf: memoryview
+                    ) -> tuple[int, tuple[int, int, int, int, int]] | None:
+    """Read a small file into ``buf``; return its length and its signature after reading.
+
+    Like :func:`read_small`, into a caller's reused buffer instead of a new ``bytes``:
+    ``None`` when the file fills ``buf`` (it is larger than the caller expected: read it as
+    a large or changed file). Raises ``LocalFileError`` naming the file when it cannot be read.
+    """
+    try:
+        fd = os.open(abs_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        raise LocalFileError(f"cannot read {abs_path}: {exc.strerror}") from None
+    try:
+        n = os.readv(fd, (buf,))
+        if n >= len(buf):
+            return None
+        return n, stat_sig(os.fstat(fd))
+    except OSError as exc:
+        raise LocalFileError(f"cannot read {abs_path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def read_chunks(abs_path: str, size_hint: int, chunker: Chunker, *, copy: bool = True
                 ) -> Iterator[tuple[bytes, memoryview]]:
     """Yield ``(chunk id, bytes)`` for a file, streaming large files in bounded memory.
+
+    ``copy=False``: a large file's chunks are views of the chunker's reused window
+    (:meth:`Chunker.cut_readinto`), valid only until the next one is asked for (the caller
+    copies what it keeps).
 
     Raises ``LocalFileError`` naming the file when it cannot be read or changes while read.
     """
@@ -411,11 +438,16 @@ def read_chunks(abs_path: str, size_hint: int, chunker: Chunker
         # RSS, so a 2 GB file would cost 2 GB of resident memory. Each chunk is copied out
         # because the chunker's buffer is reused for the next one.
         total = 0
-        with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
-            for piece in chunker.cut_stream(f):
-                data = bytes(piece)
-                total += len(data)
-                yield chunk_id(data), memoryview(data)
+        if not copy:  # into the chunker's own window, reused for every file
+            for piece in chunker.cut_readinto(lambda view: os.readv(fd, (view,))):
+                total += len(piece)
+                yield chunk_id(piece), piece
+        else:
+            with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
+                for piece in chunker.cut_stream(f):
+                    data = bytes(piece)
+                    total += len(data)
+                    yield chunk_id(data), memoryview(data)
         if total != st.st_size:
             raise LocalFileError(f"{abs_path} changed while it was read")
     except OSError as exc:

@@ -19,7 +19,7 @@ from typing import Any
 from snapsync.local.atomic import atomic_write
 from snapsync.store.backend import Backend, IfMatch, ObjectMeta, PutMode
 from snapsync.store.local_read import read_range, read_whole
-from snapsync.store.local_write import create_only, replace_if, version_of
+from snapsync.store.local_write import LocalUpload, create_only, replace_if, version_of
 from snapsync.store.options.common import opt_bool
 
 LOCAL_SCHEMES = ("file", "local")
@@ -89,6 +89,11 @@ class LocalBackend(Backend):
         atomic_write(path, data)
         return version_of(data)
 
+    def open_upload(self, folder: str) -> _Upload:
+        """An object written piece by piece (a temporary file in ``folder``), for a writer
+        that would otherwise hold the whole object in memory (a pack: see ``Store``)."""
+        return _Upload(self, self._path(folder.strip("/")))
+
     def list(self, prefix: str) -> list[ObjectMeta]:
         base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
         out: list[ObjectMeta] = []
@@ -126,3 +131,16 @@ def _or_error(fn: Any, *args: Any) -> bytes | BaseException:
         return fn(*args)
     except Exception as exc:
         return exc
+
+
+class _Upload(LocalUpload):
+    """A :class:`LocalUpload` that publishes under a key of its backend."""
+
+    def __init__(self, backend: LocalBackend, folder: str) -> None:
+        super().__init__(folder)
+        self._backend = backend
+
+    def publish(self, key: str, mode: PutMode) -> None:
+        if mode not in ("create", "overwrite"):
+            raise NotImplementedError(f"upload mode {mode!r}")
+        self.commit(Path(self._backend._path(key)), create=mode == "create")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import tempfile
 from pathlib import Path
 
 import xxhash
@@ -94,3 +95,52 @@ def replace_if(path: Path, key: str, data: bytes, etag: str) -> str:
     finally:
         os.close(fd)  # releases the lock
     return version_of(data)
+
+
+class LocalUpload:
+    """A local object written piece by piece, then published under its key at once.
+
+    The pieces go to a temporary file (a dot name ending ``.tmp`` in ``folder``, as
+    :func:`~snapsync.local.atomic.write_temp` makes them), so the writer holds no copy of the
+    object; :meth:`commit` links it into place create-only (or renames it over the key), as
+    ``put`` would. Not thread-safe.
+    """
+
+    def __init__(self, folder: str) -> None:
+        os.makedirs(folder, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(prefix=".upload-", suffix=".tmp", dir=folder)
+        self._fd = fd
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+        self.size += len(data)
+
+    def commit(self, path: Path, create: bool) -> None:
+        """Publish the bytes written at ``path``: ``FileExistsError`` when ``create`` and
+        something is there already."""
+        os.close(self._fd)
+        self._fd = -1
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if not create:
+                os.replace(self.tmp, path)
+                return
+            try:
+                os.link(self.tmp, path)
+            except OSError as exc:
+                if exc.errno not in _NO_LINKS:
+                    raise
+                with open(self.tmp, "rb") as f:  # no hard links here: O_EXCL, as put does
+                    _create_excl(path, f.read())
+        finally:
+            unlink_quietly(self.tmp)
+
+    def abort(self) -> None:
+        """Drop what was written (the key never appears)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        unlink_quietly(self.tmp)

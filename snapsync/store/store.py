@@ -351,6 +351,24 @@ class Store:
         self.stats.add("PUT", sent=len(data))
         return etag
 
+    @property
+    def can_stream(self) -> bool:
+        """Whether :meth:`open_upload` gives uploads here (local stores)."""
+        return hasattr(self.backend, "open_upload")
+
+    def open_upload(self, folder: str) -> Upload | None:
+        """An object written piece by piece and published under its key at the end, where
+        the backend can (local stores: a temporary file in ``folder``, then a link); ``None``
+        elsewhere (an object store takes whole objects: use :meth:`put`). A pack writer then
+        needs no pack-size buffer."""
+        opener = getattr(self.backend, "open_upload", None)
+        if opener is None:
+            return None
+        try:
+            return Upload(self, opener(folder), folder)
+        except OSError as exc:
+            raise self.translate(exc, self.where(folder)) from None
+
     def delete(self, keys: Sequence[str]) -> None:
         """Remove objects; missing ones are fine."""
         for key in keys:
@@ -407,3 +425,37 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno and not text:
         text = errno.errorcode.get(exc.errno, str(exc.errno))
     return f"{type(exc).__name__}: {_scrub(text)}" if text else type(exc).__name__
+
+
+class Upload:
+    """One object being written to a store piece by piece (:meth:`Store.open_upload`).
+
+    Errors are the store's (naming the store and key); after one, or :meth:`abort`, nothing
+    appears under the key.
+    """
+
+    def __init__(self, store: Store, up: Any, folder: str) -> None:
+        self._store = store
+        self._up = up
+        self._folder = folder
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        try:
+            self._up.write(data)
+        except OSError as exc:
+            self._up.abort()
+            raise self._store.translate(exc, self._store.where(self._folder)) from None
+        self.size += len(data)
+
+    def publish(self, key: str, mode: PutMode = "overwrite") -> None:
+        """Make the bytes written the object ``key`` (``mode`` as :meth:`Store.put`'s)."""
+        try:
+            self._up.publish(key, mode)
+        except OSError as exc:
+            self._up.abort()
+            raise self._store.translate(exc, self._store.where(key)) from None
+        self._store.stats.add("PUT", sent=self.size)
+
+    def abort(self) -> None:
+        self._up.abort()
