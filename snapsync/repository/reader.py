@@ -109,11 +109,17 @@ class ChunkReader:
             got.add(cid)
         return got
 
+    def plan(self, ids: Iterable[bytes], conc: Concurrency) -> list[list[Fetch]]:
+        """The batches :meth:`fetch` downloads ``ids`` in (packs and offsets in order)."""
+        return plan_fetch(self.locations, ids, FETCH_BATCH_BYTES, max(conc.io * 2, 8))
+
     def fetch(self, ids: set[bytes], conc: Concurrency, cpu: Executor, sink: Sink,
               progress: Progress | None = None,
-              flush: Callable[[], None] | None = None) -> tuple[int, int]:
+              flush: Callable[[], None] | None = None,
+              batches: list[list[Fetch]] | None = None) -> tuple[int, int]:
         """Download and verify ``ids``, handing each chunk to ``sink`` (and calling
-        ``flush`` after each batch); return (chunks, bytes) downloaded.
+        ``flush`` after each batch); return (chunks, bytes) downloaded. ``batches``: the
+        caller's :meth:`plan` of ``ids`` (to know which chunks each ``flush`` completes).
 
         Batch *i+1* downloads while batch *i* is verified on the CPU threads; verified
         chunks reach ``sink`` (on this thread) in order, at most ``2 x cpu`` units of
@@ -121,7 +127,8 @@ class ChunkReader:
         ``FETCH_BATCH_BYTES`` stored bytes and a few MiB of decoded ones are held.
         """
         prog = progress or NullProgress()
-        batches = plan_fetch(self.locations, ids, FETCH_BATCH_BYTES, max(conc.io * 2, 8))
+        if batches is None:
+            batches = self.plan(ids, conc)
         if not batches:
             return 0, 0
         n_chunks = n_bytes = 0
