@@ -68,15 +68,15 @@ def _slow_last_batch(monkeypatch, dst: Path, base: int, fail: bool = False) -> d
     return seen
 
 
-@pytest.mark.parametrize("use_cache", [True, False])
-def test_files_are_written_while_later_chunks_download(tmp_path, monkeypatch, use_cache):
+@pytest.mark.parametrize(("use_cache", "jobs"), [(True, None), (False, None), (True, 1)])
+def test_files_are_written_while_later_chunks_download(tmp_path, monkeypatch, use_cache, jobs):
     src = _project(tmp_path / "src", 1)
     url = (tmp_path / "store").as_uri()
     snapsync.push(src, url, pack_size=SMALL)
     dst = tmp_path / "dst"
     dst.mkdir()
     seen = _slow_last_batch(monkeypatch, dst, 0)
-    r = snapsync.pull(url, dst, use_cache=use_cache, cache_dir=tmp_path / "cache")
+    r = snapsync.pull(url, dst, use_cache=use_cache, cache_dir=tmp_path / "cache", jobs=jobs)
     assert seen["batches"] > 2 and seen["overlapped"] is True
     assert describe(dst) == describe(src)
     assert r.chunks_downloaded == r.chunks_needed
@@ -118,3 +118,45 @@ def test_a_download_failing_after_files_were_staged_leaves_the_old_tree(tmp_path
     assert seen["overlapped"] is True  # files had been staged when the download failed
     assert describe(dst) == before
     assert not [p for p in dst.iterdir() if p.name.startswith(STAGING_PREFIX)]
+
+
+def test_reserved_places_filled_by_threads_in_any_order(tmp_path, monkeypatch):
+    """The segment writer's reserved places (verify threads write their own chunks): across
+    segment boundaries, filled in any order, published only by seal; abort keeps nothing."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    import snapsync.local.cache as cache_mod
+
+    monkeypatch.setattr(cache_mod, "SEGMENT_BYTES", 64 << 10)  # several segments
+    cache = cache_mod.ChunkCache(tmp_path / "c")
+    rng = random.Random(7)
+    chunks = [(bytes([i]) * 16, rng.randbytes(rng.randint(1, 20000))) for i in range(60)]
+    writer = cache.writer()
+    units = [chunks[i:i + 7] for i in range(0, len(chunks), 7)]
+    runs = [writer.reserve([(cid, len(d)) for cid, d in u]) for u in units]
+    assert len({fd for r in runs for fd, _pos, _idx in r}) > 2  # it spans segments
+    assert cache.where([c for c, _ in chunks], lambda c: 0) == {}  # nothing published yet
+    order = list(range(len(units)))
+    rng.shuffle(order)
+    with ThreadPoolExecutor(4) as ex:
+        list(ex.map(lambda k: writer.write(runs[k], [d for _c, d in units[k]]), order))
+    writer.seal()
+    sizes = dict(chunks)
+    where = cache.where(sizes, lambda c: len(sizes[c]))
+    assert set(where) == set(sizes)
+    segs = cache.open_segments({cache_mod.seg_of(p) for p in where.values()})
+    try:
+        for cid, data in chunks:
+            assert segs.read(where[cid], len(data)) == data
+    finally:
+        segs.close()
+
+    # Reserved but abandoned: neither the full (retired) segments nor the open one publish.
+    w2 = cache.writer()
+    more = [(bytes([100 + i]) * 16, rng.randbytes(20000)) for i in range(8)]
+    w2.reserve([(c, len(d)) for c, d in more])
+    w2.abort()
+    assert cache.where([c for c, _ in more], lambda c: 20000) == {}
+    on_disk = {p.name for p in (tmp_path / "c" / "chunks").iterdir() if p.suffix == ".seg"}
+    assert on_disk == {r[0] for r in cache._conn().execute("SELECT name FROM segs")}

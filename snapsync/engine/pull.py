@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from snapsync.concurrency import Concurrency, on_shared_arena
+from snapsync.concurrency import WRITES_WHILE_DOWNLOADING, Concurrency, on_shared_arena
 from snapsync.core.chunking import Chunker
 from snapsync.core.ignore import IgnoreRules
 from snapsync.core.keyed import Keyring
@@ -190,8 +190,9 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
                 stager: target.Stager | None = None
                 try:
                     fill = _filler(reader, cache, segs, where, writer)
+                    width = min(conc.cpu, WRITES_WHILE_DOWNLOADING)
                     stager = target.Stager(staging, plan, fill, write_ex, wprog,
-                                           destp if direct else None, sigs)
+                                           destp if direct else None, sigs, width=width)
 
                     def hand(ns: Sequence[int]) -> None:
                         for n in ns:
@@ -217,7 +218,7 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
                         prog.phase("download", sum(reader.locations[c].length for c in missing),
                                    "B")
                         return reader.fetch(missing, conc, cpu_ex, writer.add_many, prog, flush,
-                                            batches)
+                                            batches, place=writer)
 
                     def refresh() -> None:
                         nonlocal manifest, missing
@@ -234,6 +235,7 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
                     result.chunks_downloaded, result.bytes_downloaded = with_stale_retry(
                         download, lambda: sid in repo.from_cache, refresh)
                     prog.close()
+                    stager.widen(conc.cpu - width)
                     _publish(cache, writer, where, segs)
                     hand([n for n in range(len(todo)) if todo[n]])  # none: each had its batch
                     prog.phase("write", files.size(), "B")

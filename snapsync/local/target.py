@@ -13,6 +13,7 @@ import errno
 import os
 import shutil
 import stat
+import threading
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future
@@ -233,7 +234,9 @@ class Stager:
 
     def __init__(self, staging: Path, plan: PullPlan, fill: Fill, ex: Executor, prog: Progress,
                  direct: Path | None = None, sigs: array[int] | None = None, *,
-                 mkdirs: bool = True) -> None:
+                 mkdirs: bool = True, width: int | None = None) -> None:
+        # At most ``width`` tasks write at once until :meth:`widen` (all of ``ex``'s threads).
+        self._gate = threading.Semaphore(width) if width is not None else None
         self.staging = staging
         self.plan = plan
         self.fill = fill
@@ -254,6 +257,11 @@ class Stager:
         self._reap()
         for i in range(0, len(todo), STAGE_UNIT):
             self._futs.append(self.ex.submit(self._write, todo[i:i + STAGE_UNIT], again))
+
+    def widen(self, by: int) -> None:
+        """Let ``by`` more tasks write at once (a pull's download has ended)."""
+        if self._gate is not None and by > 0:
+            self._gate.release(by)
 
     def wait(self) -> None:
         """Return when every submitted entry is written."""
@@ -289,6 +297,13 @@ class Stager:
                                      f"{exc.strerror or exc}") from None
 
     def _write(self, items: Iterable[int], again: bool) -> None:
+        if self._gate is None:
+            self._write_all(items, again)
+            return
+        with self._gate:
+            self._write_all(items, again)
+
+    def _write_all(self, items: Iterable[int], again: bool) -> None:
         write_list = self.plan.write
         root, direct, staging = self._root, self.direct, self.staging
         fill, sigs, prog = self.fill, self.sigs, self.prog
