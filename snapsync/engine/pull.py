@@ -8,9 +8,11 @@ Plan, then execute:
     lists what to write, chmod, create and (with ``delete``) remove; nothing has changed yet.
  3. Chunks: the chunk reader takes what it can from the local cache and the large files
     being replaced, and downloads the rest (ranged reads from packs, nearby ranges merged,
-    many in flight); every chunk is decoded and checked against its id.
- 4. Stage: write every new file and symlink into a staging folder inside the target. Any
-    failure so far leaves the old tree as it was.
+    many in flight); every chunk is decoded and checked against its id, and written into
+    a cache segment by the thread that checked it.
+ 4. Stage, beside step 3: write every new file and symlink into a staging folder inside the
+    target (an empty target: in place), each as soon as all its chunks are in published
+    segments. Any failure so far leaves the old tree as it was (an empty target empty).
  5. Commit: rename staged entries into place (replacing what is in the way), fix modes,
     create empty directories, delete stale entries.
 """
