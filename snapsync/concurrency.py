@@ -110,6 +110,14 @@ class Window(Generic[T]):
         return iter(self._q)
 
 
+# A pull writes files while later chunks download (issue 11), on at most this many threads
+# until the download ends (then on ``cpu``): decoding and hashing is the critical path, and on
+# two cores a second writer only fights it for the GIL and the CPU. Cold pull of 100k files /
+# 1.6 GB with a cold cache, file:// into /dev/shm, 2 runs each: 9.3 / 10.4 s with one writer,
+# 10.9 / 11.4 s with two, 11.7 / 10.4 s writing only after the download.
+WRITES_WHILE_DOWNLOADING = 1
+
+
 _M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 

@@ -8,9 +8,11 @@ Plan, then execute:
     lists what to write, chmod, create and (with ``delete``) remove; nothing has changed yet.
  3. Chunks: the chunk reader takes what it can from the local cache and the large files
     being replaced, and downloads the rest (ranged reads from packs, nearby ranges merged,
-    many in flight); every chunk is decoded and checked against its id.
- 4. Stage: write every new file and symlink into a staging folder inside the target. Any
-    failure so far leaves the old tree as it was.
+    many in flight); every chunk is decoded and checked against its id, and written into
+    a cache segment by the thread that checked it.
+ 4. Stage, beside step 3: write every new file and symlink into a staging folder inside the
+    target (an empty target: in place), each as soon as all its chunks are in published
+    segments. Any failure so far leaves the old tree as it was (an empty target empty).
  5. Commit: rename staged entries into place (replacing what is in the way), fix modes,
     create empty directories, delete stale entries.
 """
@@ -25,18 +27,18 @@ import tempfile
 import threading
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from snapsync.concurrency import Concurrency, on_shared_arena
+from snapsync.concurrency import WRITES_WHILE_DOWNLOADING, Concurrency, on_shared_arena
 from snapsync.core.chunking import Chunker
 from snapsync.core.ignore import IgnoreRules
 from snapsync.core.keyed import Keyring
 from snapsync.core.manifest import FILE, Entry
-from snapsync.core.plan import PullPlan, Seen, check_paths, plan_deletes, plan_pull
+from snapsync.core.plan import Fetch, PullPlan, Seen, check_paths, plan_deletes, plan_pull
 from snapsync.errors import CacheError, FormatError, LocalFileError
 from snapsync.local import target
 from snapsync.local.cache import ChunkCache, Segments, SegmentWriter, seg_of
@@ -178,44 +180,83 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
             seeded = reader.seed(_old_chunks(destp, plan, seen, missing, chunker), writer.add_many)
             result.chunks_from_target = len(seeded)
             missing -= seeded
-            with ThreadPoolExecutor(conc.cpu, thread_name_prefix="snapsync-cpu") as cpu_ex:
-                def download() -> tuple[int, int]:
-                    prog.phase("download", sum(reader.locations[c].length for c in missing), "B")
-                    return reader.fetch(missing, conc, cpu_ex, writer.add_many, prog, writer.seal)
-
-                def refresh() -> None:
-                    nonlocal manifest, missing
-                    fresh = repo.reload_manifest(sid)
-                    if fresh.tree != manifest.tree:  # same id, so the same tree
-                        raise LocalFileError(f"snapshot {sid} changed in the store during the pull")
-                    manifest = fresh
-                    reader.locations = fresh.locations
-                    reader.codec = repo.chunk_codec(fresh)
-                    # What the failed attempt fetched before it stopped is not fetched again.
-                    missing = {c for c in missing if c not in writer}
-
-                result.chunks_downloaded, result.bytes_downloaded = with_stale_retry(
-                    download, lambda: sid in repo.from_cache, refresh)
-                prog.close()
-                _publish(cache, writer, where, segs)
-                fill = _filler(reader, cache, segs, where, writer)
-                prog.phase("write", files.size(), "B")
-                sigs = array("q", bytes(40 * len(plan.write))) if direct and use_cache else None
+            sigs = array("q", bytes(40 * len(plan.write))) if direct and use_cache else None
+            # Files are written while later chunks download: each as soon as the batch that
+            # completes its chunks is verified and its segment published (downloading is
+            # decoding and hashing, writing is mostly the kernel's file creation: on two cores
+            # the one hides much of the other). ``todo``: entries not yet handed to the stager.
+            todo = bytearray(b"\1") * len(plan.write)
+            wprog = _Later(prog)
+            with ThreadPoolExecutor(conc.cpu, thread_name_prefix="snapsync-cpu") as cpu_ex, \
+                    ThreadPoolExecutor(conc.cpu, thread_name_prefix="snapsync-write") as write_ex:
+                stager: target.Stager | None = None
                 try:
-                    target.stage(staging, plan, fill, cpu_ex, prog, destp if direct else None,
-                                 sigs=sigs)
+                    fill = _filler(reader, cache, segs, where, writer)
+                    width = min(conc.cpu, WRITES_WHILE_DOWNLOADING)
+                    stager = target.Stager(staging, plan, fill, write_ex, wprog,
+                                           destp if direct else None, sigs, width=width)
+
+                    def hand(ns: Sequence[int]) -> None:
+                        for n in ns:
+                            todo[n] = 0
+                        assert stager is not None
+                        stager.submit(ns)
+
+                    def download() -> tuple[int, int]:
+                        # What the cache (or the target's old files) held, and what an
+                        # attempt that failed fetched, is in published segments: written now.
+                        _publish(cache, writer, writer.placed, segs)
+                        batches = reader.plan(missing, conc)
+                        now, later = _ready_after(plan, todo, batches)
+                        hand(now)
+                        done = [0]
+
+                        def flush() -> None:  # after each batch: its chunks can be copied
+                            _publish(cache, writer, writer.placed, segs)
+                            hand(later[done[0]])
+                            later[done[0]] = array("l")
+                            done[0] += 1
+
+                        prog.phase("download", sum(reader.locations[c].length for c in missing),
+                                   "B")
+                        return reader.fetch(missing, conc, cpu_ex, writer.add_many, prog, flush,
+                                            batches, place=writer)
+
+                    def refresh() -> None:
+                        nonlocal manifest, missing
+                        fresh = repo.reload_manifest(sid)
+                        if fresh.tree != manifest.tree:  # same id, so the same tree
+                            raise LocalFileError(f"snapshot {sid} changed in the store during "
+                                                 "the pull")
+                        manifest = fresh
+                        reader.locations = fresh.locations
+                        reader.codec = repo.chunk_codec(fresh)
+                        # What the failed attempt fetched before it stopped is not fetched again.
+                        missing = {c for c in missing if c not in writer}
+
+                    result.chunks_downloaded, result.bytes_downloaded = with_stale_retry(
+                        download, lambda: sid in repo.from_cache, refresh)
+                    prog.close()
+                    stager.widen(conc.cpu - width)
+                    _publish(cache, writer, where, segs)
+                    hand([n for n in range(len(todo)) if todo[n]])  # none: each had its batch
+                    prog.phase("write", files.size(), "B")
+                    wprog.start()
+                    stager.wait()
                     # Copied from segments that changed meanwhile: fetch those chunks again and
                     # rewrite the files made of them, before anything is committed.
                     for _ in range(3):
                         redo = _recheck(reader, cache, segs, where, writer, plan)
                         if not redo:
                             break
-                        target.stage(staging, plan, fill, cpu_ex, prog, destp if direct else None,
-                                     only=redo, sigs=sigs)
+                        stager.submit(redo, again=True)
+                        stager.wait()
                     else:
                         raise CacheError(f"the chunk cache {cache.dir} keeps changing while it is "
                                          "read; pull again with --no-cache")
                 except BaseException:
+                    if stager is not None:
+                        stager.cancel()  # no write may land after the target is emptied
                     if direct:
                         target.empty_again(destp, staging)
                     raise
@@ -275,10 +316,10 @@ def _filler(reader: ChunkReader, cache: ChunkCache, segs: Segments, where: dict[
             writer: SegmentWriter) -> target.Fill:
     """How a file's content gets into its descriptor: each chunk copied from its segment by
     the kernel; in tamper-evident mode read, checked (id and MAC) and written instead."""
-    locations = reader.locations
     lock = threading.Lock()
 
     def fill(fd: int, e: Entry) -> None:
+        locations = reader.locations  # a stale-manifest retry replaces it (same chunks)
         pos = 0
         for cid in e.chunks:
             n = locations[cid].raw_size
@@ -300,6 +341,64 @@ def _filler(reader: ChunkReader, cache: ChunkCache, segs: Segments, where: dict[
             pos += n
 
     return fill
+
+
+class _Later:
+    """Progress of the file writes that start during the download: counted, and shown once
+    the write phase starts (:meth:`start`), so each phase's bar counts its own work."""
+
+    def __init__(self, prog: Progress) -> None:
+        self.prog = prog
+        self.live = False
+        self.held = 0
+        self.lock = threading.Lock()
+
+    def phase(self, name: str, total: int | None, unit: str = "B") -> None:
+        self.prog.phase(name, total, unit)
+
+    def advance(self, n: int) -> None:
+        if not self.live:
+            with self.lock:
+                if not self.live:
+                    self.held += n
+                    return
+        self.prog.advance(n)
+
+    def close(self) -> None:
+        self.prog.close()
+
+    def start(self) -> None:
+        with self.lock:
+            self.live = True
+            held, self.held = self.held, 0
+        if held:
+            self.prog.advance(held)
+
+
+def _ready_after(plan: PullPlan, todo: bytearray, batches: list[list[Fetch]]
+                 ) -> tuple[array[int], list[array[int]]]:
+    """The entries of ``plan.write`` still ``todo``, by when they can be written: now (every
+    chunk in a published segment), or after batch *i* of ``batches``, the last that holds one
+    of their chunks. Each list in ``plan.write`` order (folders fill in turn)."""
+    batch_of: dict[bytes, int] = {}
+    for b, batch in enumerate(batches):
+        for f in batch:
+            for c in f.chunks:
+                batch_of[c] = b
+    now: array[int] = array("l")
+    later = [array("l") for _ in batches]
+    get = batch_of.get
+    for n, e in enumerate(plan.write):
+        if not todo[n]:
+            continue
+        last = -1
+        if e.kind == FILE:
+            for c in e.chunks:
+                b = get(c, -1)
+                if b > last:
+                    last = b
+        (later[last] if last >= 0 else now).append(n)
+    return now, later
 
 
 def _write_all(fd: int, data: bytes, pos: int) -> None:

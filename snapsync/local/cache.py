@@ -365,6 +365,8 @@ class SegmentWriter:
         self._pos = 0
         self._rows: list[tuple[bytes, int, int]] = []  # id, offset, length
         self._pending: set[bytes] = set()
+        # Full segments that reserved writes may still be filling: sealed by :meth:`seal`.
+        self._retired: list[tuple[int, str, list[tuple[bytes, int, int]]]] = []
 
     def __contains__(self, cid: bytes) -> bool:
         return cid in self._pending or self.placed.get(cid, -1) >> OFFSET_BITS in self._segs
@@ -389,10 +391,8 @@ class SegmentWriter:
             if cid in self:
                 continue
             if self._fd < 0:
-                self._name = f"{secrets.token_hex(12)}.seg"
-                self._fd = os.open(self.cache.dir / self._name,
-                                   os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o444)
-                self._pos = start = 0
+                self._open()
+                start = 0
             n = len(data)
             self._rows.append((cid, self._pos, n))
             self._pending.add(cid)
@@ -405,15 +405,70 @@ class SegmentWriter:
                 self._write(bufs, start)
                 bufs, start = [], self._pos
                 if self._pos >= SEGMENT_BYTES:
-                    self._seal()
+                    self._seal_current()
                     start = 0
         if bufs:
             self._write(bufs, start)
 
-    def _write(self, bufs: list[bytes | memoryview], pos: int) -> None:
+    def _open(self) -> None:
+        self._name = f"{secrets.token_hex(12)}.seg"
+        self._fd = os.open(self.cache.dir / self._name,
+                           os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o444)
+        self._pos = 0
+
+    # ---- reserved writes: other threads fill places this (the producer's) thread assigns ----
+    def reserve(self, items: Iterable[tuple[bytes, int]]) -> list[tuple[int, int, list[int]]]:
+        """Places for chunks of known lengths (``(id, length)``, in order), to be filled by
+        :meth:`write` on any thread; returns runs ``(fd, offset, [item index...])`` of
+        consecutive places. Chunks the writer already has get none. Their rows are recorded
+        now, so every reserved place must be written before :meth:`seal` (or :meth:`abort`
+        instead: a failed pull publishes nothing it reserved)."""
+        try:
+            runs: list[tuple[int, int, list[int]]] = []
+            for i, (cid, n) in enumerate(items):
+                if cid in self:
+                    continue
+                if self._fd < 0:
+                    self._open()
+                if not runs or runs[-1][0] != self._fd:
+                    runs.append((self._fd, self._pos, []))
+                runs[-1][2].append(i)
+                self._rows.append((cid, self._pos, n))
+                self._pending.add(cid)
+                self._pos = (self._pos + n + ALIGN - 1) // ALIGN * ALIGN
+                if self._pos >= SEGMENT_BYTES:  # full: sealed with the next seal()
+                    self._retired.append((self._fd, self._name, self._rows))
+                    self._fd, self._rows = -1, []
+            return runs
+        except OSError as exc:
+            raise LocalFileError(f"cannot write the chunk cache {self.cache.dir}: "
+                                 f"{exc.strerror or exc} (--cache-dir elsewhere, or "
+                                 "--no-cache)") from None
+
+    def write(self, runs: list[tuple[int, int, list[int]]],
+              datas: list[bytes | memoryview]) -> None:
+        """Fill places :meth:`reserve` returned (``datas``: the items' verified bytes, in
+        its order). Thread-safe: each place is written once, by one caller."""
+        try:
+            for fd, pos, idx in runs:
+                bufs: list[bytes | memoryview] = []
+                for k, i in enumerate(idx):
+                    data = datas[i]
+                    bufs.append(data)
+                    pad = -len(data) % ALIGN
+                    if pad and k + 1 < len(idx):  # the gap before the next chunk
+                        bufs.append(_ZEROS[:pad])
+                self._write(bufs, pos, fd)
+        except OSError as exc:
+            raise LocalFileError(f"cannot write the chunk cache {self.cache.dir}: "
+                                 f"{exc.strerror or exc} (--cache-dir elsewhere, or "
+                                 "--no-cache)") from None
+
+    def _write(self, bufs: list[bytes | memoryview], pos: int, fd: int = -1) -> None:
+        fd = self._fd if fd < 0 else fd
         views = [memoryview(b) for b in bufs]
         while views:
-            n = os.pwritev(self._fd, views, pos)
+            n = os.pwritev(fd, views, pos)
             pos += n
             while views and n >= len(views[0]):  # drop what was written, keep the rest
                 n -= len(views[0])
@@ -422,21 +477,29 @@ class SegmentWriter:
                 views[0] = views[0][n:]
 
     def _seal(self) -> None:
+        while self._retired:
+            self._seal_one(*self._retired.pop(0))
+        self._seal_current()
+
+    def _seal_current(self) -> None:
         if self._fd < 0:
             return
         fd, self._fd = self._fd, -1
+        rows, self._rows = self._rows, []
+        self._seal_one(fd, self._name, rows)
+
+    def _seal_one(self, fd: int, name: str, rows: list[tuple[bytes, int, int]]) -> None:
         try:
             sig = _sig(os.fstat(fd))  # after the last write: mtime and ctime are final
         finally:
             os.close(fd)
-        seg = self.cache._publish(self._name, sig, self._rows)
+        seg = self.cache._publish(name, sig, rows)
         base = seg << OFFSET_BITS
-        for cid, off, _n in self._rows:
+        for cid, off, _n in rows:
             self.placed[cid] = base | off
+            self._pending.discard(cid)
         self.segs.append(seg)
         self._segs.add(seg)
-        self._rows = []
-        self._pending = set()
 
     def seal(self) -> None:
         """Publish the current segment now (after each download batch: a pull killed later
@@ -454,13 +517,18 @@ class SegmentWriter:
         return self.segs
 
     def abort(self) -> None:
-        """Remove the unpublished segment (an error stopped the pull)."""
+        """Remove the unpublished segments (an error stopped the pull, or a reserved place
+        may be unwritten); no :meth:`write` may be running."""
+        left = self._retired
         if self._fd >= 0:
+            left.append((self._fd, self._name, self._rows))
+        for fd, name, rows in left:
             with contextlib.suppress(OSError):
-                os.close(self._fd)
+                os.close(fd)
             with contextlib.suppress(OSError):
-                os.unlink(self.cache.dir / self._name)
-            self._fd = -1
+                os.unlink(self.cache.dir / name)
+            self._pending.difference_update(cid for cid, _off, _n in rows)
+        self._fd, self._rows, self._retired = -1, [], []
 
 
 @contextlib.contextmanager

@@ -10,10 +10,11 @@ before it reaches a sink (the cache's segment writer) or a caller.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Any
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any, Protocol
 
 from snapsync.concurrency import Concurrency
 from snapsync.core.codec import RAW_TAG, Codec
@@ -24,6 +25,17 @@ from snapsync.progress import NullProgress, Progress
 from snapsync.store import Layout, Store
 
 Sink = Callable[[list[tuple[bytes, Any]]], None]  # [(chunk id, verified raw bytes)]; one thread
+
+
+class Placer(Protocol):
+    """Where verified chunks are written by the CPU threads themselves (the local cache's
+    segment writer): places are assigned in order on the fetching thread, filled anywhere."""
+
+    def reserve(self, items: Iterable[tuple[bytes, int]]) -> Any: ...
+
+    def write(self, runs: Any, datas: list[bytes | memoryview]) -> None: ...
+
+    def abort(self) -> None: ...
 VERIFY_UNIT = 64  # chunks per CPU task: a task costs ~12 µs, a small chunk's check ~2 µs
 
 
@@ -109,11 +121,21 @@ class ChunkReader:
             got.add(cid)
         return got
 
+    def plan(self, ids: Iterable[bytes], conc: Concurrency) -> list[list[Fetch]]:
+        """The batches :meth:`fetch` downloads ``ids`` in (packs and offsets in order)."""
+        return plan_fetch(self.locations, ids, FETCH_BATCH_BYTES, max(conc.io * 2, 8))
+
     def fetch(self, ids: set[bytes], conc: Concurrency, cpu: Executor, sink: Sink,
               progress: Progress | None = None,
-              flush: Callable[[], None] | None = None) -> tuple[int, int]:
+              flush: Callable[[], None] | None = None,
+              batches: list[list[Fetch]] | None = None,
+              place: Placer | None = None) -> tuple[int, int]:
         """Download and verify ``ids``, handing each chunk to ``sink`` (and calling
-        ``flush`` after each batch); return (chunks, bytes) downloaded.
+        ``flush`` after each batch); return (chunks, bytes) downloaded. ``batches``: the
+        caller's :meth:`plan` of ``ids`` (to know which chunks each ``flush`` completes).
+        With ``place`` instead of ``sink``, each CPU thread writes the chunks it verified
+        into places reserved here (so this thread neither waits for nor copies their bytes);
+        a failure aborts ``place`` once no write is running (nothing half-written is kept).
 
         Batch *i+1* downloads while batch *i* is verified on the CPU threads; verified
         chunks reach ``sink`` (on this thread) in order, at most ``2 x cpu`` units of
@@ -121,13 +143,29 @@ class ChunkReader:
         ``FETCH_BATCH_BYTES`` stored bytes and a few MiB of decoded ones are held.
         """
         prog = progress or NullProgress()
-        batches = plan_fetch(self.locations, ids, FETCH_BATCH_BYTES, max(conc.io * 2, 8))
+        if batches is None:
+            batches = self.plan(ids, conc)
         if not batches:
             return 0, 0
         n_chunks = n_bytes = 0
 
         def verify(items: list[tuple[bytes, Any]]) -> list[tuple[bytes, bytes]]:
             return [(cid, self.verify(cid, blob)) for cid, blob in items]
+
+        def verify_place(items: list[tuple[bytes, Any]], runs: Any) -> list[tuple[bytes, Any]]:
+            assert place is not None
+            place.write(runs, [self.verify(cid, blob) for cid, blob in items])
+            return items
+
+        locations = self.locations
+
+        def submit(items: list[tuple[bytes, Any]]) -> Future[list[tuple[bytes, Any]]]:
+            if place is None:
+                return cpu.submit(verify, items)
+            runs = place.reserve([(cid, locations[cid].raw_size) for cid, _blob in items])
+            return cpu.submit(verify_place, items, runs)
+
+        futs: list[Any] = []
 
         with ThreadPoolExecutor(1, thread_name_prefix="snapsync-fetch") as fetch_ex:
             pending = fetch_ex.submit(self._download, batches[0], conc.io)
@@ -149,7 +187,7 @@ class ChunkReader:
                                 work.append([])
                     del datas
                     depth = 2 * max(1, conc.cpu)
-                    futs = [cpu.submit(verify, w) for w in work[:depth]]
+                    futs = [submit(w) for w in work[:depth]]
                     nxt = len(futs)
                     for k in range(len(work)):
                         try:
@@ -158,15 +196,23 @@ class ChunkReader:
                             raise IntegrityError(f"{self.store.display_url}: {exc}") from None
                         futs[k] = None  # type: ignore[call-overload]
                         if nxt < len(work):
-                            futs.append(cpu.submit(verify, work[nxt]))
+                            futs.append(submit(work[nxt]))
                             nxt += 1
-                        sink(verified)
+                        if place is None:
+                            sink(verified)
                         n_chunks += len(verified)
                         work[k] = []
                     if flush is not None:
                         flush()
             except BaseException:
                 pending.cancel()
+                if place is not None:
+                    # Reserved places may be unwritten: wait out the writes, keep none of it.
+                    for f in futs:
+                        if f is not None and not f.cancel():
+                            with contextlib.suppress(BaseException):
+                                f.result()
+                    place.abort()
                 raise
         return n_chunks, n_bytes
 
