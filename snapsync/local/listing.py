@@ -8,6 +8,8 @@ import os
 import stat
 from array import array
 from dataclasses import dataclass
+from itertools import islice
+from operator import gt
 
 from snapsync.core.hashing import ID_SIZE
 from snapsync.core.manifest import DIR, FILE, SYMLINK
@@ -197,13 +199,17 @@ class Listing:
                 sigs.extend(zeros)
                 cached.append(None)
                 src.append(-1)
-        order = sorted(range(len(paths)), key=paths.__getitem__)
-        if order == list(range(len(paths))):
+        # The walk's order is nearly sorted ("a/b" vs "a.txt"): check before building an order,
+        # and build no list or dict per entry beyond it (100k files: ~10 MB less at the peak).
+        if all(map(gt, islice(paths, 1, None), paths)):
             return Columns(paths, kinds, sigs, targets, cached, src)
+        order = array("q", sorted(range(len(paths)), key=paths.__getitem__))
         o_sigs = array("q")
         for i in order:
             o_sigs.extend(sigs[5 * i:5 * i + 5])
-        new_pos = {old: new for new, old in enumerate(order)}
+        new_pos = array("q", bytes(8 * len(order)))
+        for new, old in enumerate(order):
+            new_pos[old] = new
         return Columns([paths[i] for i in order], bytearray(kinds[i] for i in order), o_sigs,
                        {new_pos[i]: t for i, t in targets.items()},
                        [cached[i] for i in order], array("q", (src[i] for i in order)))
