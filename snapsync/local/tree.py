@@ -366,35 +366,13 @@ def _lint_name(rel: str, name: str, lower_seen: dict[str, str], warn: Warn) -> b
     return warned
 
 
-def read_small(abs_path: str, size: int) -> tuple[bytes, tuple[int, int, int, int, int]] | None:
-    """A small file's bytes and its signature after reading (``fstat`` of the open file).
-
-    Four system calls (open, read, fstat, close) and no generator. ``None`` when it holds
-    more than ``size`` bytes now (the caller reads it as a large file). Raises
-    ``LocalFileError`` naming the file when it cannot be read.
-    """
-    try:
-        fd = os.open(abs_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError as exc:
-        raise LocalFileError(f"cannot read {abs_path}: {exc.strerror}") from None
-    try:
-        data = os.read(fd, size + 1)
-        if len(data) > size:
-            return None
-        return data, stat_sig(os.fstat(fd))
-    except OSError as exc:
-        raise LocalFileError(f"cannot read {abs_path}: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-
-
 def read_small_into(abs_path: str, buf: memoryview
                     ) -> tuple[int, tuple[int, int, int, int, int]] | None:
     """Read a small file into ``buf``; return its length and its signature after reading.
 
-    Like :func:`read_small`, into a caller's reused buffer instead of a new ``bytes``:
-    ``None`` when the file fills ``buf`` (it is larger than the caller expected: read it as
-    a large or changed file). Raises ``LocalFileError`` naming the file when it cannot be read.
+    Into a caller's reused buffer, not a new ``bytes`` per file: ``None`` when the file fills
+    ``buf`` (it is larger than the caller expected: read it as a large or changed file). Raises
+    ``LocalFileError`` naming the file when it cannot be read.
     """
     try:
         fd = os.open(abs_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
