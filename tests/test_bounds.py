@@ -18,15 +18,8 @@ from treeutil import describe
 import snapsync
 from snapsync.core.codec import Codec
 from snapsync.core.hashing import chunk_id
-from snapsync.core.manifest import (
-    FILE,
-    MANIFEST_MAGIC,
-    TREE_MAGIC,
-    Entry,
-    decode_manifest,
-    decode_tree,
-    encode_manifest,
-)
+from snapsync.core.manifest import FILE, MANIFEST_MAGIC, TREE_MAGIC, Entry, encode_manifest
+from snapsync.core.manifest_decode import decode_manifest, decode_tree
 from snapsync.core.pack import parse_trailer
 from snapsync.errors import FormatError, IntegrityError
 from snapsync.local.listing import normal_mode

@@ -23,12 +23,11 @@ from snapsync.core.manifest import (
     Entry,
     Location,
     TreeColumns,
-    decode_manifest,
-    decode_tree,
     encode_manifest,
     encode_tree,
     encode_tree_columns,
 )
+from snapsync.core.manifest_decode import decode_manifest, decode_tree
 from snapsync.core.plan import Seen, plan_pull
 from snapsync.errors import FormatError
 

@@ -18,7 +18,8 @@ from treeutil import describe, make_project
 import snapsync
 import snapsync.core.codec as codec_mod
 from snapsync.core.keyed import ENV, Keyring
-from snapsync.core.manifest import Entry, decode_manifest
+from snapsync.core.manifest import Entry
+from snapsync.core.manifest_decode import decode_manifest
 from snapsync.engine.check import check
 from snapsync.errors import IntegrityError, StoreAccessError, UsageError
 from snapsync.repository import Repository

@@ -16,10 +16,10 @@ from snapsync.core.manifest import (
     SYMLINK,
     Entry,
     Location,
-    decode_manifest,
     encode_manifest,
     encode_tree,
 )
+from snapsync.core.manifest_decode import decode_manifest
 from snapsync.core.pack import PackBuilder, parse_pack
 from snapsync.core.plan import Seen, check_paths, diff_trees, plan_pull
 from snapsync.errors import FormatError, IntegrityError, UnsafePathError

@@ -26,7 +26,8 @@ from snapsync.concurrency import META_BATCH
 from snapsync.core.codec import Codec
 from snapsync.core.hashing import chunk_id
 from snapsync.core.keyed import Keyring
-from snapsync.core.manifest import ChainLocations, Manifest, decode_manifest
+from snapsync.core.manifest import ChainLocations, Manifest
+from snapsync.core.manifest_decode import decode_manifest
 from snapsync.errors import (
     AlreadyExistsError,
     FormatError,
