@@ -77,10 +77,10 @@ def test_segment_changed_while_copied_from_is_caught_before_commit(pushed, tmp_p
                                                                    monkeypatch):
     # A writer races with the pull: the segment changes after the pull checked it, while
     # files are copied out of it. The second check, before the commit, catches it.
-    import snapsync.local.cache as cache_mod
+    import snapsync.local.segments as segments_mod
 
     src, url, _cache = pushed
-    real = cache_mod.copy_range
+    real = segments_mod.copy_range
     done = {"n": 0}
 
     def racing(fd, off, length, out, out_off):  # type: ignore[no-untyped-def]
@@ -91,7 +91,7 @@ def test_segment_changed_while_copied_from_is_caught_before_commit(pushed, tmp_p
         done["n"] += 1
         return real(fd, off, length, out, out_off)
 
-    monkeypatch.setattr(cache_mod, "copy_range", racing)
+    monkeypatch.setattr(segments_mod, "copy_range", racing)
     warned: list[str] = []
     r = snapsync.pull(url, tmp_path / "dst", on_warning=warned.append)
     assert done["n"] > 0

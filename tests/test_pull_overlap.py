@@ -127,8 +127,9 @@ def test_reserved_places_filled_by_threads_in_any_order(tmp_path, monkeypatch):
     from concurrent.futures import ThreadPoolExecutor
 
     import snapsync.local.cache as cache_mod
+    import snapsync.local.segments as segments_mod
 
-    monkeypatch.setattr(cache_mod, "SEGMENT_BYTES", 64 << 10)  # several segments
+    monkeypatch.setattr(segments_mod, "SEGMENT_BYTES", 64 << 10)  # several segments
     cache = cache_mod.ChunkCache(tmp_path / "c")
     rng = random.Random(7)
     chunks = [(bytes([i]) * 16, rng.randbytes(rng.randint(1, 20000))) for i in range(60)]
@@ -145,7 +146,7 @@ def test_reserved_places_filled_by_threads_in_any_order(tmp_path, monkeypatch):
     sizes = dict(chunks)
     where = cache.where(sizes, lambda c: len(sizes[c]))
     assert set(where) == set(sizes)
-    segs = cache.open_segments({cache_mod.seg_of(p) for p in where.values()})
+    segs = cache.open_segments({segments_mod.seg_of(p) for p in where.values()})
     try:
         for cid, data in chunks:
             assert segs.read(where[cid], len(data)) == data

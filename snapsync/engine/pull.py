@@ -40,8 +40,9 @@ from snapsync.core.keyed import Keyring
 from snapsync.core.manifest import FILE, Entry
 from snapsync.core.plan import Fetch, PullPlan, Seen, check_paths, plan_deletes, plan_pull
 from snapsync.errors import CacheError, FormatError, LocalFileError
-from snapsync.local import target
-from snapsync.local.cache import ChunkCache, Segments, SegmentWriter, seg_of
+from snapsync.local import stage, target
+from snapsync.local.cache import ChunkCache
+from snapsync.local.segments import Segments, SegmentWriter, seg_of
 from snapsync.local.statcache import StatCache
 from snapsync.local.tree import default_cache_dir, own_dirs, read_chunks
 from snapsync.progress import NullProgress, Progress, Warnings
@@ -189,11 +190,11 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
             wprog = _Later(prog)
             with ThreadPoolExecutor(conc.cpu, thread_name_prefix="snapsync-cpu") as cpu_ex, \
                     ThreadPoolExecutor(conc.cpu, thread_name_prefix="snapsync-write") as write_ex:
-                stager: target.Stager | None = None
+                stager: stage.Stager | None = None
                 try:
                     fill = _filler(reader, cache, segs, where, writer)
                     width = min(conc.cpu, WRITES_WHILE_DOWNLOADING)
-                    stager = target.Stager(staging, plan, fill, write_ex, wprog,
+                    stager = stage.Stager(staging, plan, fill, write_ex, wprog,
                                            destp if direct else None, sigs, width=width)
 
                     def hand(ns: Sequence[int]) -> None:
@@ -313,7 +314,7 @@ def _publish(cache: ChunkCache, writer: SegmentWriter, where: dict[bytes, int],
 
 
 def _filler(reader: ChunkReader, cache: ChunkCache, segs: Segments, where: dict[bytes, int],
-            writer: SegmentWriter) -> target.Fill:
+            writer: SegmentWriter) -> stage.Fill:
     """How a file's content gets into its descriptor: each chunk copied from its segment by
     the kernel; in tamper-evident mode read, checked (id and MAC) and written instead."""
     lock = threading.Lock()
