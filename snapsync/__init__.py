@@ -29,13 +29,14 @@ from snapsync.errors import (
 from snapsync.version import __version__
 
 if TYPE_CHECKING:
-    from snapsync.engine.pull import PullResult, pull
-    from snapsync.engine.push import PushResult, push
+    from snapsync.engine.pull import pull
+    from snapsync.engine.push import push
+    from snapsync.engine.results import PullResult, PushResult
 
 # The engines load on first use: `snapsync --version`, `log` or a Prefect step that only
 # pulls need not import the push engine, and `import snapsync` stays cheap (PEP 562).
-_LAZY = {"push": "snapsync.engine.push", "PushResult": "snapsync.engine.push",
-         "pull": "snapsync.engine.pull", "PullResult": "snapsync.engine.pull"}
+_LAZY = {"push": "snapsync.engine.push", "PushResult": "snapsync.engine.results",
+         "pull": "snapsync.engine.pull", "PullResult": "snapsync.engine.results"}
 
 
 def __getattr__(name: str) -> Any:

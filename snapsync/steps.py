@@ -36,10 +36,9 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from snapsync.credentials import azure_storage_options, gcs_storage_options, s3_storage_options
-from snapsync.engine.pull import PullResult
 from snapsync.engine.pull import pull as _engine_pull
-from snapsync.engine.push import PushResult
 from snapsync.engine.push import push as _engine_push
+from snapsync.engine.results import PullResult, PushResult
 from snapsync.errors import SnapsyncError, UsageError
 from snapsync.progress import format_size
 

@@ -22,6 +22,7 @@ from snapsync.repository import Repository
 from snapsync.store import open_store
 
 push_mod = importlib.import_module("snapsync.engine.push")  # the module, not the function
+tree_mod = importlib.import_module("snapsync.local.tree")  # reads large files (read_file)
 
 
 def _unreadable(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
@@ -88,7 +89,7 @@ def test_file_changing_while_pushed_is_read_again(tmp_path, monkeypatch):
 def test_file_that_never_settles_is_an_error(tmp_path, monkeypatch):
     src = make_project(tmp_path / "src", files=2)
     (src / "hot.log").write_bytes(b"a")
-    real = push_mod.read_chunks
+    real = tree_mod.read_chunks
 
     def racing(path, size, chunker, **kw):  # type: ignore[no-untyped-def]
         yield from real(path, size, chunker, **kw)
@@ -106,7 +107,7 @@ def test_file_that_never_settles_is_an_error(tmp_path, monkeypatch):
             return got[0], stat_sig(os.lstat(path))
         return got
 
-    monkeypatch.setattr(push_mod, "read_chunks", racing)
+    monkeypatch.setattr(tree_mod, "read_chunks", racing)
     monkeypatch.setattr(push_mod, "read_small_into", racing_small)
     with pytest.raises(LocalFileError, match="hot.log keeps changing"):
         snapsync.push(src, (tmp_path / "store").as_uri())

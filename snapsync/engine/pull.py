@@ -29,7 +29,6 @@ import time
 from array import array
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from snapsync.core.ignore import IgnoreRules
 from snapsync.core.keyed import Keyring
 from snapsync.core.manifest import FILE, Entry
 from snapsync.core.plan import Fetch, PullPlan, Seen, check_paths, plan_deletes, plan_pull
+from snapsync.engine.results import PullResult
 from snapsync.errors import CacheError, FormatError, LocalFileError
 from snapsync.local import stage, target
 from snapsync.local.cache import ChunkCache
@@ -49,35 +49,6 @@ from snapsync.progress import NullProgress, Progress, Warnings
 from snapsync.repository import Repository
 from snapsync.repository.reader import ChunkReader, with_stale_retry
 from snapsync.store import Store, as_store
-
-
-@dataclass
-class PullResult:
-    """What a pull did."""
-
-    snapshot_id: str
-    url: str
-    directory: str
-    files: int = 0
-    bytes: int = 0
-    unchanged: int = 0
-    files_written: int = 0
-    bytes_written: int = 0
-    symlinks_written: int = 0
-    dirs_created: int = 0
-    modes_changed: int = 0
-    deleted: int = 0
-    chunks_needed: int = 0
-    chunks_cached: int = 0
-    chunks_from_target: int = 0
-    chunks_downloaded: int = 0
-    bytes_downloaded: int = 0
-    requests: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-    warnings: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 @on_shared_arena

@@ -22,7 +22,6 @@ from array import array
 from collections import ChainMap
 from collections.abc import Callable, Collection, Container, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,15 +52,15 @@ from snapsync.core.manifest import (
 )
 from snapsync.engine.publish import git_facts_of, publish_snapshot
 from snapsync.engine.push_plan import rules_key, tree_columns
+from snapsync.engine.results import PushResult
 from snapsync.errors import LocalFileError, UsageError
 from snapsync.local.listing import Listing
 from snapsync.local.statcache import TreeCache
 from snapsync.local.tree import (
     default_cache_dir,
     own_dirs,
-    read_chunks,
+    read_file,
     read_small_into,
-    stat_sig,
     summarize,
     walk,
 )
@@ -70,42 +69,6 @@ from snapsync.repository import Repository, SnapshotInfo, StoreConfig
 from snapsync.repository.journal import UploadJournal
 from snapsync.repository.packer import PackWriter
 from snapsync.store import Store, as_store, check_ref_name
-
-
-@dataclass
-class PushResult:
-    """What a push did. ``unchanged`` means the ref already named this exact tree."""
-
-    snapshot_id: str
-    ref: str
-    url: str
-    parent_id: str | None
-    unchanged: bool
-    dry_run: bool
-    files: int = 0
-    dirs: int = 0
-    symlinks: int = 0
-    bytes_scanned: int = 0
-    files_read: int = 0
-    bytes_read: int = 0
-    chunks: int = 0
-    chunks_new: int = 0
-    chunks_reused: int = 0
-    bytes_new: int = 0
-    bytes_uploaded: int = 0
-    bytes_packs: int = 0  # of bytes_uploaded: packs; the rest is metadata (manifest, log, ref)
-    bytes_metadata: int = 0
-    packs_uploaded: int = 0
-    # Compare-and-swap rounds the ref update took (more than 1: other pushes moved the ref
-    # while this one ran, and it was rebuilt on their snapshot: ``parent_id`` names it).
-    ref_attempts: int = 0
-    requests: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-    warnings: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 def push(root: str | os.PathLike[str], url: str | Store, *,
@@ -306,21 +269,25 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
                 arena = pool.get()
             batch, batch_bytes = [], 0
 
+        def take(cid: bytes, payload: Any, n: int) -> None:
+            # A new chunk joins the batch for compression; a full batch goes out.
+            nonlocal batch_bytes
+            pending.add(cid)
+            stats["bytes_new"] += n
+            batch.append((cid, payload))
+            batch_bytes += n
+            if batch_bytes >= _BATCH_BYTES or len(batch) >= 256:
+                submit()
+
         def add_fresh(cid: bytes, data: memoryview) -> None:
             # New chunks go out as they are read: a file larger than memory never sits in
             # memory whole (the windows block the reader when they are full). ``data`` is
             # only valid during the call: it is copied into the arena (or, when larger than
             # an arena, into its own bytes).
-            nonlocal batch_bytes
-            pending.add(cid)
             n = len(data)
-            stats["bytes_new"] += n
             if n > arena.capacity - arena.used:
                 submit()
-            batch.append((cid, arena.put(data) if n <= arena.capacity else bytes(data)))
-            batch_bytes += n
-            if batch_bytes >= _BATCH_BYTES or len(batch) >= 256:
-                submit()
+            take(cid, arena.put(data) if n <= arena.capacity else bytes(data), n)
 
         unread: list[str] = []
         try:
@@ -353,15 +320,10 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
                                 on_chunk(cid, data)
                             if cid not in known and cid not in pending and \
                                     cid not in packed_ids:
-                                pending.add(cid)
-                                stats["bytes_new"] += size
-                                batch.append((cid, arena.keep(size)))
-                                batch_bytes += size
-                                if batch_bytes >= _BATCH_BYTES or len(batch) >= 256:
-                                    submit()
+                                take(cid, arena.keep(size), size)
                             del data
                     else:  # large, or changed since the walk: read until it holds still
-                        got, after, _ = _read_file(abs_path, sig, chunker, known, fresh,
+                        got, after, _ = read_file(abs_path, sig, chunker, known, fresh,
                                                    on_chunk, add_fresh)
                 except LocalFileError as exc:
                     if skip_unreadable:
@@ -408,7 +370,7 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
         info_section = {"ignore": rules.patterns, "ignore_source": rules.source,
                         "chunker": cfg.chunker.to_dict()}
         if keyring is not None:
-            info_section["auth"] = keyring.sign(tree.entries(), locations, info_section, macs)
+            info_section["auth"] = keyring.sign(tree, locations, info_section, macs)
         sid, raw_manifest, distinct, packs = encode_manifest_columns(tree, locations, info_section)
         del locations
         # With a key, an unsigned manifest of the same tree is replaced by a signed one.
@@ -496,43 +458,6 @@ def _open_config(repo: Repository, dry_run: bool, want: StoreConfig | None) -> S
     return repo.open(create=True, want=want)
 
 
-def _read_file(abs_path: str, sig: tuple[int, ...], chunker: Chunker,
-               known: dict[bytes, Location],
-               pending: Container[bytes],
-               on_chunk: Callable[[bytes, memoryview], None] | None = None,
-               on_fresh: Callable[[bytes, memoryview], None] | None = None,
-               ) -> tuple[tuple[bytes, ...], tuple[int, ...], list[tuple[bytes, bytes]]]:
-    """Read one file into chunk ids; return ids, its stat signature and the unseen chunks.
-
-    The file is re-stat'ed after reading: if it changed meanwhile it is read again (three
-    tries), so a manifest never records content that differs from what was read.
-    """
-    before = sig  # from the walk; a change since shows up in `after`
-    for _ in range(3):
-        ids: list[bytes] = []
-        fresh: list[tuple[bytes, bytes]] = []
-        seen_here: set[bytes] = set()
-        total = 0
-        # Without ``on_fresh`` the fresh chunks are kept, so they must be copies.
-        for cid, data in read_chunks(abs_path, before[0], chunker, copy=on_fresh is None):
-            ids.append(cid)
-            total += len(data)
-            if on_chunk is not None:
-                on_chunk(cid, data)
-            if cid not in known and cid not in pending and cid not in seen_here:
-                seen_here.add(cid)
-                if on_fresh is not None:  # streamed (it copies); the returned list stays empty
-                    on_fresh(cid, data)
-                else:
-                    fresh.append((cid, bytes(data)))
-        after = _sig_of(abs_path)
-        if before == after and total == after[0]:
-            return tuple(ids), after, fresh
-        before = after
-    raise LocalFileError(f"{abs_path} keeps changing while it is read; try again when it is "
-                         "quiet")
-
-
 class _Either:
     """Membership in either of two containers (push: chunks in flight, or already packed)."""
 
@@ -543,14 +468,6 @@ class _Either:
 
     def __contains__(self, item: object) -> bool:
         return item in self.a or item in self.b
-
-
-def _sig_of(path: str) -> tuple[int, int, int, int, int]:
-    try:
-        st = os.lstat(path)
-    except OSError as exc:
-        raise LocalFileError(f"cannot stat {path}: {exc.strerror}") from None
-    return stat_sig(st)
 
 
 _FILE, _LINK = ord(FILE), ord(SYMLINK)

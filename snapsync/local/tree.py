@@ -13,7 +13,7 @@ import os
 import stat
 import sys
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from pathlib import Path
 
 from snapsync.core.chunking import Chunker
@@ -437,3 +437,49 @@ def read_chunks(abs_path: str, size_hint: int, chunker: Chunker, *, copy: bool =
 def file_chunk_ids(abs_path: str, chunker: Chunker) -> tuple[bytes, ...]:
     """The chunk ids of a local file (used to compare a pull target with a snapshot)."""
     return tuple(cid for cid, _ in read_chunks(abs_path, 0, chunker))
+
+
+def read_file(abs_path: str, sig: tuple[int, ...], chunker: Chunker,
+              known: Container[bytes],
+              pending: Container[bytes],
+              on_chunk: Callable[[bytes, memoryview], None] | None = None,
+              on_fresh: Callable[[bytes, memoryview], None] | None = None,
+              ) -> tuple[tuple[bytes, ...], tuple[int, ...], list[tuple[bytes, bytes]]]:
+    """Read one file into chunk ids; return ids, its stat signature and the chunks neither
+    ``known`` nor ``pending`` holds (handed to ``on_fresh`` instead, when given).
+
+    The file is re-stat'ed after reading: if it changed meanwhile it is read again (three
+    tries), so a manifest never records content that differs from what was read.
+    """
+    before = sig  # from the walk; a change since shows up in `after`
+    for _ in range(3):
+        ids: list[bytes] = []
+        fresh: list[tuple[bytes, bytes]] = []
+        seen_here: set[bytes] = set()
+        total = 0
+        # Without ``on_fresh`` the fresh chunks are kept, so they must be copies.
+        for cid, data in read_chunks(abs_path, before[0], chunker, copy=on_fresh is None):
+            ids.append(cid)
+            total += len(data)
+            if on_chunk is not None:
+                on_chunk(cid, data)
+            if cid not in known and cid not in pending and cid not in seen_here:
+                seen_here.add(cid)
+                if on_fresh is not None:  # streamed (it copies); the returned list stays empty
+                    on_fresh(cid, data)
+                else:
+                    fresh.append((cid, bytes(data)))
+        after = _sig_of(abs_path)
+        if before == after and total == after[0]:
+            return tuple(ids), after, fresh
+        before = after
+    raise LocalFileError(f"{abs_path} keeps changing while it is read; try again when it is "
+                         "quiet")
+
+
+def _sig_of(path: str) -> tuple[int, int, int, int, int]:
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        raise LocalFileError(f"cannot stat {path}: {exc.strerror}") from None
+    return stat_sig(st)
