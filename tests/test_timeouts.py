@@ -256,3 +256,19 @@ def test_a_5xx_is_never_read_by_the_digits_of_its_url(port: int) -> None:
         store.get_ranges([("packs/aa.pack", 0, 6)])
     assert type(info.value) is StoreError and info.value.exit_code == 4
     assert "truncated" not in str(info.value) and "credentials" not in str(info.value)
+
+
+@pytest.mark.parametrize(("text", "found"), [
+    ("HTTP Error 401: Unauthorized", True),
+    ("Server returned non-2xx status code: 403 Forbidden", True),
+    ("the server said 401.", True),
+    ("GET http://127.0.0.1:40149/b/k - 503", False),
+    ("packs/40/401.pack: 503", False),
+    ("bucket x-401-y", False),
+    ("id 4011 missing", False),
+])
+def test_a_status_counts_only_where_it_stands_alone(text: str, found: bool) -> None:
+    from snapsync.store.backend import status_pattern
+
+    assert bool(status_pattern(401, 403).search(text)) is found
+

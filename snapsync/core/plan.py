@@ -54,6 +54,7 @@ def check_paths(entries: Manifest | TreeColumns | Iterable[Entry],
     paths, kinds = tree.paths, tree.kinds
     leaves: dict[bytes, int] = {}
     folded: dict[bytes, bytes] = {}
+    folds: list[bytes] = []  # each path as compared where case does not count
     seen: set[bytes] = set()
     for i, p in enumerate(paths):
         # Names are decoded for messages only: this runs once per entry of every pull.
@@ -71,6 +72,7 @@ def check_paths(entries: Manifest | TreeColumns | Iterable[Entry],
         seen.add(p)
         if case_insensitive:
             low = _fold(p)
+            folds.append(low)
             if low in folded:
                 raise UnsafePathError(f"manifest paths {_name(p)!r} and {folded[low]!r} differ "
                                       "only in case; this file system cannot hold both")
@@ -83,8 +85,8 @@ def check_paths(entries: Manifest | TreeColumns | Iterable[Entry],
     # No entry may live under a symlink or a file of the same manifest. Each folder is
     # looked up once, however many entries it holds.
     dirs_ok: set[bytes] = set()
-    for p in paths:
-        d = (_fold(p) if case_insensitive else p).rpartition(b"/")[0]
+    for p, key in zip(paths, folds if case_insensitive else paths, strict=True):
+        d = key.rpartition(b"/")[0]
         while d and d not in dirs_ok:
             kind = leaves.get(d)
             if kind is not None:

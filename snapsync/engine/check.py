@@ -100,7 +100,7 @@ def check(url: str | Store, read_data: bool = False, *,
             problems.append(f"snapshot {sid} ({why}): {m}")
             return
         try:
-            check_paths(m.entries, case_insensitive=False, windows=False)
+            check_paths(m, case_insensitive=False, windows=False)
         except FormatError as exc:
             problems.append(f"snapshot {sid}: {exc}")
         if keyring is not None:

@@ -63,6 +63,7 @@ class Stager:
         self.direct = direct
         self.sigs = sigs
         self._futs: list[Future[None]] = []
+        self._stopped = False  # set by cancel: running tasks stop at their next entry
         self._root = os.fsencode(direct) if direct is not None else b""
         if direct is not None and mkdirs:
             made: set[bytes] = set()
@@ -92,7 +93,9 @@ class Stager:
         self._futs = []
 
     def cancel(self) -> None:
-        """Drop what has not started; wait for what has (its errors are dropped too)."""
+        """Drop what has not started; stop what has at its next entry and wait for it (its
+        errors are dropped too)."""
+        self._stopped = True
         for f in self._futs:
             f.cancel()
         for f in self._futs:
@@ -126,6 +129,8 @@ class Stager:
         root, direct, staging = self._root, self.direct, self.staging
         fill, sigs, prog = self.fill, self.sigs, self.prog
         for n in items:
+            if self._stopped:
+                return
             e = write_list[n]
             name = os.path.join(root, e.path) if direct is not None else staged_name(staging, n)
             if again:

@@ -68,8 +68,10 @@ class PackIndex(Mapping[bytes, Location]):
 
     def __getitem__(self, cid: bytes) -> Location:
         i = self._row[cid]
-        return Location(self._packs[self._pack[i]], self._offset[i], self._length[i],
-                        self._raw[i])
+        p = self._pack[i]
+        if p >= len(self._packs):  # in the pack still being filled: no location yet
+            raise KeyError(cid)
+        return Location(self._packs[p], self._offset[i], self._length[i], self._raw[i])
 
     def __contains__(self, cid: object) -> bool:
         return cid in self._row
@@ -162,12 +164,15 @@ class PackWriter:
             pid, size = builder.seal_streamed()
             self.locations.seal(pid)
             up, self._up = self._up, None
-            if self.journal is not None:  # before it is published: a resume checks it landed
-                self.journal.record(pid, size, builder.locations(pid))
             try:
+                if self.journal is not None:  # before it is published: a resume checks it
+                    self.journal.record(pid, size, builder.locations(pid))
                 up.publish(Layout.pack(pid), self._mode())
             except AlreadyExistsError:
                 self.existed.add(pid)  # an old copy: the publisher confirms it is still there
+            except BaseException:
+                up.abort()  # a failed journal write too: no temporary file stays behind
+                raise
             self._uploaded((size, None))
             self._builder = self._new_builder()
             return

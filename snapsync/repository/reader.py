@@ -187,7 +187,9 @@ class ChunkReader:
                                 work.append([])
                     del datas
                     depth = 2 * max(1, conc.cpu)
-                    futs = [submit(w) for w in work[:depth]]
+                    futs = []
+                    for w in work[:depth]:  # one by one: a failed reserve leaves the started ones
+                        futs.append(submit(w))  # in ``futs``, which the cleanup waits out
                     nxt = len(futs)
                     for k in range(len(work)):
                         try:

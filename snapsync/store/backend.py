@@ -67,7 +67,9 @@ def status_pattern(*codes: int) -> re.Pattern[str]:
     one from 127.0.0.1:40149 as bad credentials (401).
     """
     alts = "|".join(str(c) for c in codes)
-    return re.compile(rf"(?<![\w.:/-])(?:{alts})(?![\w.:/-])")
+    # Followed by ":" or "." only where a sentence goes on ("Error 401: Unauthorized",
+    # "status 503."), not a port, host or name ("401.pack", ":4010/").
+    return re.compile(rf"(?<![\w.:/-])(?:{alts})(?![\w/-]|[.:][\w/])")
 
 
 # Words in provider errors that mean "try again": connection trouble, timeouts, throttling, 5xx.
