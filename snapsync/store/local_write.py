@@ -42,14 +42,26 @@ def create_only(path: Path, data: bytes) -> str:
     """Write ``path`` only if nothing is there; ``FileExistsError`` otherwise."""
     tmp = write_temp(path, data)
     try:
-        os.link(tmp, path)  # atomic, and refuses an existing name (symlinks included)
-    except OSError as exc:
-        if exc.errno not in _NO_LINKS:
-            raise
-        _create_excl(path, data)  # a file system without hard links (vfat, some SMB/FUSE)
+        _link_create(tmp, path, data)
     finally:
         unlink_quietly(tmp)
     return version_of(data)
+
+
+def _link_create(tmp: str, path: Path, data: bytes | None = None) -> None:
+    """Give the file ``tmp`` the name ``path`` only if nothing has it (``FileExistsError``):
+    link(2) is atomic and refuses an existing name, symlinks included. Where a file system
+    has no hard links (vfat, some SMB/FUSE), the bytes (``data``, else read from ``tmp``)
+    are written there with ``O_EXCL`` instead."""
+    try:
+        os.link(tmp, path)
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        if data is None:
+            with open(tmp, "rb") as f:
+                data = f.read()
+        _create_excl(path, data)
 
 
 # link(2) failing for want of hard links, not because of the name.
@@ -128,13 +140,7 @@ class LocalUpload:
             if not create:
                 os.replace(self.tmp, path)
                 return
-            try:
-                os.link(self.tmp, path)
-            except OSError as exc:
-                if exc.errno not in _NO_LINKS:
-                    raise
-                with open(self.tmp, "rb") as f:  # no hard links here: O_EXCL, as put does
-                    _create_excl(path, f.read())
+            _link_create(self.tmp, path)
         finally:
             unlink_quietly(self.tmp)
 
