@@ -6,14 +6,18 @@ import os
 import tempfile
 from pathlib import Path
 
+Data = bytes | bytearray | list[bytes | bytearray]  # a list: its parts, one after another
 
-def write_temp(path: Path, data: bytes | bytearray) -> str:
-    """``data`` in a new temporary file beside ``path`` (created with its folders); its path."""
+
+def write_temp(path: Path, data: Data) -> str:
+    """``data`` in a new temporary file beside ``path`` (created with its folders); its path.
+    A list is written part by part (a big body is not copied to put a header before it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for part in data if isinstance(data, list) else (data,):
+                f.write(part)
     except BaseException:
         unlink_quietly(tmp)
         raise
@@ -28,7 +32,7 @@ def unlink_quietly(path: str) -> None:
         pass
 
 
-def atomic_write(path: Path, data: bytes | bytearray) -> None:
+def atomic_write(path: Path, data: Data) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename."""
     tmp = write_temp(path, data)
     try:

@@ -113,13 +113,10 @@ class StatCache:
             n += 1
             fine |= sig[1] % 1_000_000_000
         cutoff = time.time_ns() - (self.FINE_NS if fine else self.COARSE_NS)
-        out = bytearray(pk.pack_array_header(4) + pk.pack(self.VERSION) + pk.pack(cutoff)
-                        + pk.pack_array_header(n))
-        out += body
-        del body
-        out += pk.pack(self.meta)
+        head = (pk.pack_array_header(4) + pk.pack(self.VERSION) + pk.pack(cutoff)
+                + pk.pack_array_header(n))
         try:
-            atomic_write(self.path, out)
+            atomic_write(self.path, [head, body, pk.pack(self.meta)])  # body is not copied
         except OSError:
             pass  # an optimisation: failing to save it must not fail the pull
 
