@@ -118,23 +118,35 @@ class Window(Generic[T]):
 WRITES_WHILE_DOWNLOADING = 1
 
 
-_M_ARENA_MAX = -8  # glibc's mallopt parameter
+_M_ARENA_MAX = -8  # glibc's mallopt parameters
+_M_MMAP_THRESHOLD = -3
+# A pull's big buffers (ranged reads of up to 4 MiB, decoded chunks) are made and dropped
+# by the thousand. glibc raises its mmap threshold each time such a block is freed, so
+# later ones land in the heap, whose holes are never given back: a cold pull of 100k files /
+# 1.6 GB (file://, fresh cache) peaked at 96-105 MB; with blocks over 256 KiB always mapped
+# (and unmapped when freed) at 82-84 MB, same CPU time (3 runs each, interleaved). A push
+# reuses its buffers (core/arena.py): there it gained nothing and cost 0.6 s of system time.
+PULL_MMAP_THRESHOLD = 256 << 10
+_DEFAULT_MMAP_THRESHOLD = 128 << 10  # glibc's initial value
 
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def on_shared_arena(fn: F) -> F:
-    """Run ``fn`` inside :func:`shared_malloc_arena` (push and pull: whole operations)."""
-    @functools.wraps(fn)
-    def run(*args: Any, **kw: Any) -> Any:
-        with shared_malloc_arena():
-            return fn(*args, **kw)
-    return run  # type: ignore[return-value]
+def on_shared_arena(fn: F | None = None, *, mmap_threshold: int | None = None) -> Any:
+    """Run ``fn`` inside :func:`shared_malloc_arena` (push and pull: whole operations);
+    ``@on_shared_arena(mmap_threshold=N)`` also fixes glibc's mmap threshold meanwhile."""
+    def wrap(f: F) -> F:
+        @functools.wraps(f)
+        def run(*args: Any, **kw: Any) -> Any:
+            with shared_malloc_arena(mmap_threshold):
+                return f(*args, **kw)
+        return run  # type: ignore[return-value]
+    return wrap(fn) if fn is not None else wrap
 
 
 @contextmanager
-def shared_malloc_arena() -> Iterator[None]:
+def shared_malloc_arena(mmap_threshold: int | None = None) -> Iterator[None]:
     """Threads started inside share glibc's main heap arena; the default comes back after.
 
     Chunk buffers are allocated by one thread (reading, compressing, verifying) and freed by
@@ -142,7 +154,8 @@ def shared_malloc_arena() -> Iterator[None]:
     100k files / 1.6 GB peaked at ~138 MB instead of ~150-160 MB with one arena, at the same
     CPU time; a cold pull of it at 174 MB instead of 208 MB.
     Afterwards the limit goes back to glibc's default (8 per core), so a host process (a
-    Prefect worker) keeps its allocator as it was for threads it starts later. No-op off glibc.
+    Prefect worker) keeps its allocator as it was for threads it starts later (the mmap
+    threshold, when set, goes back to glibc's initial 128 KiB). No-op off glibc.
     """
     mallopt: Any = None
     if sys.platform.startswith("linux"):
@@ -154,8 +167,12 @@ def shared_malloc_arena() -> Iterator[None]:
             mallopt = None
     if mallopt is not None:
         mallopt(_M_ARENA_MAX, 1)
+        if mmap_threshold is not None:
+            mallopt(_M_MMAP_THRESHOLD, mmap_threshold)
     try:
         yield
     finally:
         if mallopt is not None:
             mallopt(_M_ARENA_MAX, 8 * (os.cpu_count() or 1))
+            if mmap_threshold is not None:
+                mallopt(_M_MMAP_THRESHOLD, _DEFAULT_MMAP_THRESHOLD)

@@ -81,10 +81,13 @@ class Codec:
                 pairs.append((RAW_TAG, data))
         return pairs
 
-    def decode(self, blob: bytes | memoryview, raw_size: int, expect_id: bytes) -> bytes:
+    def decode(self, blob: bytes | memoryview, raw_size: int, expect_id: bytes,
+               copy: bool = True) -> bytes | memoryview:
         """Decode a stored blob and check it is ``raw_size`` bytes hashing to ``expect_id``.
 
         ``raw_size`` bounds the allocation, so a hostile blob cannot ask for unbounded memory.
+        ``copy=False``: a chunk stored raw comes back as a view of ``blob`` (for a caller that
+        writes it out at once, while ``blob``'s immutable buffer is alive) instead of a copy.
         """
         view = memoryview(blob)
         if not len(view):
@@ -94,7 +97,7 @@ class Codec:
             if len(view) - 1 != raw_size:  # checked before the copy
                 raise IntegrityError(f"chunk {expect_id.hex()}: {len(view) - 1} bytes where "
                                      f"{raw_size} were recorded")
-            data = bytes(view[1:])
+            data = bytes(view[1:]) if copy else view[1:]
         elif tag == ZSTD:
             data = self._inflate(view[1:], raw_size, f"chunk {expect_id.hex()}", exact=True)
         else:

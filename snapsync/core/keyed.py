@@ -153,8 +153,9 @@ class _MacCodec(Codec):
         self._keyring = keyring
         self._macs = macs
 
-    def decode(self, blob: bytes | memoryview, raw_size: int, expect_id: bytes) -> bytes:
-        data = super().decode(blob, raw_size, expect_id)
+    def decode(self, blob: bytes | memoryview, raw_size: int, expect_id: bytes,
+               copy: bool = True) -> bytes | memoryview:
+        data = super().decode(blob, raw_size, expect_id, copy)
         mac = self._macs.get(expect_id)
         if mac is None:
             raise FormatError(f"chunk {expect_id.hex()} has no MAC in the signed manifest")

@@ -12,15 +12,18 @@ from __future__ import annotations
 import sys
 import unicodedata
 from array import array
-from collections import defaultdict
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
+from operator import gt
 
 from snapsync.core.manifest import (
     DIR,
     FILE,
     SYMLINK,
     Entry,
+    Index,
     Location,
     Manifest,
     TreeColumns,
@@ -52,6 +55,10 @@ def check_paths(entries: Manifest | TreeColumns | Iterable[Entry],
         windows = sys.platform == "win32"
     tree = as_tree(entries)
     paths, kinds = tree.paths, tree.kinds
+    # A decoded tree is sorted and unique (checked there): then no set of every path is
+    # needed to find a repeat, and a folder is looked up by bisection in the paths
+    # themselves instead of in a dict of every leaf (~12 MB less at 100k entries).
+    ordered = not case_insensitive and all(map(gt, islice(paths, 1, None), paths))
     leaves: dict[bytes, int] = {}
     folded: dict[bytes, bytes] = {}
     folds: list[bytes] = []  # each path as compared where case does not count
@@ -67,6 +74,8 @@ def check_paths(entries: Manifest | TreeColumns | Iterable[Entry],
         if b"//" in q or b"/./" in q or b"/../" in q:
             raise UnsafePathError(f"manifest path {_name(p)!r} has an empty, '.' or '..' "
                                   "component")
+        if ordered:
+            continue
         if p in seen:
             raise UnsafePathError(f"manifest path {_name(p)!r} appears twice")
         seen.add(p)
@@ -82,13 +91,22 @@ def check_paths(entries: Manifest | TreeColumns | Iterable[Entry],
             # Where case does not count, "A/x" passes through a link named "a".
             leaves[low if case_insensitive else p] = k
     del seen
+
+    def leaf_kind(d: bytes) -> int | None:
+        if not ordered:
+            return leaves.get(d)
+        j = bisect_left(paths, d)
+        if j < len(paths) and paths[j] == d and kinds[j] != _DIR_B:
+            return kinds[j]
+        return None
+
     # No entry may live under a symlink or a file of the same manifest. Each folder is
     # looked up once, however many entries it holds.
     dirs_ok: set[bytes] = set()
     for p, key in zip(paths, folds if case_insensitive else paths, strict=True):
         d = key.rpartition(b"/")[0]
         while d and d not in dirs_ok:
-            kind = leaves.get(d)
+            kind = leaf_kind(d)
             if kind is not None:
                 what = "a symlink" if kind == _LINK_B else "a file"
                 raise UnsafePathError(f"manifest path {_name(p)!r} passes through "
@@ -321,25 +339,19 @@ def plan_fetch(locations: Mapping[bytes, Location], ids: Iterable[bytes], max_by
                max_count: int) -> list[list[Fetch]]:
     """Group chunks by pack, merge nearby ranges, and split the reads into batches bounded
     in count and bytes. Deterministic: packs and offsets in order."""
-    by_pack: dict[bytes, list[tuple[int, int, bytes]]] = defaultdict(list)
-    for cid in ids:
-        loc = locations[cid]
-        by_pack[loc.pack].append((loc.offset, loc.length, cid))
     reads: list[Fetch] = []
-    for pack in sorted(by_pack):
-        items = sorted(by_pack[pack])
-        cur: list[bytes] = []
-        start = end = 0
-        for off, ln, cid in items:
-            if cur and (off - end > MAX_GAP or off + ln - start > MAX_RANGE):
-                reads.append(Fetch(pack, start, end, tuple(cur)))
-                cur = []
-            if not cur:
-                start = off
-            cur.append(cid)
-            end = max(end, off + ln)
-        if cur:
+    cur: list[bytes] = []
+    pack, start, end = b"", 0, 0
+    for p, off, ln, cid in _in_pack_order(locations, ids):
+        if cur and (p != pack or off - end > MAX_GAP or off + ln - start > MAX_RANGE):
             reads.append(Fetch(pack, start, end, tuple(cur)))
+            cur = []
+        if not cur:
+            pack, start, end = p, off, 0
+        cur.append(cid)
+        end = max(end, off + ln)
+    if cur:
+        reads.append(Fetch(pack, start, end, tuple(cur)))
     batches: list[list[Fetch]] = []
     size = 0
     for r in reads:
@@ -352,3 +364,28 @@ def plan_fetch(locations: Mapping[bytes, Location], ids: Iterable[bytes], max_by
             batches.append([r])
             size = n
     return batches
+
+
+def _in_pack_order(locations: Mapping[bytes, Location], ids: Iterable[bytes]
+                   ) -> Iterator[tuple[bytes, int, int, bytes]]:
+    """``(pack, offset, length, id)`` of ``ids``, by pack name, then offset. From an
+    :class:`Index`, sorted by one int per chunk (a pack's rank and the offset) instead of
+    a tuple per chunk: a pull of 100k chunks holds ~4 MB here, not ~13 MB."""
+    if not isinstance(locations, Index):
+        yield from sorted((loc.pack, loc.offset, loc.length, cid)
+                          for cid in ids for loc in (locations[cid],))
+        return
+    packs, pidx, offs, lens, cids = (locations.packs, locations.pack_idx, locations.offsets,
+                                     locations.lengths, locations.cids)
+    rank = {p: n for n, p in enumerate(sorted(set(packs)))}
+    shift = [rank[p] << 41 for p in packs]  # offsets are <= 2**40 (decode checks)
+    row = locations.row
+    rows = []
+    for cid in ids:
+        r = row(cid)
+        if r is None:
+            raise KeyError(cid)
+        rows.append(r)
+    rows.sort(key=lambda r: shift[pidx[r]] | offs[r])
+    for r in rows:
+        yield packs[pidx[r]], offs[r], lens[r], cids[r]

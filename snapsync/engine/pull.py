@@ -27,17 +27,23 @@ import tempfile
 import threading
 import time
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from snapsync.concurrency import WRITES_WHILE_DOWNLOADING, Concurrency, on_shared_arena
+from snapsync.concurrency import (
+    PULL_MMAP_THRESHOLD,
+    WRITES_WHILE_DOWNLOADING,
+    Concurrency,
+    on_shared_arena,
+)
 from snapsync.core.chunking import Chunker
 from snapsync.core.ignore import IgnoreRules
 from snapsync.core.keyed import Keyring
-from snapsync.core.manifest import FILE, Entry
+from snapsync.core.manifest import FILE, Entry, Manifest
 from snapsync.core.plan import Fetch, PullPlan, Seen, check_paths, plan_deletes, plan_pull
+from snapsync.core.rowmap import RowMap
 from snapsync.engine.results import PullResult
 from snapsync.errors import CacheError, FormatError, LocalFileError
 from snapsync.local import stage, target
@@ -50,8 +56,10 @@ from snapsync.repository import Repository
 from snapsync.repository.reader import ChunkReader, with_stale_retry
 from snapsync.store import Store, as_store
 
+Places = MutableMapping[bytes, int]  # chunk id -> packed place in the cache (seg_of)
 
-@on_shared_arena
+
+@on_shared_arena(mmap_threshold=PULL_MMAP_THRESHOLD)
 def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
          storage_options: dict[str, Any] | None = None,
          ref: str | None = None,
@@ -142,13 +150,16 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
                                  on_warning=warnings)
             # Chunks come from the cache's segments; what they lack is first put there (from
             # the old files of the target, else downloaded), then every file is copied out.
-            where = cache.where(need, lambda c: manifest.index.raw_size(c))
+            index = manifest.index
+            where = cache.where(need, index.raw_size, RowMap(index.row, index.cids))
             segs = cache.open_segments({seg_of(p) for p in where.values()})
             for cid in [c for c, p in where.items() if seg_of(p) not in segs]:
                 del where[cid]
             writer = cache.writer(where)
             result.chunks_cached = len(where)
-            missing = need.difference(where)
+            missing = need  # what no source has yet (one set of ids, not two)
+            missing.difference_update(where)
+            del need
             seeded = reader.seed(_old_chunks(destp, plan, seen, missing, chunker), writer.add_many)
             result.chunks_from_target = len(seeded)
             missing -= seeded
@@ -179,7 +190,7 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
                         # attempt that failed fetched, is in published segments: written now.
                         _publish(cache, writer, writer.placed, segs)
                         batches = reader.plan(missing, conc)
-                        now, later = _ready_after(plan, todo, batches)
+                        now, later = _ready_after(manifest, plan, todo, batches)
                         hand(now)
                         done = [0]
 
@@ -256,7 +267,7 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
         _count(result, plan)
         result.deleted = deleted
 
-        del where, need, seen, fill  # before the stat cache's rows are built: a lower peak
+        del where, seen, fill  # before the stat cache's rows are built: a lower peak
         target.save_target_cache(destp, manifest, stat_cache,
                                  (plan, sigs) if sigs is not None else None)
         if use_cache:
@@ -269,7 +280,7 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
         return result
 
 
-def _publish(cache: ChunkCache, writer: SegmentWriter, where: dict[bytes, int],
+def _publish(cache: ChunkCache, writer: SegmentWriter, where: Places,
              segs: Segments) -> None:
     """Seal what ``writer`` holds (its chunks join ``where``), and open its new segments for
     copying; chunks of a segment that cannot be opened (evicted meanwhile) leave ``where``."""
@@ -284,7 +295,7 @@ def _publish(cache: ChunkCache, writer: SegmentWriter, where: dict[bytes, int],
                              "pull again (or with --no-cache)")
 
 
-def _filler(reader: ChunkReader, cache: ChunkCache, segs: Segments, where: dict[bytes, int],
+def _filler(reader: ChunkReader, cache: ChunkCache, segs: Segments, where: Places,
             writer: SegmentWriter) -> stage.Fill:
     """How a file's content gets into its descriptor: each chunk copied from its segment by
     the kernel; in tamper-evident mode read, checked (id and MAC) and written instead."""
@@ -347,28 +358,27 @@ class _Later:
             self.prog.advance(held)
 
 
-def _ready_after(plan: PullPlan, todo: bytearray, batches: list[list[Fetch]]
-                 ) -> tuple[array[int], list[array[int]]]:
+def _ready_after(manifest: Manifest, plan: PullPlan, todo: bytearray,
+                 batches: list[list[Fetch]]) -> tuple[array[int], list[array[int]]]:
     """The entries of ``plan.write`` still ``todo``, by when they can be written: now (every
     chunk in a published segment), or after batch *i* of ``batches``, the last that holds one
-    of their chunks. Each list in ``plan.write`` order (folders fill in turn)."""
-    batch_of: dict[bytes, int] = {}
+    of their chunks. Each list in ``plan.write`` order (folders fill in turn). Works on index
+    rows (``manifest.refs``): no object per file or chunk."""
+    index = manifest.index
+    batch_of = array("l", [-1]) * len(index.cids)
+    row = index.row
     for b, batch in enumerate(batches):
         for f in batch:
             for c in f.chunks:
-                batch_of[c] = b
+                batch_of[row(c)] = b  # type: ignore[index]
     now: array[int] = array("l")
     later = [array("l") for _ in batches]
-    get = batch_of.get
-    for n, e in enumerate(plan.write):
+    refs, starts, get = manifest.refs, manifest.tree.starts, batch_of.__getitem__
+    for n, i in enumerate(plan.write.idx):
         if not todo[n]:
             continue
-        last = -1
-        if e.kind == FILE:
-            for c in e.chunks:
-                b = get(c, -1)
-                if b > last:
-                    last = b
+        a, z = starts[i], starts[i + 1]  # no chunks: a symlink or an empty file
+        last = max(map(get, refs[a:z])) if z > a else -1
         (later[last] if last >= 0 else now).append(n)
     return now, later
 
@@ -381,7 +391,7 @@ def _write_all(fd: int, data: bytes, pos: int) -> None:
         view = view[n:]
 
 
-def _recheck(reader: ChunkReader, cache: ChunkCache, segs: Segments, where: dict[bytes, int],
+def _recheck(reader: ChunkReader, cache: ChunkCache, segs: Segments, where: Places,
              writer: SegmentWriter, plan: PullPlan) -> list[int]:
     """After staging: segments whose signature changed since they were opened are dropped,
     their chunks fetched again (into a new segment), and the indexes of the files that used

@@ -26,7 +26,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -120,13 +120,15 @@ class ChunkCache:
         return db
 
     @_index_errors
-    def where(self, ids: Iterable[bytes], size_of: Callable[[bytes], int]
-              ) -> dict[bytes, int]:
-        """Where the cached ones of ``ids`` are: id -> packed place (:func:`seg_of`). Only
-        chunks stored with the length ``size_of(id)`` (the manifest's) count: another length
-        means another chunk, or a manifest lying about this one."""
+    def where(self, ids: Iterable[bytes], size_of: Callable[[bytes], int],
+              out: MutableMapping[bytes, int] | None = None) -> MutableMapping[bytes, int]:
+        """Where the cached ones of ``ids`` are: id -> packed place (:func:`seg_of`), added
+        to ``out`` (default: a new dict). Only chunks stored with the length ``size_of(id)``
+        (the manifest's) count: another length means another chunk, or a manifest lying
+        about this one."""
         ids = list(ids)
-        out: dict[bytes, int] = {}
+        if out is None:
+            out = {}
         db = self._conn()
         for i in range(0, len(ids), QUERY):
             part = ids[i:i + QUERY]
@@ -177,7 +179,7 @@ class ChunkCache:
             self.drop_segments(bad)
         return out
 
-    def writer(self, placed: dict[bytes, int] | None = None) -> SegmentWriter:
+    def writer(self, placed: MutableMapping[bytes, int] | None = None) -> SegmentWriter:
         """A new segment (or several) for chunks this pull adds; ``placed`` (id -> packed
         place) gains each chunk once its segment is published."""
         return SegmentWriter(self, placed)

@@ -14,7 +14,7 @@ import errno
 import os
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 from typing import TYPE_CHECKING
 
 from snapsync.errors import LocalFileError
@@ -131,9 +131,10 @@ class SegmentWriter:
     :meth:`ChunkCache.trim` removes later.
     """
 
-    def __init__(self, cache: ChunkCache, placed: dict[bytes, int] | None = None) -> None:
+    def __init__(self, cache: ChunkCache, placed: MutableMapping[bytes, int] | None = None
+                 ) -> None:
         self.cache = cache
-        self.placed: dict[bytes, int] = {} if placed is None else placed
+        self.placed: MutableMapping[bytes, int] = {} if placed is None else placed
         self.segs: list[int] = []
         self._segs: set[int] = set()
         self._fd = -1

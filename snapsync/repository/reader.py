@@ -37,6 +37,10 @@ class Placer(Protocol):
 
     def abort(self) -> None: ...
 VERIFY_UNIT = 64  # chunks per CPU task: a task costs ~12 µs, a small chunk's check ~2 µs
+# ...and at most about this many decoded bytes: a unit's chunks are all decoded before they
+# are written, so a batch of well-compressed chunks (8 MiB stored can be 80 MiB of CSV)
+# must not be decoded at once. The tasks in flight hold ~2 x cpu of these.
+VERIFY_UNIT_BYTES = 1 << 20
 
 
 class ChunkReader:
@@ -59,7 +63,7 @@ class ChunkReader:
     # ---- the one verification -------------------------------------------------------------
     def verify(self, cid: bytes, blob: bytes | memoryview) -> bytes:
         """Decode a stored blob of chunk ``cid`` and check it; raises ``IntegrityError``."""
-        return self.codec.decode(blob, self.locations[cid].raw_size, cid)
+        return self.codec.decode(blob, self.locations[cid].raw_size, cid)  # type: ignore[return-value]
 
     def verify_raw(self, cid: bytes, data: bytes | memoryview) -> None:
         """Check raw chunk bytes (read back from the local cache, or found in an old file)
@@ -152,14 +156,17 @@ class ChunkReader:
         def verify(items: list[tuple[bytes, Any]]) -> list[tuple[bytes, bytes]]:
             return [(cid, self.verify(cid, blob)) for cid, blob in items]
 
-        def verify_place(items: list[tuple[bytes, Any]], runs: Any) -> list[tuple[bytes, Any]]:
+        def verify_place(items: list[tuple[bytes, Any]], runs: Any) -> int:
             assert place is not None
-            place.write(runs, [self.verify(cid, blob) for cid, blob in items])
-            return items
+            # Written at once: a chunk stored raw is written from the download's buffer.
+            decode, locs = self.codec.decode, self.locations
+            place.write(runs, [decode(blob, locs[cid].raw_size, cid, False)
+                               for cid, blob in items])
+            return len(items)
 
         locations = self.locations
 
-        def submit(items: list[tuple[bytes, Any]]) -> Future[list[tuple[bytes, Any]]]:
+        def submit(items: list[tuple[bytes, Any]]) -> Future[Any]:
             if place is None:
                 return cpu.submit(verify, items)
             runs = place.reserve([(cid, locations[cid].raw_size) for cid, _blob in items])
@@ -175,6 +182,7 @@ class ChunkReader:
                     if i + 1 < len(batches):
                         pending = fetch_ex.submit(self._download, batches[i + 1], conc.io)
                     work: list[list[tuple[bytes, Any]]] = [[]]
+                    raw = 0  # decoded bytes of the unit being filled
                     for f, data in zip(batch, datas, strict=True):
                         n_bytes += len(data)
                         prog.advance(len(data))
@@ -183,8 +191,10 @@ class ChunkReader:
                             loc = self.locations[cid]
                             work[-1].append((cid, view[loc.offset - f.start:
                                                        loc.offset - f.start + loc.length]))
-                            if len(work[-1]) >= VERIFY_UNIT:
+                            raw += loc.raw_size
+                            if len(work[-1]) >= VERIFY_UNIT or raw >= VERIFY_UNIT_BYTES:
                                 work.append([])
+                                raw = 0
                     del datas
                     depth = 2 * max(1, conc.cpu)
                     futs = []
@@ -202,8 +212,12 @@ class ChunkReader:
                             nxt += 1
                         if place is None:
                             sink(verified)
-                        n_chunks += len(verified)
+                            n_chunks += len(verified)
+                        else:
+                            n_chunks += verified
                         work[k] = []
+                    # Nothing of this batch's buffers outlives it (the next one is in flight).
+                    del verified, view, data
                     if flush is not None:
                         flush()
             except BaseException:
