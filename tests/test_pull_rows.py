@@ -50,6 +50,7 @@ def test_row_map_is_a_mapping_over_the_index_rows():
         else:
             rm[cid] = ref[cid] = step << 20
     assert dict(rm.items()) == ref and len(rm) == len(ref)
+    assert sorted(rm.values()) == sorted(ref.values()) and set(rm) == set(ref)
     assert all((c in rm) == (c in ref) for c in ids)
     missing = next(c for c in ids if c not in ref)
     assert rm.get(missing) is None and rm.get(missing, 7) == 7

@@ -34,6 +34,13 @@ class RowMap(MutableMapping[bytes, int]):
         v = self._vals[r]
         return default if v < 0 else v
 
+    def at(self, r: int) -> int:
+        """The value of index row ``r`` (``KeyError`` naming its id when it has none)."""
+        v = self._vals[r]
+        if v < 0:
+            raise KeyError(self._cids[r])
+        return v
+
     def __getitem__(self, cid: bytes) -> int:
         v = self.get(cid)
         if v is None:
@@ -73,3 +80,15 @@ class RowMap(MutableMapping[bytes, int]):
 
     def __len__(self) -> int:
         return self._n + len(self._extra)
+
+    # One pass over the array, not a lookup per key: a pull walks these for every chunk.
+    def items(self) -> Iterator[tuple[bytes, int]]:  # type: ignore[override]
+        """``(id, value)`` pairs (an iterator, not a view)."""
+        cids = self._cids
+        yield from ((cids[r], v) for r, v in enumerate(self._vals) if v >= 0)
+        yield from list(self._extra.items())
+
+    def values(self) -> Iterator[int]:  # type: ignore[override]
+        """The values (an iterator, not a view)."""
+        yield from (v for v in self._vals if v >= 0)
+        yield from list(self._extra.values())

@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 from array import array
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from snapsync.concurrency import (
 from snapsync.core.chunking import Chunker
 from snapsync.core.ignore import IgnoreRules
 from snapsync.core.keyed import Keyring
-from snapsync.core.manifest import FILE, Entry, Manifest
+from snapsync.core.manifest import FILE, Manifest
 from snapsync.core.plan import Fetch, PullPlan, Seen, check_paths, plan_deletes, plan_pull
 from snapsync.core.rowmap import RowMap
 from snapsync.engine.results import PullResult
@@ -55,8 +55,6 @@ from snapsync.progress import NullProgress, Progress, Warnings
 from snapsync.repository import Repository
 from snapsync.repository.reader import ChunkReader, with_stale_retry
 from snapsync.store import Store, as_store
-
-Places = MutableMapping[bytes, int]  # chunk id -> packed place in the cache (seg_of)
 
 
 @on_shared_arena(mmap_threshold=PULL_MMAP_THRESHOLD)
@@ -150,6 +148,7 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
                                  on_warning=warnings)
             # Chunks come from the cache's segments; what they lack is first put there (from
             # the old files of the target, else downloaded), then every file is copied out.
+            manifest0 = manifest  # ``where`` and ``fill`` go by this index's rows, retry or not
             index = manifest.index
             where = cache.where(need, index.raw_size, RowMap(index.row, index.cids))
             segs = cache.open_segments({seg_of(p) for p in where.values()})
@@ -174,7 +173,7 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
                     ThreadPoolExecutor(conc.cpu, thread_name_prefix="snapsync-write") as write_ex:
                 stager: stage.Stager | None = None
                 try:
-                    fill = _filler(reader, cache, segs, where, writer)
+                    fill = _filler(reader, cache, segs, where, writer, manifest0)
                     width = min(conc.cpu, WRITES_WHILE_DOWNLOADING)
                     stager = stage.Stager(staging, plan, fill, write_ex, wprog,
                                            destp if direct else None, sigs, width=width)
@@ -280,7 +279,7 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
         return result
 
 
-def _publish(cache: ChunkCache, writer: SegmentWriter, where: Places,
+def _publish(cache: ChunkCache, writer: SegmentWriter, where: RowMap,
              segs: Segments) -> None:
     """Seal what ``writer`` holds (its chunks join ``where``), and open its new segments for
     copying; chunks of a segment that cannot be opened (evicted meanwhile) leave ``where``."""
@@ -295,19 +294,25 @@ def _publish(cache: ChunkCache, writer: SegmentWriter, where: Places,
                              "pull again (or with --no-cache)")
 
 
-def _filler(reader: ChunkReader, cache: ChunkCache, segs: Segments, where: Places,
-            writer: SegmentWriter) -> stage.Fill:
+def _filler(reader: ChunkReader, cache: ChunkCache, segs: Segments, where: RowMap,
+            writer: SegmentWriter, manifest: Manifest) -> stage.Fill:
     """How a file's content gets into its descriptor: each chunk copied from its segment by
-    the kernel; in tamper-evident mode read, checked (id and MAC) and written instead."""
-    lock = threading.Lock()
+    the kernel; in tamper-evident mode read, checked (id and MAC) and written instead.
 
-    def fill(fd: int, e: Entry) -> None:
-        locations = reader.locations  # a stale-manifest retry replaces it (same chunks)
+    By index row (``manifest``: the one ``where`` was built on; a stale-manifest retry's
+    fresh index may number chunks otherwise, so it is not used here): a chunk's size and
+    place are array reads, no ``Location`` or id lookup per chunk."""
+    lock = threading.Lock()
+    index, refs, starts = manifest.index, manifest.refs, manifest.tree.starts
+    raws, cids, place_of, copy = index.raws, index.cids, where.at, segs.copy
+
+    def fill(fd: int, i: int) -> None:
         pos = 0
-        for cid in e.chunks:
-            n = locations[cid].raw_size
-            place = where[cid]
+        for r in refs[starts[i]:starts[i + 1]]:
+            n = raws[r]
+            place = place_of(r)
             if reader.keyed:
+                cid = cids[r]
                 data = segs.read(place, n)
                 try:
                     reader.verify_raw(cid, data)
@@ -320,7 +325,7 @@ def _filler(reader: ChunkReader, cache: ChunkCache, segs: Segments, where: Place
                     data = got[cid]
                 _write_all(fd, data, pos)
             else:
-                segs.copy(place, n, fd, pos)
+                copy(place, n, fd, pos)
             pos += n
 
     return fill
@@ -391,7 +396,7 @@ def _write_all(fd: int, data: bytes, pos: int) -> None:
         view = view[n:]
 
 
-def _recheck(reader: ChunkReader, cache: ChunkCache, segs: Segments, where: Places,
+def _recheck(reader: ChunkReader, cache: ChunkCache, segs: Segments, where: RowMap,
              writer: SegmentWriter, plan: PullPlan) -> list[int]:
     """After staging: segments whose signature changed since they were opened are dropped,
     their chunks fetched again (into a new segment), and the indexes of the files that used

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, Future
 from pathlib import Path
 
-from snapsync.core.manifest import SYMLINK, Entry
+from snapsync.core.manifest import SYMLINK
 from snapsync.core.plan import PullPlan
 from snapsync.errors import LocalFileError
 from snapsync.local.tree import stat_sig
@@ -29,7 +29,7 @@ def staged_name(staging: Path | bytes, n: int) -> bytes:
     return os.path.join(os.fsencode(staging), b"%08d" % n)
 
 
-Fill = Callable[[int, Entry], None]  # writes a file entry's content into an open descriptor
+Fill = Callable[[int, int], None]  # (fd, tree index): writes that file's content into fd
 
 
 STAGE_UNIT = 64  # entries per write task: a task costs ~12 µs, a small file ~40 µs
@@ -39,7 +39,7 @@ class Stager:
     """Writes entries of ``plan.write`` (by index) on ``ex``'s threads as the caller hands
     them in, so a pull can write the files whose chunks are ready while later chunks are
     still downloading. The ``n``-th entry goes to :func:`staged_name` in ``staging``, or with
-    ``direct`` (an empty target) to its final path there; ``fill(fd, entry)`` writes a file's
+    ``direct`` (an empty target) to its final path there; ``fill(fd, i)`` writes file ``i``'s
     content; with ``sigs`` (5 ints per entry of ``plan.write``) each file's final stat
     signature is recorded there (for the target's stat cache, without a second ``lstat``).
     With ``mkdirs`` (and ``direct``) every folder of the plan is created first, on this
@@ -67,8 +67,8 @@ class Stager:
         self._root = os.fsencode(direct) if direct is not None else b""
         if direct is not None and mkdirs:
             made: set[bytes] = set()
-            for e in plan.write:
-                make_dirs(self._root, e.path.rpartition(b"/")[0], made)
+            for path in plan.write.paths():  # paths only: no entry made per file
+                make_dirs(self._root, path.rpartition(b"/")[0], made)
 
     def submit(self, todo: Sequence[int], again: bool = False) -> None:
         """Write the entries ``todo`` (indexes into ``plan.write``); with ``again``, replace
@@ -125,34 +125,43 @@ class Stager:
             self._write_all(items, again)
 
     def _write_all(self, items: Iterable[int], again: bool) -> None:
-        write_list = self.plan.write
+        # Straight from the tree's columns: no Entry (and tuple of chunk ids) per file.
+        idx, tree = self.plan.write.idx, self.plan.write.tree
+        paths, kinds, modes, sizes, targets = (tree.paths, tree.kinds, tree.modes, tree.sizes,
+                                               tree.targets)
         root, direct, staging = self._root, self.direct, self.staging
         fill, sigs, prog = self.fill, self.sigs, self.prog
+        join, mode_of, fstat = os.path.join, stat.S_IMODE, os.fstat
         for n in items:
             if self._stopped:
                 return
-            e = write_list[n]
-            name = os.path.join(root, e.path) if direct is not None else staged_name(staging, n)
+            i = idx[n]
+            name = join(root, paths[i]) if direct is not None else staged_name(staging, n)
             if again:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(name)
-            if e.kind == SYMLINK:
-                os.symlink(e.target, name)
+            if kinds[i] == _LINK_B:
+                os.symlink(targets[i], name)
                 continue
+            mode = modes[i]
             # Created with its mode (the umask or a default ACL may take bits away: then
             # fchmod); an fstat is cheaper than an fchmod, which dirties the inode again.
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, e.mode)
+            fd = os.open(name, _CREATE, mode)
             try:
-                fill(fd, e)
-                st = os.fstat(fd)
-                if stat.S_IMODE(st.st_mode) != e.mode:
-                    os.fchmod(fd, e.mode)
-                    st = os.fstat(fd)
+                fill(fd, i)
+                st = fstat(fd)
+                if mode_of(st.st_mode) != mode:
+                    os.fchmod(fd, mode)
+                    st = fstat(fd)
                 if sigs is not None:
                     sigs[5 * n:5 * n + 5] = array("q", stat_sig(st))
             finally:
                 os.close(fd)
-            prog.advance(e.size)
+            prog.advance(sizes[i])
+
+
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+_LINK_B = ord(SYMLINK)
 
 
 def make_dirs(root: bytes, rel_dir: bytes, made: set[bytes], undo: Undo | None = None) -> None:

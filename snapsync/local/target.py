@@ -251,21 +251,21 @@ def commit(destp: Path, plan: PullPlan, direct: bool = False,
     undo = Undo(os.path.join(os.fsencode(staging), b"backup")) if staging and not direct \
         else None
     try:
-        for n, e in enumerate(plan.write):
-            if not direct:
-                assert staging is not None
-                make_dirs(root, e.path.rpartition(b"/")[0], made, undo)
-                final = os.path.join(root, e.path)
-                if undo is not None:
-                    if os.path.lexists(final):
-                        undo.stash(final)  # a file, link or whole folder in the way
-                    os.replace(staged_name(staging, n), final)
-                    undo.created(final)
-                else:
-                    with contextlib.suppress(FileNotFoundError):
-                        if stat.S_ISDIR(os.lstat(final).st_mode):
-                            shutil.rmtree(final)
-                    os.replace(staged_name(staging, n), final)
+        # Direct: every entry was written in place. Else only paths are needed (no Entry each).
+        for n, path in enumerate(() if direct else plan.write.paths()):
+            assert staging is not None
+            make_dirs(root, path.rpartition(b"/")[0], made, undo)
+            final = os.path.join(root, path)
+            if undo is not None:
+                if os.path.lexists(final):
+                    undo.stash(final)  # a file, link or whole folder in the way
+                os.replace(staged_name(staging, n), final)
+                undo.created(final)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    if stat.S_ISDIR(os.lstat(final).st_mode):
+                        shutil.rmtree(final)
+                os.replace(staged_name(staging, n), final)
         for n, e in enumerate(plan.chmod):
             set_mode(os.path.join(root, e.path), e.mode,
                      os.path.join(os.fsencode(staging), b"mode-%08d" % n) if staging else None,
