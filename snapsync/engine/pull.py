@@ -199,7 +199,8 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
                             later[done[0]] = array("l")
                             done[0] += 1
 
-                        prog.phase("download", sum(reader.locations[c].length for c in missing),
+                        # The bytes the ranged reads fetch (what the bar advances by).
+                        prog.phase("download", sum(f.end - f.start for b in batches for f in b),
                                    "B")
                         return reader.fetch(missing, conc, cpu_ex, writer.add_many, prog, flush,
                                             batches, place=writer)

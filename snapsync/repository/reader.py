@@ -153,23 +153,23 @@ class ChunkReader:
             return 0, 0
         n_chunks = n_bytes = 0
 
-        def verify(items: list[tuple[bytes, Any]]) -> list[tuple[bytes, bytes]]:
-            return [(cid, self.verify(cid, blob)) for cid, blob in items]
+        # Work items: (id, stored bytes, raw size), the location looked up once per chunk.
+        Item = tuple[bytes, Any, int]
+        decode = self.codec.decode
 
-        def verify_place(items: list[tuple[bytes, Any]], runs: Any) -> int:
+        def verify(items: list[Item]) -> list[tuple[bytes, bytes]]:
+            return [(cid, decode(blob, n, cid)) for cid, blob, n in items]  # type: ignore[misc]
+
+        def verify_place(items: list[Item], runs: Any) -> int:
             assert place is not None
             # Written at once: a chunk stored raw is written from the download's buffer.
-            decode, locs = self.codec.decode, self.locations
-            place.write(runs, [decode(blob, locs[cid].raw_size, cid, False)
-                               for cid, blob in items])
+            place.write(runs, [decode(blob, n, cid, False) for cid, blob, n in items])
             return len(items)
 
-        locations = self.locations
-
-        def submit(items: list[tuple[bytes, Any]]) -> Future[Any]:
+        def submit(items: list[Item]) -> Future[Any]:
             if place is None:
                 return cpu.submit(verify, items)
-            runs = place.reserve([(cid, locations[cid].raw_size) for cid, _blob in items])
+            runs = place.reserve([(cid, n) for cid, _blob, n in items])
             return cpu.submit(verify_place, items, runs)
 
         futs: list[Any] = []
@@ -181,17 +181,18 @@ class ChunkReader:
                     datas = pending.result()
                     if i + 1 < len(batches):
                         pending = fetch_ex.submit(self._download, batches[i + 1], conc.io)
-                    work: list[list[tuple[bytes, Any]]] = [[]]
+                    work: list[list[Item]] = [[]]
                     raw = 0  # decoded bytes of the unit being filled
+                    locations = self.locations  # a stale-manifest retry replaces it
                     for f, data in zip(batch, datas, strict=True):
                         n_bytes += len(data)
                         prog.advance(len(data))
                         view = memoryview(data)  # slices share the range's buffer: no copies
                         for cid in f.chunks:
-                            loc = self.locations[cid]
-                            work[-1].append((cid, view[loc.offset - f.start:
-                                                       loc.offset - f.start + loc.length]))
-                            raw += loc.raw_size
+                            _pack, off, ln, n = locations[cid]
+                            off -= f.start
+                            work[-1].append((cid, view[off:off + ln], n))
+                            raw += n
                             if len(work[-1]) >= VERIFY_UNIT or raw >= VERIFY_UNIT_BYTES:
                                 work.append([])
                                 raw = 0
