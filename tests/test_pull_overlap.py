@@ -54,13 +54,13 @@ def _slow_last_batch(monkeypatch, dst: Path, base: int, fail: bool = False) -> d
         seen["batches"] = len(batches)
         return batches
 
-    def download(self, batch, io):
+    def download(self, batch, io, slot=None):
         seen["calls"] += 1
         if seen["batches"] > 2 and seen["calls"] == seen["batches"]:
             seen["overlapped"] = _wait_for_files(dst, base)
             if fail:
                 raise NotFoundError("packs/gone.pack: not found (test)")
-        return real_download(self, batch, io)
+        return real_download(self, batch, io, slot)
 
     monkeypatch.setattr(reader_mod, "FETCH_BATCH_BYTES", SMALL)
     monkeypatch.setattr(reader_mod.ChunkReader, "plan", plan)

@@ -18,7 +18,7 @@ from typing import Any
 
 from snapsync.local.atomic import atomic_write
 from snapsync.store.backend import Backend, IfMatch, ObjectMeta, PutMode
-from snapsync.store.local_read import read_range, read_whole
+from snapsync.store.local_read import read_range, read_range_into, read_whole
 from snapsync.store.local_write import LocalUpload, create_only, replace_if, version_of
 from snapsync.store.options.common import opt_bool
 
@@ -72,6 +72,12 @@ class LocalBackend(Backend):
     def get_ranges(self, reqs: Sequence[tuple[str, int, int]],
                    concurrency: int) -> list[bytes | BaseException]:
         return [_or_error(read_range, self._path(k), k, s, e) for k, s, e in reqs]
+
+    def get_ranges_into(self, reqs: Sequence[tuple[str, int, int]],
+                        outs: Sequence[memoryview]) -> list[memoryview | BaseException]:
+        """:meth:`get_ranges` into the caller's buffers (``outs[i]`` for ``reqs[i]``)."""
+        return [_or_error(read_range_into, self._path(k), k, s, e, out)
+                for (k, s, e), out in zip(reqs, outs, strict=True)]
 
     def get_versioned(self, key: str) -> tuple[bytes, str | None]:
         data = self.get(key)

@@ -82,6 +82,24 @@ def read_whole(path: str, key: str) -> bytes:
         os.close(fd)
 
 
+def read_range_into(path: str, key: str, start: int, end: int, out: memoryview) -> memoryview:
+    """Bytes ``[start, end)`` of the object read into ``out`` (at least ``end - start``
+    long); the part of ``out`` filled (shorter if the object ends first: the caller checks).
+    Into a buffer the caller reuses: no fresh memory (and page faults) per range."""
+    fd, size = _open(path, key)
+    try:
+        n = max(0, min(end, size) - start)
+        done = 0
+        while done < n:
+            got = os.preadv(fd, [out[done:n]], start + done)
+            if not got:
+                break
+            done += got
+        return out[:done]
+    finally:
+        os.close(fd)
+
+
 def read_range(path: str, key: str, start: int, end: int) -> bytes:
     """Bytes ``[start, end)`` of the object, fewer if it ends first (the caller checks)."""
     fd, size = _open(path, key)

@@ -310,17 +310,30 @@ class Store:
         return result
 
     def get_ranges(self, reqs: Sequence[tuple[str, int, int]],
-                   batch_size: int | None = None) -> list[bytes]:
-        """Read ``(key, start, end)`` byte ranges of many objects in one concurrent batch."""
+                   batch_size: int | None = None,
+                   into: Sequence[memoryview] | None = None) -> list[bytes | memoryview]:
+        """Read ``(key, start, end)`` byte ranges of many objects in one concurrent batch.
+
+        ``into``: buffers (``into[i]`` at least as long as range ``i``) that a backend able
+        to read in place (a local store) fills, returning views of them; others ignore it.
+        """
         if not reqs:
             return []
         io = batch_size or self.io
         # A local file that ends early will not grow back: its short reads are not retried.
         short = None if self.backend.local else (
             lambda i, v: len(v) != reqs[i][2] - reqs[i][1])
-        vals = self._attempt(
-            len(reqs), lambda todo: self.backend.get_ranges([reqs[i] for i in todo], io),
-            short=short, what=f"range reads from {self.display_url}")
+        read_into = getattr(self.backend, "get_ranges_into", None) if into else None
+
+        def call(todo: list[int]) -> Sequence[Any]:
+            picked = [reqs[i] for i in todo]
+            if read_into is not None:
+                assert into is not None
+                return read_into(picked, [into[i] for i in todo])
+            return self.backend.get_ranges(picked, io)
+
+        vals = self._attempt(len(reqs), call, short=short,
+                             what=f"range reads from {self.display_url}")
         result = []
         for (key, start, end), val in zip(reqs, vals, strict=True):
             if isinstance(val, BaseException):
