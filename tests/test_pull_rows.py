@@ -152,3 +152,19 @@ def test_a_pull_with_the_row_state_gives_the_tree_back(tmp_path: Path):
         assert describe(dst) == describe(src)
         if n == 1:
             assert r.chunks_downloaded == 0 and r.chunks_cached == r.chunks_needed
+
+
+def test_ranges_read_into_the_callers_buffers(tmp_path: Path):
+    from snapsync.errors import TruncatedObjectError
+
+    store = as_store(f"file://{tmp_path}/s")
+    data = random.Random(2).randbytes(100_000)
+    store.put("packs/ab/obj.pack", data)
+    buf = bytearray(70_000)
+    view = memoryview(buf)
+    reqs = [("packs/ab/obj.pack", 10, 30_010), ("packs/ab/obj.pack", 60_000, 90_000)]
+    got = store.get_ranges(reqs, into=[view[:30_000], view[30_000:70_000]])
+    assert [bytes(g) for g in got] == [data[10:30_010], data[60_000:90_000]]
+    assert all(isinstance(g, memoryview) and g.obj is buf for g in got)  # no copy made
+    with pytest.raises(TruncatedObjectError, match="short read"):
+        store.get_ranges([("packs/ab/obj.pack", 90_000, 110_000)], into=[view[:20_000]])
