@@ -168,3 +168,43 @@ def test_ranges_read_into_the_callers_buffers(tmp_path: Path):
     assert all(isinstance(g, memoryview) and g.obj is buf for g in got)  # no copy made
     with pytest.raises(TruncatedObjectError, match="short read"):
         store.get_ranges([("packs/ab/obj.pack", 90_000, 110_000)], into=[view[:20_000]])
+
+
+def test_a_warm_pull_of_the_same_snapshot_uses_the_saved_places(tmp_path: Path, monkeypatch):
+    import snapsync.local.cache as cache_mod
+
+    src = make_project(tmp_path / "src", seed=8, files=300)
+    url = f"file://{tmp_path}/store"
+    cache = tmp_path / "cache"
+    snapsync.push(src, url, cache_dir=tmp_path / "pc")
+    import snapsync.local.segments as segments_mod
+    monkeypatch.setattr(segments_mod, "SEGMENT_BYTES", 256 << 10)  # several segments
+    snapsync.pull(url, tmp_path / "d0", cache_dir=cache)  # cold: fills the cache, saves
+    assert len(list((cache / "chunks").glob("*.seg"))) > 2
+    (saved,) = (cache / "chunks" / "places").glob("*.bin")
+    asked = {"n": 0}
+    real_where = cache_mod.ChunkCache.where
+
+    def where(self, *a, **k):  # type: ignore[no-untyped-def]
+        asked["n"] += 1
+        return real_where(self, *a, **k)
+
+    monkeypatch.setattr(cache_mod.ChunkCache, "where", where)
+    r = snapsync.pull(url, tmp_path / "d1", cache_dir=cache)
+    assert describe(tmp_path / "d1") == describe(src)
+    assert asked["n"] == 0 and r.chunks_downloaded == 0  # no index lookup at all
+
+    # A segment gone (trimmed by another pull): the index is asked, the rest still cached.
+    seg = sorted((cache / "chunks").glob("*.seg"))[0]
+    seg.unlink()
+    r = snapsync.pull(url, tmp_path / "d2", cache_dir=cache)
+    assert describe(tmp_path / "d2") == describe(src)
+    assert asked["n"] == 1 and 0 < r.chunks_downloaded < r.chunks_needed
+
+    # A damaged map is not used (its checksum fails): the index answers instead.
+    data = bytearray(saved.read_bytes())
+    data[3] ^= 0xFF
+    saved.write_bytes(bytes(data))
+    r = snapsync.pull(url, tmp_path / "d3", cache_dir=cache)
+    assert describe(tmp_path / "d3") == describe(src)
+    assert asked["n"] == 2 and r.chunks_downloaded == 0

@@ -27,6 +27,25 @@ class RowMap(MutableMapping[bytes, int]):
         self._extra: dict[bytes, int] = {}
         self._n = 0
 
+    @classmethod
+    def of_values(cls, row_of: Callable[[bytes], int | None], cids: Sequence[bytes],
+                  vals: array[int]) -> RowMap:
+        """A map holding ``vals[r]`` for row ``r`` (``-1``: none), e.g. saved by an earlier
+        pull; ``ValueError`` unless there is one value per row."""
+        if len(vals) != len(cids):
+            raise ValueError(f"{len(vals)} values for {len(cids)} rows")
+        m = cls(row_of, cids)
+        m._vals = vals
+        m._n = len(vals) - vals.count(_EMPTY)
+        if vals and min(vals) < _EMPTY:
+            raise ValueError("a RowMap value is negative")
+        return m
+
+    @property
+    def values_array(self) -> array[int]:
+        """The value of every row (``-1``: none): what :meth:`of_values` takes back."""
+        return self._vals
+
     def get(self, cid: bytes, default: int | None = None) -> int | None:  # type: ignore[override]
         r = self._row(cid)
         if r is None:

@@ -39,6 +39,7 @@ from snapsync.concurrency import (
     on_shared_arena,
 )
 from snapsync.core.chunking import Chunker
+from snapsync.core.hashing import chunk_id
 from snapsync.core.ignore import IgnoreRules
 from snapsync.core.keyed import Keyring
 from snapsync.core.manifest import FILE, Manifest
@@ -150,10 +151,16 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
             # the old files of the target, else downloaded), then every file is copied out.
             manifest0 = manifest  # ``where`` and ``fill`` go by this index's rows, retry or not
             index = manifest.index
-            where = cache.where(need, index.raw_size, RowMap(index.row, index.cids))
-            segs = cache.open_segments({seg_of(p) for p in where.values()})
-            for cid in [c for c, p in where.items() if seg_of(p) not in segs]:
-                del where[cid]
+            # A worker's every flow run pulls the same snapshot into a new folder: the places
+            # the last such pull used are kept, and used while all their segments are there.
+            places_key = _places_key(manifest) if use_cache and direct else None
+            where, segs = _saved_places(cache, places_key, manifest)
+            saved = where is not None
+            if where is None:
+                where = cache.where(need, index.raw_size, RowMap(index.row, index.cids))
+                segs = cache.open_segments({seg_of(p) for p in where.values()})
+                for cid in [c for c, p in where.items() if seg_of(p) not in segs]:
+                    del where[cid]
             writer = cache.writer(where)
             result.chunks_cached = len(where)
             missing = need  # what no source has yet (one set of ids, not two)
@@ -258,6 +265,8 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
             if use_cache:
                 with contextlib.suppress(Exception):  # LRU bookkeeping only
                     cache.touch(segs.fds)
+            if places_key is not None and not (saved and not writer.segs):
+                cache.save_places(places_key, where.values_array)
         finally:
             if writer is not None:
                 writer.abort()
@@ -278,6 +287,35 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
         result.requests = store.stats.as_dict()["requests"]
         result.seconds = round(time.perf_counter() - t0, 3)
         return result
+
+
+def _places_key(manifest: Manifest) -> str:
+    """Names what a saved place map means: which chunk (and raw size) each index row is."""
+    index = manifest.index
+    return chunk_id(bytes(index.ids) + index.raws.tobytes()).hex()
+
+
+def _saved_places(cache: ChunkCache, key: str | None, manifest: Manifest
+                  ) -> tuple[RowMap | None, Segments | None]:
+    """The places saved under ``key`` and their segments, opened and checked; ``(None,
+    None)`` when none are saved or one of their segments is gone or changed (then the
+    index is asked, chunk by chunk)."""
+    if key is None:
+        return None, None
+    index = manifest.index
+    vals = cache.load_places(key, len(index.cids))
+    if vals is None:
+        return None, None
+    try:
+        where = RowMap.of_values(index.row, index.cids, vals)
+    except ValueError:
+        return None, None
+    wanted = {seg_of(p) for p in where.values()}
+    segs = cache.open_segments(wanted)
+    if len(segs.fds) != len(wanted):
+        segs.close()
+        return None, None
+    return where, segs
 
 
 def _publish(cache: ChunkCache, writer: SegmentWriter, where: RowMap,

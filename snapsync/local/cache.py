@@ -26,10 +26,12 @@ import sqlite3
 import stat
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterable, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from snapsync.core.hashing import ID_SIZE, chunk_id
 from snapsync.errors import CacheError
 from snapsync.local.atomic import atomic_write
 from snapsync.local.segments import (
@@ -42,6 +44,7 @@ from snapsync.local.segments import (
     _sig,
 )
 
+PLACES_KEPT = 64  # saved snapshot place maps (one per snapshot a worker pulls)
 ORPHAN_AGE = 3600  # unpublished segment files older than this (a killed pull's) are removed
 QUERY = 500  # ids per SQLite query
 
@@ -178,6 +181,39 @@ class ChunkCache:
         if bad:
             self.drop_segments(bad)
         return out
+
+    # ---- a snapshot's places, saved: a warm pull of it asks SQLite nothing -------------------
+    def load_places(self, key: str, rows: int) -> array[int] | None:
+        """The places :meth:`save_places` kept under ``key`` for an index of ``rows`` chunks
+        (``-1``: not cached), or ``None`` (none kept, or not whole: its checksum fails).
+
+        Each place is as trusted as an index row (this cache wrote both); the caller still
+        opens every segment they name against its signature and falls back to :meth:`where`
+        when one is gone."""
+        try:
+            data = (self.dir / "places" / f"{key}.bin").read_bytes()
+        except OSError:
+            return None
+        body, digest = data[:-ID_SIZE], data[-ID_SIZE:]
+        if len(body) != 8 * rows or chunk_id(body) != digest:
+            return None
+        vals = array("q")
+        vals.frombytes(body)
+        return vals
+
+    def save_places(self, key: str, vals: array[int]) -> None:
+        """Keep a pull's places (one per index row) for the next warm pull of the snapshot;
+        at most :data:`PLACES_KEPT` are kept (the oldest go)."""
+        folder = self.dir / "places"
+        body = vals.tobytes()
+        with contextlib.suppress(OSError):  # an optimisation only
+            atomic_write(folder / f"{key}.bin", [body, chunk_id(body)])
+            with os.scandir(folder) as it:
+                found = sorted(((de.stat(follow_symlinks=False).st_mtime_ns, de.path)
+                                for de in it if de.name.endswith(".bin")), reverse=True)
+            for _t, path in found[PLACES_KEPT:]:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
 
     def writer(self, placed: MutableMapping[bytes, int] | None = None) -> SegmentWriter:
         """A new segment (or several) for chunks this pull adds; ``placed`` (id -> packed
