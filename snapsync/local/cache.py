@@ -24,6 +24,7 @@ import functools
 import os
 import sqlite3
 import stat
+import sys
 import threading
 import time
 from array import array
@@ -199,12 +200,17 @@ class ChunkCache:
             return None
         vals = array("q")
         vals.frombytes(body)
+        if sys.byteorder != "little":  # the file is little-endian wherever it was written
+            vals.byteswap()
         return vals
 
     def save_places(self, key: str, vals: array[int]) -> None:
         """Keep a pull's places (one per index row) for the next warm pull of the snapshot;
         at most :data:`PLACES_KEPT` are kept (the oldest go)."""
         folder = self.dir / "places"
+        if sys.byteorder != "little":
+            vals = array("q", vals)
+            vals.byteswap()
         body = vals.tobytes()
         with contextlib.suppress(OSError):  # an optimisation only
             atomic_write(folder / f"{key}.bin", [body, chunk_id(body)])
