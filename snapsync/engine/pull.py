@@ -408,6 +408,8 @@ def _ready_after(manifest: Manifest, plan: PullPlan, todo: bytearray,
     chunk in a published segment), or after batch *i* of ``batches``, the last that holds one
     of their chunks. Each list in ``plan.write`` order (folders fill in turn). Works on index
     rows (``manifest.refs``): no object per file or chunk."""
+    if not batches:  # nothing to download (a warm pull): every entry can be written now
+        return array("l", [n for n in range(len(todo)) if todo[n]]), []
     index = manifest.index
     batch_of = array("l", [-1]) * len(index.cids)
     row = index.row

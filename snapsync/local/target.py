@@ -87,7 +87,12 @@ def check_fits(destp: Path, entries: Manifest | TreeColumns | Iterable[Entry]) -
     path_max = _pathconf(destp, "PC_PATH_MAX", 4096)
     room = path_max - len(os.fsencode(destp)) - 1  # staged names are short and flat
     tree = as_tree(entries)
-    for p, target in zip(tree.paths, tree.targets, strict=True):
+    paths, targets = tree.paths, tree.targets
+    # Two C passes find the common case (nothing near a limit); the loop names a culprit.
+    if max(map(len, paths), default=0) < min(name_max, room) and \
+            max(map(len, targets), default=0) < path_max:
+        return
+    for p, target in zip(paths, targets, strict=True):
         if len(p) > name_max and any(len(part) > name_max for part in p.split(b"/")):
             raise UnsafePathError(f"manifest path {_name(p)!r} has a name longer than this "
                                   f"file system allows ({name_max} bytes) in {destp}")
