@@ -37,7 +37,9 @@ MANIFEST_VERSION = 1
 FILE = "f"
 SYMLINK = "l"
 DIR = "d"
-_KINDS = {FILE: ord("f"), SYMLINK: ord("l"), DIR: ord("d")}
+# Each kind's byte in a tree's ``kinds`` column (what code over the columns compares).
+FILE_B, LINK_B, DIR_B = ord(FILE), ord(SYMLINK), ord(DIR)
+_KINDS = {FILE: FILE_B, SYMLINK: LINK_B, DIR: DIR_B}
 _KIND_BY_BYTE = {v: k for k, v in _KINDS.items()}
 _KIND_NAMES = {FILE: "file", SYMLINK: "symlink", DIR: "directory"}
 
@@ -70,6 +72,11 @@ class Entry(NamedTuple):
     def name(self) -> str:
         """The path as text (undecodable bytes kept as surrogate escapes)."""
         return self.path.decode("utf-8", "surrogateescape")
+
+
+def path_text(path: bytes) -> str:
+    """A manifest path as text, for messages (undecodable bytes as surrogate escapes)."""
+    return path.decode("utf-8", "surrogateescape")
 
 
 class Location(NamedTuple):

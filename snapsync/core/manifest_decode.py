@@ -54,7 +54,6 @@ def _ints(values: Any, n: int, what: str, name: str, upper: int, code: str) -> a
     return array(code, values)
 
 
-_BYTE_FILE, _BYTE_LINK, _BYTE_DIR = _KINDS[FILE], _KINDS[SYMLINK], _KINDS[DIR]
 _ALLOWED = frozenset((_KINDS[k], m) for k, modes in _MODES.items() for m in modes)
 
 

@@ -20,7 +20,10 @@ from operator import gt
 
 from snapsync.core.manifest import (
     DIR,
+    DIR_B,
     FILE,
+    FILE_B,
+    LINK_B,
     SYMLINK,
     Entry,
     Index,
@@ -28,6 +31,7 @@ from snapsync.core.manifest import (
     Manifest,
     TreeColumns,
     as_tree,
+    path_text,
 )
 from snapsync.errors import UnsafePathError
 
@@ -37,13 +41,6 @@ def _fold(path: bytes) -> bytes:
     and Unicode-normalised, so "A" and "a", or "é" composed and decomposed, are one name."""
     text = path.decode("utf-8", "surrogateescape")
     return unicodedata.normalize("NFD", text).casefold().encode("utf-8", "surrogateescape")
-
-
-def _name(path: bytes) -> str:
-    return path.decode("utf-8", "surrogateescape")
-
-
-_FILE_B, _LINK_B, _DIR_B = ord(FILE), ord(SYMLINK), ord(DIR)
 
 
 def check_paths(entries: Manifest | TreeColumns | Iterable[Entry],
@@ -66,28 +63,28 @@ def check_paths(entries: Manifest | TreeColumns | Iterable[Entry],
     for i, p in enumerate(paths):
         # Names are decoded for messages only: this runs once per entry of every pull.
         if not p or p[:1] == b"/" or b"\x00" in p:
-            raise UnsafePathError(f"manifest path {_name(p)!r} is empty, absolute or has a NUL "
+            raise UnsafePathError(f"manifest path {path_text(p)!r} is empty, absolute or has a NUL "
                                   "byte")
         if windows and (b"\\" in p or b":" in p):
-            raise UnsafePathError(f"manifest path {_name(p)!r} is not safe on Windows")
+            raise UnsafePathError(f"manifest path {path_text(p)!r} is not safe on Windows")
         q = b"/" + p + b"/"
         if b"//" in q or b"/./" in q or b"/../" in q:
-            raise UnsafePathError(f"manifest path {_name(p)!r} has an empty, '.' or '..' "
+            raise UnsafePathError(f"manifest path {path_text(p)!r} has an empty, '.' or '..' "
                                   "component")
         if ordered:
             continue
         if p in seen:
-            raise UnsafePathError(f"manifest path {_name(p)!r} appears twice")
+            raise UnsafePathError(f"manifest path {path_text(p)!r} appears twice")
         seen.add(p)
         if case_insensitive:
             low = _fold(p)
             folds.append(low)
             if low in folded:
-                raise UnsafePathError(f"manifest paths {_name(p)!r} and {folded[low]!r} differ "
+                raise UnsafePathError(f"manifest paths {path_text(p)!r} and {folded[low]!r} differ "
                                       "only in case; this file system cannot hold both")
             folded[low] = p
         k = kinds[i]
-        if k != _DIR_B:
+        if k != DIR_B:
             # Where case does not count, "A/x" passes through a link named "a".
             leaves[low if case_insensitive else p] = k
     del seen
@@ -96,7 +93,7 @@ def check_paths(entries: Manifest | TreeColumns | Iterable[Entry],
         if not ordered:
             return leaves.get(d)
         j = bisect_left(paths, d)
-        if j < len(paths) and paths[j] == d and kinds[j] != _DIR_B:
+        if j < len(paths) and paths[j] == d and kinds[j] != DIR_B:
             return kinds[j]
         return None
 
@@ -108,8 +105,8 @@ def check_paths(entries: Manifest | TreeColumns | Iterable[Entry],
         while d and d not in dirs_ok:
             kind = leaf_kind(d)
             if kind is not None:
-                what = "a symlink" if kind == _LINK_B else "a file"
-                raise UnsafePathError(f"manifest path {_name(p)!r} passes through "
+                what = "a symlink" if kind == LINK_B else "a file"
+                raise UnsafePathError(f"manifest path {path_text(p)!r} passes through "
                                       f"{d.decode('utf-8', 'replace')!r}, "
                                       f"which is {what} in the same snapshot")
             dirs_ok.add(d)
@@ -164,7 +161,7 @@ class Rows(Sequence[Entry]):
     def files(self) -> Rows:
         """The regular files among these rows."""
         kinds = self.tree.kinds
-        return Rows(self.tree, array("I", [i for i in self.idx if kinds[i] == _FILE_B]),
+        return Rows(self.tree, array("I", [i for i in self.idx if kinds[i] == FILE_B]),
                     self.source)
 
     def chunk_ids(self) -> set[bytes]:
@@ -175,11 +172,11 @@ class Rows(Sequence[Entry]):
         if m is not None:
             cids, refs = m.index.cids, m.refs
             for i in self.idx:
-                if kinds[i] == _FILE_B and s[i + 1] > s[i]:
+                if kinds[i] == FILE_B and s[i + 1] > s[i]:
                     out.update(map(cids.__getitem__, refs[s[i]:s[i + 1]]))
         else:
             for i in self.idx:
-                if kinds[i] == _FILE_B:
+                if kinds[i] == FILE_B:
                     out.update(t.chunks(i))
         return out
 
@@ -218,16 +215,16 @@ def plan_pull(entries: Manifest | TreeColumns | Iterable[Entry],
     paths, kinds, modes, sizes = tree.paths, tree.kinds, tree.modes, tree.sizes
     if not seen:  # an empty target: everything is written
         for i, k in enumerate(kinds):
-            (mkdir if k == _DIR_B else write).append(i)
+            (mkdir if k == DIR_B else write).append(i)
     else:
         for i, k in enumerate(kinds):
             s = seen.get(paths[i]) or _ABSENT
-            if k == _DIR_B:
+            if k == DIR_B:
                 if s.kind == DIR:
                     unchanged += 1
                 else:
                     mkdir.append(i)
-            elif k == _LINK_B:
+            elif k == LINK_B:
                 if s.kind == SYMLINK and s.target == tree.targets[i]:
                     unchanged += 1
                 else:
@@ -257,12 +254,12 @@ def plan_deletes(entries: Manifest | TreeColumns | Iterable[Entry],
     keep_dirs = {b""}
     kinds = tree.kinds
     for i, path in enumerate(tree.paths):
-        if kinds[i] != _DIR_B:
+        if kinds[i] != DIR_B:
             leaves.add(path)
         parts = path.split(b"/")
         for j in range(1, len(parts)):
             keep_dirs.add(b"/".join(parts[:j]))
-        if kinds[i] == _DIR_B:
+        if kinds[i] == DIR_B:
             keep_dirs.add(path)
     protected = set()
     for h in held:  # a folder holding protected entries keeps its ancestors too

@@ -49,7 +49,7 @@ from snapsync.engine.results import PullResult
 from snapsync.errors import CacheError, FormatError, LocalFileError
 from snapsync.local import stage, target
 from snapsync.local.cache import ChunkCache
-from snapsync.local.segments import Segments, SegmentWriter, seg_of
+from snapsync.local.segments import OFFSET_BITS, Segments, SegmentWriter, seg_of
 from snapsync.local.statcache import StatCache
 from snapsync.local.tree import default_cache_dir, own_dirs, read_chunks
 from snapsync.progress import NullProgress, Progress, Warnings
@@ -310,7 +310,7 @@ def _saved_places(cache: ChunkCache, key: str | None, manifest: Manifest
         where = RowMap.of_values(index.row, index.cids, vals)
     except ValueError:
         return None, None
-    wanted = {seg_of(p) for p in where.values()}
+    wanted = {v >> OFFSET_BITS for v in vals if v >= 0}  # one pass over the array
     segs = cache.open_segments(wanted)
     if len(segs.fds) != len(wanted):
         segs.close()

@@ -61,7 +61,12 @@ class Segments:
     def copy(self, place: int, length: int, out_fd: int, out_off: int) -> None:
         """Copy a chunk into ``out_fd`` at ``out_off``, kernel-side where possible."""
         fd = self.fds[place >> OFFSET_BITS][0]
-        copy_range(fd, place & ((1 << OFFSET_BITS) - 1), length, out_fd, out_off)
+        off = place & ((1 << OFFSET_BITS) - 1)
+        if _CFR[0]:  # the common case in one call; copy_range sorts out the rest
+            with contextlib.suppress(OSError):
+                if os.copy_file_range(fd, out_fd, length, off, out_off) == length:
+                    return
+        copy_range(fd, off, length, out_fd, out_off)
 
     def read(self, place: int, length: int) -> bytes:
         """A chunk's bytes (for callers that verify what they read: tamper-evident mode)."""

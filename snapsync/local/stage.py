@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, Future
 from pathlib import Path
 
-from snapsync.core.manifest import SYMLINK
+from snapsync.core.manifest import LINK_B
 from snapsync.core.plan import PullPlan
 from snapsync.errors import LocalFileError
 from snapsync.local.tree import stat_sig
@@ -68,7 +68,9 @@ class Stager:
         if direct is not None and mkdirs:
             made: set[bytes] = set()
             for path in plan.write.paths():  # paths only: no entry made per file
-                make_dirs(self._root, path.rpartition(b"/")[0], made)
+                d = path.rpartition(b"/")[0]
+                if d and d not in made:  # most files share their folder with the last
+                    make_dirs(self._root, d, made)
 
     def submit(self, todo: Sequence[int], again: bool = False) -> None:
         """Write the entries ``todo`` (indexes into ``plan.write``); with ``again``, replace
@@ -131,40 +133,44 @@ class Stager:
                                                tree.targets)
         direct, staging = self.direct, self.staging
         prefix = self._root if self._root.endswith(b"/") else self._root + b"/"
-        fill, sigs, prog = self.fill, self.sigs, self.prog
+        fill, sigs = self.fill, self.sigs
         mode_of, fstat = stat.S_IMODE, os.fstat
-        for n in items:
-            if self._stopped:
-                return
-            i = idx[n]
-            # A manifest path is relative and checked (check_paths): joined by hand, as
-            # os.path.join would, at a fraction of its cost per file.
-            name = prefix + paths[i] if direct is not None else staged_name(staging, n)
-            if again:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(name)
-            if kinds[i] == _LINK_B:
-                os.symlink(targets[i], name)
-                continue
-            mode = modes[i]
-            # Created with its mode (the umask or a default ACL may take bits away: then
-            # fchmod); an fstat is cheaper than an fchmod, which dirties the inode again.
-            fd = os.open(name, _CREATE, mode)
-            try:
-                fill(fd, i)
-                st = fstat(fd)
-                if mode_of(st.st_mode) != mode:
-                    os.fchmod(fd, mode)
+        done = 0  # bytes written: reported once per task, not per file
+        try:
+            for n in items:
+                if self._stopped:
+                    return
+                i = idx[n]
+                # A manifest path is relative and checked (check_paths): joined by hand, as
+                # os.path.join would, at a fraction of its cost per file.
+                name = prefix + paths[i] if direct is not None else staged_name(staging, n)
+                if again:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(name)
+                if kinds[i] == LINK_B:
+                    os.symlink(targets[i], name)
+                    continue
+                mode = modes[i]
+                # Created with its mode (the umask or a default ACL may take bits away: then
+                # fchmod); an fstat is cheaper than an fchmod, which dirties the inode again.
+                fd = os.open(name, _CREATE, mode)
+                try:
+                    fill(fd, i)
                     st = fstat(fd)
-                if sigs is not None:
-                    sigs[5 * n:5 * n + 5] = array("q", stat_sig(st))
-            finally:
-                os.close(fd)
-            prog.advance(sizes[i])
+                    if mode_of(st.st_mode) != mode:
+                        os.fchmod(fd, mode)
+                        st = fstat(fd)
+                    if sigs is not None:
+                        sigs[5 * n:5 * n + 5] = array("q", stat_sig(st))
+                finally:
+                    os.close(fd)
+                done += sizes[i]
+        finally:
+            if done:
+                self.prog.advance(done)
 
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-_LINK_B = ord(SYMLINK)
 
 
 def make_dirs(root: bytes, rel_dir: bytes, made: set[bytes], undo: Undo | None = None) -> None:

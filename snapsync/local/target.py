@@ -22,11 +22,13 @@ from snapsync.core.ignore import IgnoreRules
 from snapsync.core.manifest import (
     DIR,
     FILE,
+    FILE_B,
     SYMLINK,
     Entry,
     Manifest,
     TreeColumns,
     as_tree,
+    path_text,
 )
 from snapsync.core.plan import PullPlan, Seen
 from snapsync.errors import LocalFileError, UnsafePathError
@@ -94,19 +96,15 @@ def check_fits(destp: Path, entries: Manifest | TreeColumns | Iterable[Entry]) -
         return
     for p, target in zip(paths, targets, strict=True):
         if len(p) > name_max and any(len(part) > name_max for part in p.split(b"/")):
-            raise UnsafePathError(f"manifest path {_name(p)!r} has a name longer than this "
+            raise UnsafePathError(f"manifest path {path_text(p)!r} has a name longer than this "
                                   f"file system allows ({name_max} bytes) in {destp}")
         if len(p) >= room:
-            raise UnsafePathError(f"manifest path {_name(p)!r} is {len(p)} bytes long: too "
+            raise UnsafePathError(f"manifest path {path_text(p)!r} is {len(p)} bytes long: too "
                                   f"long for {destp} on this file system (paths < {path_max} "
                                   "bytes)")
         if len(target) >= path_max:
-            raise UnsafePathError(f"symlink {_name(p)!r} has a target of {len(target)} bytes, "
+            raise UnsafePathError(f"symlink {path_text(p)!r} has a target of {len(target)} bytes, "
                                   f"more than this file system allows ({path_max - 1})")
-
-
-def _name(path: bytes) -> str:
-    return path.decode("utf-8", "surrogateescape")
 
 
 def _pathconf(destp: Path, name: str, default: int) -> int:
@@ -175,9 +173,9 @@ def observe(destp: Path, entries: Manifest | TreeColumns | Iterable[Entry],
             seen[path] = Seen(SYMLINK, target=os.readlink(abs_path))
         elif stat.S_ISREG(m):
             chunks = None
-            if kinds[i] == _FILE_B and st.st_size == sizes[i]:
+            if kinds[i] == FILE_B and st.st_size == sizes[i]:
                 sig = stat_sig(st)
-                chunks = stat_cache.lookup(_name(path), sig)
+                chunks = stat_cache.lookup(path_text(path), sig)
                 if chunks is None:
                     try:
                         chunks = file_chunk_ids(os.fsdecode(abs_path), chunker)
@@ -189,7 +187,6 @@ def observe(destp: Path, entries: Manifest | TreeColumns | Iterable[Entry],
     return seen
 
 
-_FILE_B = ord(FILE)
 
 
 def set_mode(path: bytes, mode: int, copy: bytes | None, undo: Undo | None = None) -> None:
@@ -319,9 +316,9 @@ def save_target_cache(destp: Path, manifest: Manifest, stat_cache: StatCache,
         plan, sigs = written
         idx = plan.write.idx
         stat_cache.save_rows(
-            sum(1 for i in idx if kinds[i] == _FILE_B),
+            sum(1 for i in idx if kinds[i] == FILE_B),
             ((paths[i], tuple(sigs[5 * n:5 * n + 5]), blob(i))
-             for n, i in enumerate(idx) if kinds[i] == _FILE_B))
+             for n, i in enumerate(idx) if kinds[i] == FILE_B))
         return
     root = os.fsencode(destp)
 
