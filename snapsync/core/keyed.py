@@ -12,8 +12,6 @@ optional ``auth`` key of the manifest's info map, outside the snapshot id (docs/
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -40,6 +38,8 @@ MIN_SECRET = 16
 
 
 def _derive(secret: bytes, purpose: bytes) -> bytes:
+    import hashlib  # here, not at import: only tamper-evident mode needs it (start-up time)
+
     return hashlib.blake2b(secret, digest_size=32, person=b"snapsync-kdf-v1",
                            salt=purpose.ljust(16, b"\0")[:16]).digest()
 
@@ -57,8 +57,12 @@ class Keyring:
             raise UsageError(f"{ENV} must be at least {MIN_SECRET} characters long")
         self._chunk_key = _derive(secret, b"chunk")
         self._sign_key = _derive(secret, b"manifest")
+        import hashlib
+        import hmac
+
+        self._blake2b, self._compare = hashlib.blake2b, hmac.compare_digest
         # Names the key in signatures without revealing it (for "wrong key" messages).
-        self.key_id = hashlib.blake2b(b"key-id", key=_derive(secret, b"key-id"),
+        self.key_id = self._blake2b(b"key-id", key=_derive(secret, b"key-id"),
                                       digest_size=8).hexdigest()
 
     @classmethod
@@ -69,10 +73,10 @@ class Keyring:
 
     # ---- chunks ---------------------------------------------------------------------------
     def chunk_mac(self, data: bytes | memoryview) -> bytes:
-        return hashlib.blake2b(data, key=self._chunk_key, digest_size=MAC_SIZE).digest()
+        return self._blake2b(data, key=self._chunk_key, digest_size=MAC_SIZE).digest()
 
     def check_chunk(self, cid: bytes, data: bytes | memoryview, mac: bytes) -> None:
-        if not hmac.compare_digest(self.chunk_mac(data), mac):
+        if not self._compare(self.chunk_mac(data), mac):
             raise IntegrityError(f"chunk {cid.hex()}: keyed MAC does not match; the chunk was "
                                  "tampered with or written without this key")
 
@@ -83,7 +87,7 @@ class Keyring:
                                  encode_index_ids(tree.ids, locations)[0], macs,
                                  list(info.get("ignore") or []),
                                  str(info.get("ignore_source") or "")])
-        return hashlib.blake2b(body, key=self._sign_key, digest_size=32).digest()
+        return self._blake2b(body, key=self._sign_key, digest_size=32).digest()
 
     def sign(self, entries: TreeColumns | Iterable[Entry], locations: Mapping[bytes, Location],
              info: Mapping[str, Any], macs: Mapping[bytes, bytes]) -> dict[str, Any]:
@@ -112,7 +116,7 @@ class Keyring:
                 and len(col) == MAC_SIZE * len(order)):
             raise IntegrityError(f"{where}: malformed signature")
         good = self._signature(m.tree, m.index, m.info, col)
-        if not hmac.compare_digest(good, sig):
+        if not self._compare(good, sig):
             other = auth.get("key_id")
             hint = f" (signed with key {other}, this key is {self.key_id})" \
                 if other != self.key_id else ""

@@ -20,7 +20,6 @@ Plan, then execute:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import tempfile
@@ -471,7 +470,7 @@ def _count(result: PullResult, plan: PullPlan) -> None:
 
 
 def _key(p: Path) -> str:
-    return hashlib.sha256(os.fsencode(os.path.realpath(p))).hexdigest()[:32]
+    return chunk_id(os.fsencode(os.path.realpath(p))).hex()  # a name, not a secret
 
 
 def _old_chunks(destp: Path, plan: PullPlan, seen: dict[bytes, Seen], want: set[bytes],

@@ -13,7 +13,6 @@ import contextlib
 import errno
 import os
 import re
-import secrets
 from collections.abc import Iterable, MutableMapping
 from typing import TYPE_CHECKING
 
@@ -193,7 +192,7 @@ class SegmentWriter:
             self._write(bufs, start)
 
     def _open(self) -> None:
-        self._name = f"{secrets.token_hex(12)}.seg"
+        self._name = f"{os.urandom(12).hex()}.seg"  # not secrets: it imports hashlib
         self._fd = os.open(self.cache.dir / self._name,
                            os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o444)
         self._pos = 0
