@@ -73,12 +73,14 @@ def test_silent_endpoint_with_short_timeouts(src: Path, silent_endpoint: str, en
                                              kind: str,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     """connect_timeout/read_timeout/retry_timeout work the same for every engine."""
+    # retry_timeout leaves room for a second attempt even when a loaded machine makes the
+    # first one (client set-up included) take twice its 1 s: the test is about the retry.
     opts = ["-o", f"backend={engine}", "-o", "connect_timeout=1", "-o", "read_timeout=1",
-            "-o", "retry_timeout=2.5"]
+            "-o", "retry_timeout=3.5"]
     argv = s3_args(silent_endpoint, *opts) if kind == "s3" else az_args(silent_endpoint, *opts)
     code, err, took = run(capsys, ["pull", *argv, str(src.parent / "out")])
     assert code == 4, err
-    assert took < 7, f"took {took:.1f} s"
+    assert took < 9, f"took {took:.1f} s"
     assert f"snapsync: retrying GET {kind}://" in err and "(attempt 2 of 5)" in err
     assert f"error: {kind}://" in err and "giving up" in err
     assert "Traceback" not in err
