@@ -178,7 +178,11 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
         fast.requests = store.stats.as_dict()["requests"]
         fast.seconds = round(time.perf_counter() - t0, 3)
         return fast
-    cols = local.columns()  # the listing is kept too: the stat cache is saved per directory
+    cols = local.columns()
+    # The listing is kept for the stat cache's rows (saved per directory), but only its
+    # names as bytes and its decisions: the columns hold the rest from here on.
+    local.compact()
+    stat_cache.dirs = {}  # the last push's rows: the columns took what they matched
 
     # 2. What the store already has, from the refs' manifests.
     manifests: dict[str, Manifest] = {}
@@ -334,9 +338,7 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
                 for c in got:
                     all_ids += c
                 nchunks[i] = len(got)
-                sigs[5 * i:5 * i + 5] = array("q", after)
-                d_i, k = cols.src[i] >> 32, cols.src[i] & 0xFFFFFFFF
-                local.dirs[d_i].sigs[5 * k:5 * k + 5] = array("q", after)
+                sigs[5 * i:5 * i + 5] = array("q", after)  # the stat cache saves these
                 stats["files_read"] += 1
                 stats["bytes_read"] += after[0]
                 prog.advance(after[0])

@@ -72,6 +72,7 @@ class DirScan:
         "clean",
         "filled",
         "flags",
+        "key",
         "lint",
         "memo",
         "names",
@@ -96,10 +97,17 @@ class DirScan:
         self.lint = False  # a name drew a warning
         self.filled = False  # holds a kept file, link or listed directory
         self.subdirs: list[str] = []  # the names of kept subdirectories, to walk next
+        self.key: bytes | None = None  # names_key(), kept by Listing.compact
 
     def names_key(self) -> bytes:
         """The listed names as the stat cache stores them: NUL-joined file system bytes."""
+        if self.key is not None:
+            return self.key
         return "\0".join(self.names).encode("utf-8", "surrogateescape")
+
+    def kept(self) -> int:
+        """How many of the names are kept files and links (entries of the tree)."""
+        return self.flags.count(KEEP_FILE) + self.flags.count(KEEP_LINK)
 
 
 @dataclass
@@ -134,6 +142,7 @@ class Listing:
     def __init__(self, dirs: list[DirScan], unchanged: bool) -> None:
         self.dirs = dirs
         self.unchanged = unchanged
+        self.compacted = False
 
     def counts(self) -> tuple[int, int, int, int]:
         """(files, empty directories, symlinks, file bytes)."""
@@ -153,6 +162,8 @@ class Listing:
 
     def columns(self) -> Columns:
         """The entries (files, links, empty directories) sorted by path bytes."""
+        if self.compacted:
+            raise RuntimeError("Listing.columns after compact()")
         paths: list[bytes] = []
         kinds = bytearray()
         sigs = array("q")
@@ -213,6 +224,20 @@ class Listing:
         return Columns([paths[i] for i in order], bytearray(kinds[i] for i in order), o_sigs,
                        {new_pos[i]: t for i, t in targets.items()},
                        [cached[i] for i in order], array("q", (src[i] for i in order)))
+
+    def compact(self) -> None:
+        """Keep only what the stat cache's rows need once :meth:`columns` was taken: each
+        directory's names as one ``bytes`` (no ``str`` per file) and its decisions.
+
+        The signatures and link targets then live in the columns alone (push's read phase
+        holds ~9 MB less at 100k files); :meth:`columns` and :meth:`counts` no longer apply.
+        """
+        for d in self.dirs:
+            d.key = d.names_key()
+            d.names, d.subdirs, d.targets = [], [], {}
+            d.sigs = array("q")
+            d.old = d.memo = None
+        self.compacted = True
 
     def entries(self) -> list[LocalEntry]:
         """The entries as :class:`LocalEntry` objects (one each: for small trees and tests)."""
