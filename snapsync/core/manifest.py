@@ -558,19 +558,21 @@ def encode_manifest_columns(cols: TreeColumns, locations: Mapping[bytes, Locatio
     """From columns: ``(snapshot id, uncompressed manifest bytes, distinct chunks, packs)``.
 
     ``packs``: every pack the manifest names (what the snapshot depends on). The manifest is
-    built in one buffer, the tree and the index packed in place (no separate tree, index and
-    joined copies): the same bytes as :func:`encode_manifest` gives for the same entries.
+    built in one buffer, the tree packed in place (no separate tree and joined copies): the
+    same bytes as :func:`encode_manifest` gives for the same entries. The index is built
+    first, so that its working set (a set of every distinct id) is gone before the tree's
+    bytes exist.
     """
+    index = bytearray()
+    distinct, packs = _put_index(index, cols.ids, locations)
     buf = bytearray(_array_header(5))
     buf += _pack(MANIFEST_MAGIC)
     buf += _pack(MANIFEST_VERSION)
     pos = _open_bin(buf)
     _put_tree(buf, cols)
-    start = _close_bin(buf, pos)
-    sid = _id_of(buf, start)
-    pos = _open_bin(buf)
-    distinct, packs = _put_index(buf, cols.ids, locations)
-    _close_bin(buf, pos)
+    sid = _id_of(buf, _close_bin(buf, pos))
+    _put_bin(buf, index)
+    del index
     buf += _pack(info or {})
     return sid, buf, distinct, packs
 
