@@ -244,3 +244,19 @@ def test_compacted_listing_saves_the_rows_an_uncompacted_one_does(tmp_path):
         sig.frombytes(sigs)
         found += [rel for j in range(2, len(sig), 5) if sig[j] == 12345]
     assert found == [os.path.dirname(cols.paths[first])]
+
+
+def test_path_column_is_a_sequence_of_its_paths():
+    from snapsync.local.listing import PathColumn
+
+    paths = [b"a", b"", b"b/c", "\u00e9".encode(), b"d" * 300]
+    col = PathColumn(paths)
+    assert len(col) == 5 and list(col) == paths and col == paths and paths == col
+    assert [col[i] for i in range(-5, 5)] == paths + paths
+    assert col[1:4] == paths[1:4] and col[::2] == paths[::2] and col[4:] == paths[4:]
+    assert col[10:] == [] and b"b/c" in col and col != paths[:4] and col != [b"x"] * 5
+    with pytest.raises(IndexError):
+        col[5]
+    with pytest.raises(IndexError):
+        col[-6]
+    assert PathColumn([]) == [] and list(PathColumn(iter(paths))) == paths

@@ -9,7 +9,7 @@ import stat
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import islice
+from itertools import accumulate, islice
 from operator import gt
 from typing import overload
 
@@ -125,11 +125,7 @@ class PathColumn(Sequence[bytes]):
     def __init__(self, paths: Iterable[bytes]) -> None:
         parts = paths if isinstance(paths, list) else list(paths)
         self.blob = b"".join(parts)
-        self.ends = array("Q", [0]) * len(parts)
-        end = 0
-        for i, p in enumerate(parts):
-            end += len(p)
-            self.ends[i] = end
+        self.ends = array("Q", accumulate(map(len, parts)))
 
     def __len__(self) -> int:
         return len(self.ends)
@@ -142,6 +138,8 @@ class PathColumn(Sequence[bytes]):
 
     def __getitem__(self, i: int | slice) -> bytes | list[bytes]:
         ends = self.ends
+        if type(i) is int and 0 < i < len(ends):  # the common case first
+            return self.blob[ends[i - 1]:ends[i]]
         if isinstance(i, slice):
             start, stop, step = i.indices(len(ends))
             if step != 1:
