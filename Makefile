@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml scripts/install-test-deps.sh
 # install leaves none, and with PYTHONDONTWRITEBYTECODE set (as on the machines these
 # sessions run on) every `snapsync` start compiled ~60 modules: ~70 ms of a 0.5 s no-op push
 # at 100k files. Stale files are rewritten; fresh ones are left alone (a few ms).
-pyc:
+pyc: $(STAMP)
 	$(PY) -m compileall -q snapsync
 
 test: install
