@@ -5,9 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint demo bench bench-full clean
+.PHONY: install test lint demo bench bench-full clean pyc
 
-install: $(STAMP)
+install: $(STAMP) pyc
 
 $(STAMP): pyproject.toml scripts/install-test-deps.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,13 @@ $(STAMP): pyproject.toml scripts/install-test-deps.sh
 	$(PY) -m pip install -q -e '.[test,bench]'
 	bash scripts/install-test-deps.sh $(VENV)
 	touch $(STAMP)
+
+# Bytecode for snapsync's own modules, as pip writes it for an installed wheel. The editable
+# install leaves none, and with PYTHONDONTWRITEBYTECODE set (as on the machines these
+# sessions run on) every `snapsync` start compiled ~60 modules: ~70 ms of a 0.5 s no-op push
+# at 100k files. Stale files are rewritten; fresh ones are left alone (a few ms).
+pyc: $(STAMP)
+	$(PY) -m compileall -q snapsync
 
 test: install
 	$(PY) -m pytest -q

@@ -181,3 +181,42 @@ def test_tree_columns_from_entries_round_trip():
     cols = TreeColumns.from_entries(entries)
     assert cols.entries() == entries and encode_tree_columns(cols) == encode_tree(entries)
     assert cols == decode_tree(encode_tree(entries), "m")
+
+
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 300, 4097, 70_000])
+def test_streamed_encode_gives_the_bytes_of_packing_whole_lists(n):
+    # The manifest is packed a slice at a time into one buffer, from arrays: every array
+    # and bin header size (fix/16/32) must come out as msgpack packs the whole lists.
+    from array import array
+
+    from snapsync.core.manifest import encode_index_ids, encode_manifest_columns
+
+    rng = random.Random(n)
+    paths = sorted({b"p%07d" % rng.randrange(10 * n + 10) for _ in range(n)})
+    n = len(paths)
+    kinds = bytes(rng.choice(b"fld") for _ in range(n))
+    ids = [rng.randbytes(16) for _ in range(n)]
+    packs = [rng.randbytes(16) for _ in range(1 + n // 1000)]
+    locs = {c: Location(rng.choice(packs), rng.randrange(1 << 40), rng.randrange(1 << 20),
+                        rng.randrange(1 << 33)) for c in ids}
+    modes = [rng.choice([0o644, 0o755, 0o777]) for _ in range(n)]
+    sizes = [rng.randrange(1 << rng.choice([4, 12, 40])) for _ in range(n)]
+    as_lists = TreeColumns(paths, kinds, modes, sizes, [1] * n, b"".join(ids),
+                           [b"t" * (i % 3) for i in range(n)])
+    as_arrays = TreeColumns(paths, kinds, array("H", modes), array("q", sizes),
+                            array("I", [1] * n), b"".join(ids), as_lists.targets)
+    tree = msgpack.packb([TREE_MAGIC, 1, paths, kinds, modes, sizes, [1] * n,
+                          b"".join(ids), as_lists.targets], use_bin_type=True)
+    order = list(dict.fromkeys(ids))
+    index = msgpack.packb([packs_used := list(dict.fromkeys(locs[c].pack for c in order)),
+                           b"".join(order), [packs_used.index(locs[c].pack) for c in order],
+                           [locs[c].offset for c in order], [locs[c].length for c in order],
+                           [locs[c].raw_size for c in order]], use_bin_type=True)
+    info = {"k": "v"}
+    manifest = msgpack.packb([MANIFEST_MAGIC, 1, tree, index, info], use_bin_type=True)
+    for cols in (as_lists, as_arrays):
+        assert encode_tree_columns(cols) == tree
+        assert encode_index_ids(cols.ids, locs)[0] == index
+        sid, raw, distinct, used = encode_manifest_columns(cols, locs, info)
+        assert (sid, bytes(raw), distinct, used) == (chunk_id(tree).hex(), manifest,
+                                                     len(order), packs_used)

@@ -205,3 +205,58 @@ def test_encode_many_stores_what_encode_stores():
         from snapsync.core.hashing import chunk_id
 
         assert codec.decode(blob, len(data), chunk_id(data)) == data
+
+
+def test_compacted_listing_saves_the_rows_an_uncompacted_one_does(tmp_path):
+    # Push compacts the walk's listing once it has the columns (names as bytes, no
+    # signatures): the stat cache's rows come from the columns and must not change, and
+    # a signature push updates in the columns (a file re-read) must reach them.
+    from array import array
+
+    from snapsync.core.ignore import IgnoreRules
+    from snapsync.local.statcache import TreeCache
+    from snapsync.local.tree import walk
+
+    src = make_project(tmp_path / "src")
+    (src / "empty2").mkdir()
+    os.symlink("pkg", src / "link2")
+    backdate(src)
+    rows = []
+    for compact in (False, True):
+        listing = walk(src, IgnoreRules([], "none"), print)
+        cols = listing.columns()
+        if compact:
+            listing.compact()
+            with pytest.raises(RuntimeError):
+                listing.columns()
+        nchunks = array("I", [1 if k == ord(FILE) else 0 for k in cols.kinds])
+        ids = b"".join(bytes([i % 256]) * 16 for i in range(sum(nchunks)))
+        first = cols.kinds.index(ord(FILE))
+        cols.sigs[5 * first + 2] = 12345  # as if re-read, with a new ctime
+        cache = TreeCache(tmp_path / f"cache-{compact}" / "stat.msgpack")
+        packed = cache.rows_of("key", listing, cols, nchunks, ids, unread=())
+        rows.append(Path(packed.tmp).read_bytes())
+        packed.discard()
+    assert rows[0] == rows[1]
+    found = []
+    for rel, _names, _flags, sigs, *_ in msgpack.unpackb(rows[0]):
+        sig = array("q")
+        sig.frombytes(sigs)
+        found += [rel for j in range(2, len(sig), 5) if sig[j] == 12345]
+    assert found == [os.path.dirname(cols.paths[first])]
+
+
+def test_path_column_is_a_sequence_of_its_paths():
+    from snapsync.local.listing import PathColumn
+
+    paths = [b"a", b"", b"b/c", "\u00e9".encode(), b"d" * 300]
+    col = PathColumn(paths)
+    assert len(col) == 5 and list(col) == paths and col == paths and paths == col
+    assert [col[i] for i in range(-5, 5)] == paths + paths
+    assert col[1:4] == paths[1:4] and col[::2] == paths[::2] and col[4:] == paths[4:]
+    assert col[10:] == [] and b"b/c" in col and col != paths[:4] and col != [b"x"] * 5
+    with pytest.raises(IndexError):
+        col[5]
+    with pytest.raises(IndexError):
+        col[-6]
+    assert PathColumn([]) == [] and list(PathColumn(iter(paths))) == paths

@@ -178,7 +178,11 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
         fast.requests = store.stats.as_dict()["requests"]
         fast.seconds = round(time.perf_counter() - t0, 3)
         return fast
-    cols = local.columns()  # the listing is kept too: the stat cache is saved per directory
+    cols = local.columns()
+    # The listing is kept for the stat cache's rows (saved per directory), but only its
+    # names as bytes and its decisions: the columns hold the rest from here on.
+    local.compact()
+    stat_cache.dirs = {}  # the last push's rows: the columns took what they matched
 
     # 2. What the store already has, from the refs' manifests.
     manifests: dict[str, Manifest] = {}
@@ -334,9 +338,7 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
                 for c in got:
                     all_ids += c
                 nchunks[i] = len(got)
-                sigs[5 * i:5 * i + 5] = array("q", after)
-                d_i, k = cols.src[i] >> 32, cols.src[i] & 0xFFFFFFFF
-                local.dirs[d_i].sigs[5 * k:5 * k + 5] = array("q", after)
+                sigs[5 * i:5 * i + 5] = array("q", after)  # the stat cache saves these
                 stats["files_read"] += 1
                 stats["bytes_read"] += after[0]
                 prog.advance(after[0])
@@ -354,6 +356,8 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
     prog.close()
     stats["packs"], stats["uploaded"] = writer.packs, writer.bytes
     stats["pack_bytes"] = writer.bytes  # of what is uploaded: packs; the rest is metadata
+    existed, n_new = writer.existed, len(new_locs)
+    del packed_ids, fresh
     if unread:
         warn(summarize("skipped unreadable files (--skip-unreadable)", unread))
 
@@ -363,7 +367,7 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
     # the manifest is built (push's peak at 100k files); they are written once it published.
     rows = None if dry_run else stat_cache.rows_of(key, local, cols, nchunks, all_ids,
                                                    unread_idx)
-    del local, cols, kinds, sigs, cached
+    del local, cols, kinds, sigs, cached, all_ids
     try:
         # No merged copy of the two maps: a first push has nothing known, a later one few new.
         locations: Mapping[bytes, Location] = ChainMap(new_locs, known) if known else new_locs
@@ -372,7 +376,10 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
         if keyring is not None:
             info_section["auth"] = keyring.sign(tree, locations, info_section, macs)
         sid, raw_manifest, distinct, packs = encode_manifest_columns(tree, locations, info_section)
-        del locations
+        # The chunk locations (the writer's index, ~13 MB at 100k files) are in the
+        # manifest now: gone before it is compressed and stored.
+        del locations, new_locs, known
+        writer = None  # type: ignore[assignment]  # the closures' cell: the last reference
         # With a key, an unsigned manifest of the same tree is replaced by a signed one.
         resign = keyring is not None and not keyring.signed(manifests.get(sid))
         unchanged = parent is not None and parent.snapshot == sid and not resign and same_git
@@ -383,11 +390,12 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
             "symlinks": kind_count[b"l"],
             "bytes": sum(tree.sizes),
         }
+        del tree  # its columns are in the manifest's bytes
         parent_id = parent.snapshot if parent else None
         attempts = 0
         if not dry_run and not unchanged:
             needs = set(packs)  # the packs it names
-            published = publish_snapshot(repo, ref, sid, raw_manifest, needs, writer.existed,
+            published = publish_snapshot(repo, ref, sid, raw_manifest, needs, existed,
                                  manifests.get(sid), resign, keyring, stats, totals, message,
                                  git_facts_of(rootp) if git_facts is None else git_facts,
                                  git_facts is not None)
@@ -414,8 +422,8 @@ def push(root: str | os.PathLike[str], url: str | Store, *,
         parent_id=parent_id, unchanged=unchanged, dry_run=dry_run,
         files=totals["files"], dirs=totals["dirs"], symlinks=totals["symlinks"],
         bytes_scanned=totals["bytes"], files_read=stats["files_read"],
-        bytes_read=stats["bytes_read"], chunks=distinct, chunks_new=len(new_locs),
-        chunks_reused=distinct - len(new_locs), bytes_new=stats["bytes_new"],
+        bytes_read=stats["bytes_read"], chunks=distinct, chunks_new=n_new,
+        chunks_reused=distinct - n_new, bytes_new=stats["bytes_new"],
         bytes_uploaded=sent, bytes_packs=stats["pack_bytes"],
         bytes_metadata=max(0, sent - stats["pack_bytes"]),
         packs_uploaded=stats["packs"], ref_attempts=attempts, requests=req["requests"],

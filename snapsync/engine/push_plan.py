@@ -33,10 +33,14 @@ def rules_key(rules: Any, exclude: list[str]) -> str:
 
 def tree_columns(cols: Columns, nchunks: array[int], ids: bytearray,
                   dropped: set[int]) -> TreeColumns:
-    """The manifest's tree columns from the walk's, leaving out ``dropped`` entries."""
+    """The manifest's tree columns from the walk's, leaving out ``dropped`` entries.
+
+    The integer columns are arrays (a few bytes an entry, no int object each): the manifest
+    is packed from them slice by slice (``core.manifest``), to the same bytes as lists.
+    """
     kinds, sigs = cols.kinds, cols.sigs
     keep = [i for i in range(len(cols)) if i not in dropped] if dropped else range(len(cols))
-    modes, sizes = [], []
+    modes, sizes = array("H"), array("q")
     for i in keep:
         k = kinds[i]
         if k == _FILE:
@@ -50,5 +54,5 @@ def tree_columns(cols: Columns, nchunks: array[int], ids: bytearray,
         paths=[cols.paths[i] for i in keep] if dropped else cols.paths,
         kinds=bytes(kinds[i] for i in keep) if dropped else bytes(kinds),
         modes=modes, sizes=sizes,
-        nchunks=[nchunks[i] for i in keep] if dropped else nchunks.tolist(),
+        nchunks=array("I", (nchunks[i] for i in keep)) if dropped else nchunks,
         ids=bytes(ids), targets=[targets.get(i, b"") for i in keep])

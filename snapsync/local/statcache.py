@@ -138,6 +138,10 @@ def _decode_rows(written: Any, rows: Any, meta: Any
     return out
 
 
+_NO_SIG = (0, -1, 0, 0, 0)  # an mtime of -1 never matches: read again
+_FLUSH = 1 << 20  # packed rows written out at a time
+
+
 class PackedRows:
     """A :class:`TreeCache`'s rows, packed and parked in a temporary file beside the cache
     (out of memory while push builds its manifest), waiting to be written with the meta
@@ -241,47 +245,71 @@ class TreeCache:
             total += n
         offsets[len(cols)] = total
         # Each directory's entries as indexes into ``cols`` (by position among its kept
-        # names): one flat array, not an object per file.
+        # names): one flat array, not an object per file. Signatures come from the columns
+        # (what push read), not the listing (which push compacts: Listing.compact).
         starts = array("q", [0]) * (len(listing.dirs) + 1)
         for d_i, d in enumerate(listing.dirs):
-            starts[d_i + 1] = starts[d_i] + len(d.sigs) // 5
+            starts[d_i + 1] = starts[d_i] + d.kept()
         where = array("q", [-1]) * starts[len(listing.dirs)]
         for i, src in enumerate(cols.src):
             if src >= 0:
                 where[starts[src >> 32] + (src & 0xFFFFFFFF)] = i
-        fine = any(d.sigs[j] % 1_000_000_000 for d in listing.dirs
-                   for j in range(1, len(d.sigs), 5))
+        col_sigs = cols.sigs
+        fine = any(col_sigs[j] % 1_000_000_000 for j in range(1, len(col_sigs), 5))
         cutoff = time.time_ns() - (StatCache.FINE_NS if fine else StatCache.COARSE_NS)
-        # Streamed row by row into one buffer: the same bytes as packing the whole list
-        # ``[VERSION, key, meta, rows]``, without the rows existing all at once.
+        # Streamed row by row into the temporary file, through a small buffer: the same
+        # bytes as packing the whole list ``[VERSION, key, meta, rows]``, without the rows
+        # existing all at once, in memory or packed (~7 MB at 100k files).
         pk = msgpack.Packer(use_bin_type=True, autoreset=True)
         out = bytearray(pk.pack_array_header(len(listing.dirs)))
+        try:
+            tmp = write_temp(self.path, b"")
+        except OSError:
+            return None  # the cache is an optimisation: not saved this time
+        try:
+            with open(tmp, "ab") as f:
+                self._pack_rows(f, pk, out, listing, starts, where, offsets, ids, cutoff,
+                                unread, col_sigs)
+        except BaseException as exc:
+            unlink_quietly(tmp)
+            if isinstance(exc, OSError):
+                return None
+            raise
+        return PackedRows(key, tmp)
+
+    @staticmethod
+    def _pack_rows(f: Any, pk: msgpack.Packer, out: bytearray, listing: Listing,
+                   starts: array[int], where: array[int], offsets: array[int],
+                   ids: bytes | bytearray, cutoff: int, unread: Collection[int],
+                   col_sigs: array[int]) -> None:
         empty = b""
         for d_i, d in enumerate(listing.dirs):
-            sigs = array("q", d.sigs)
+            sigs = array("q")
             kept = [fl for fl in d.flags if fl in (KEEP_FILE, KEEP_LINK)]
             counts = array("I")
             ids_parts = []
             for k, fl in enumerate(kept):
                 i = where[starts[d_i] + k]
-                # A link's target is read on every walk; a file's bytes only when its
-                # signature changed, or when it is racy (or was unread): never matched.
-                if fl == KEEP_FILE and (sigs[5 * k + 1] >= cutoff or (i >= 0 and i in unread)):
-                    sigs[5 * k + 1] = -1
-                if i < 0:
+                if i < 0:  # not in the columns (never, for a listing's own columns)
+                    sigs.extend(_NO_SIG)
                     counts.append(0)
                     ids_parts.append(empty)
                     continue
+                sigs.extend(col_sigs[5 * i:5 * i + 5])
+                # A link's target is read on every walk; a file's bytes only when its
+                # signature changed, or when it is racy (or was unread): never matched.
+                if fl == KEEP_FILE and (sigs[5 * k + 1] >= cutoff or i in unread):
+                    sigs[5 * k + 1] = -1
                 a, b = offsets[i], offsets[i + 1]
                 counts.append(b - a)
                 ids_parts.append(ids[a * ID_SIZE:b * ID_SIZE])
             out += pk.pack((d.rel.encode("utf-8", "surrogateescape"), d.names_key(),
                             d.flags, sigs.tobytes(), counts.tobytes(), b"".join(ids_parts),
                             d.lint))
-        try:
-            return PackedRows(key, write_temp(self.path, out))
-        except OSError:
-            return None  # the cache is an optimisation: not saved this time
+            if len(out) >= _FLUSH:
+                f.write(out)
+                out.clear()
+        f.write(out)
 
     def save_rows_of(self, rows: PackedRows | None) -> None:
         """Write rows from :meth:`rows_of` with the current ``meta``: the same bytes as
