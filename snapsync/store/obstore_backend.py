@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from snapsync.concurrency import STREAM_PART, STREAM_PARTS_IN_FLIGHT
+from snapsync.core.pack import new_buffer
 from snapsync.store.backend import (
     Backend,
     IfMatch,
@@ -242,6 +245,58 @@ class ObstoreBackend(Backend):
                                              use_multipart=False))
         return res.get("e_tag")
 
+    def open_upload(self, folder: str) -> PackUpload:
+        """An object written piece by piece and uploaded in parts when published: a pack,
+        whose key (the hash of its bytes) is known only once it is written. ``folder`` is
+        unused: the pieces wait in an unlinked temporary file (``$TMPDIR``), not in the
+        bucket, so nothing is visible before :meth:`PackUpload.publish`."""
+        return PackUpload(self)
+
+    def put_file(self, key: str, fd: int, size: int, mode: PutMode) -> None:
+        """Upload the first ``size`` bytes of file ``fd`` as ``key``.
+
+        Up to ``STREAM_PART`` bytes: one PUT (create-only where asked, as :meth:`put`).
+        Larger: a multipart upload of ``STREAM_PART`` pieces, ``STREAM_PARTS_IN_FLIGHT`` at
+        once, each read from the file into its own buffer, so no whole copy of the object is
+        ever in memory (a pack PUT whole held all of it, in flight or not). obstore aborts the
+        upload when a part fails: a failed or retried upload leaves no object. S3 and Azure
+        complete multipart uploads unconditionally here, so ``"create"`` is a HEAD first:
+        ``FileExistsError`` when the key is there. Only content-addressed objects (packs) go
+        this way: one found there is this very object, and one written between the HEAD and
+        the completion is the same bytes, so create-only keeps its meaning for them (an old
+        copy found is reported, and the publisher confirms it, docs/format.md §8).
+        """
+        import obstore
+
+        if mode not in ("create", "overwrite"):
+            raise NotImplementedError(f"upload mode {mode!r}")
+        if mode == "create" and not self.conditional:
+            raise NotImplementedError(f"{self.where}: create-only writes are off "
+                                      "(storage option conditional=false)")
+        if size <= STREAM_PART:
+            buf = _read_at(fd, 0, size)
+            self.put(key, buf, mode)
+            return
+        if mode == "create":
+            try:
+                self._call(lambda: obstore.head(self.store, key))
+            except MissingRoot:
+                raise
+            except FileNotFoundError:
+                pass
+            else:
+                raise FileExistsError(key)
+
+        def parts() -> Iterator[memoryview]:
+            # A fresh buffer per part: obstore keeps the view until that part is sent
+            # (``STREAM_PARTS_IN_FLIGHT`` of them, and this one), then drops it.
+            for start in range(0, size, STREAM_PART):
+                yield _read_at(fd, start, min(start + STREAM_PART, size))
+
+        self._call(lambda: obstore.put(self.store, key, parts(), use_multipart=True,
+                                       chunk_size=STREAM_PART,
+                                       max_concurrency=STREAM_PARTS_IN_FLIGHT))
+
     def list(self, prefix: str) -> list[ObjectMeta]:
         import obstore
 
@@ -279,6 +334,49 @@ class ObstoreBackend(Backend):
         if isinstance(exc, ProviderError):
             return exc.transient
         return looks_transient(exc)
+
+
+class PackUpload:
+    """A pack on its way to an object store (:meth:`ObstoreBackend.open_upload`): its bytes
+    go to an unlinked temporary file as it is built, then up in parts on :meth:`publish`
+    (which may run again, from the start, when the facade retries it). Not thread-safe;
+    :meth:`abort` or a publish that raised leaves nothing in the bucket."""
+
+    def __init__(self, backend: ObstoreBackend) -> None:
+        self._backend = backend
+        # Unlinked at once: a killed push leaves no file behind.
+        self._file = tempfile.TemporaryFile(  # noqa: SIM115 - closed by publish or abort
+            prefix="snapsync-pack-", buffering=0)
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._file.fileno(), view):]
+        self.size += len(data)
+
+    def publish(self, key: str, mode: PutMode) -> None:
+        self._backend.put_file(key, self._file.fileno(), self.size, mode)
+
+    def abort(self) -> None:
+        """Drop the bytes written (closing the file frees them)."""
+        self._file.close()
+
+    close = abort  # after a publish: nothing more to keep
+
+
+def _read_at(fd: int, start: int, end: int) -> memoryview:
+    """Bytes ``[start, end)`` of file ``fd``, in a buffer of their own (an anonymous map:
+    part-size blocks never pass through the heap)."""
+    buf = new_buffer(end - start)
+    view = memoryview(buf)[: end - start]
+    got = 0
+    while got < len(view):
+        n = os.preadv(fd, [view[got:]], start + got)
+        if n == 0:
+            raise OSError(f"the pack's temporary file ended at {start + got} of {end} bytes")
+        got += n
+    return view
 
 
 _LOOP: asyncio.AbstractEventLoop | None = None
