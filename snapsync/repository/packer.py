@@ -7,9 +7,10 @@ its upload starts (so a killed push can resume, see ``journal.py``), and at most
 uploads each pack itself, one buffer in all). Each pack is built in place in a buffer
 (``PackBuilder``) that is handed to the store as a view, then reused for a later pack once
 its upload returned: no join copy, and no pack-size blocks churning through the heap. On a
-store that takes objects piece by piece (a local one, ``Store.open_upload``) with
-``in_flight=0``, a pack streams into the store's temporary file as it is built (hashed on the
-way) and is linked into place when sealed: no pack buffer at all.
+store that takes objects piece by piece (``Store.open_upload``), a pack streams into a
+temporary file as it is built (hashed on the way), so no pack buffer exists at all: a local
+store (``in_flight=0``) links it into place when sealed; S3 and Azure (through obstore) upload
+it in the background in parts, at most ``STREAMED_PACKS_IN_FLIGHT`` packs at once.
 """
 
 from __future__ import annotations
