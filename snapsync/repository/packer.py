@@ -22,7 +22,12 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any
 
-from snapsync.concurrency import PACKS_IN_FLIGHT, STREAMED_PACKS_IN_FLIGHT, Window
+from snapsync.concurrency import (
+    PACKS_IN_FLIGHT,
+    STREAMED_PACKS_IN_FLIGHT,
+    STREAMED_PACKS_QUEUED,
+    Window,
+)
 from snapsync.core.manifest import Location
 from snapsync.core.pack import PackBuilder, new_buffer
 from snapsync.errors import AlreadyExistsError
@@ -113,15 +118,19 @@ class PackWriter:
         # it in parts in the background, fewer packs at once since each sends several parts
         # (``STREAMED_PACKS_IN_FLIGHT``; 5k files over SeaweedFS: see docs/design.md).
         self._stream = not dry_run and store.can_stream
+        queued = in_flight  # sealed packs waiting or uploading before add() waits
         if self._stream and in_flight > 0:
+            # A sealed pack waits in its temporary file, not in memory: the reading thread
+            # may run ahead of the uploads by more packs than are uploading.
             in_flight = min(in_flight, STREAMED_PACKS_IN_FLIGHT)
+            queued = max(in_flight, STREAMED_PACKS_QUEUED)
         self._sync = in_flight < 1
         self._up: Any = None  # the open pack's upload (streamed)
         self._pending: set[Upload] = set()  # sealed streamed packs not published yet
         self._stage = new_buffer(_STAGE) if self._stream else None
         self._builder = self._new_builder()
         self._ex = ThreadPoolExecutor(max(1, in_flight), thread_name_prefix="snapsync-up")
-        self._uploads: Window[tuple[int, Any]] = Window(self._ex, in_flight, self._uploaded)
+        self._uploads: Window[tuple[int, Any]] = Window(self._ex, queued, self._uploaded)
 
     def __enter__(self) -> PackWriter:
         return self

@@ -23,6 +23,7 @@ How the contract maps:
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import tempfile
@@ -31,7 +32,6 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from snapsync.concurrency import STREAM_PART, STREAM_PARTS_IN_FLIGHT
-from snapsync.core.pack import new_buffer
 from snapsync.store.backend import (
     Backend,
     IfMatch,
@@ -257,8 +257,8 @@ class ObstoreBackend(Backend):
 
         Up to ``STREAM_PART`` bytes: one PUT (create-only where asked, as :meth:`put`).
         Larger: a multipart upload of ``STREAM_PART`` pieces, ``STREAM_PARTS_IN_FLIGHT`` at
-        once, each read from the file into its own buffer, so no whole copy of the object is
-        ever in memory (a pack PUT whole held all of it, in flight or not). obstore aborts the
+        once, each a read-only map of its piece of the file, so the object is never whole in
+        memory (a pack PUT whole held all of it in a buffer, in flight or not). obstore aborts the
         upload when a part fails: a failed or retried upload leaves no object. S3 and Azure
         complete multipart uploads unconditionally here, so ``"create"`` is a HEAD first:
         ``FileExistsError`` when the key is there. Only content-addressed objects (packs) go
@@ -288,7 +288,7 @@ class ObstoreBackend(Backend):
                 raise FileExistsError(key)
 
         def parts() -> Iterator[memoryview]:
-            # A fresh buffer per part: obstore keeps the view until that part is sent
+            # A map of its own per part: obstore keeps the view until that part is sent
             # (``STREAM_PARTS_IN_FLIGHT`` of them, and this one), then drops it.
             for start in range(0, size, STREAM_PART):
                 yield _read_at(fd, start, min(start + STREAM_PART, size))
@@ -366,17 +366,18 @@ class PackUpload:
 
 
 def _read_at(fd: int, start: int, end: int) -> memoryview:
-    """Bytes ``[start, end)`` of file ``fd``, in a buffer of their own (an anonymous map:
-    part-size blocks never pass through the heap)."""
-    buf = new_buffer(end - start)
-    view = memoryview(buf)[: end - start]
-    got = 0
-    while got < len(view):
-        n = os.preadv(fd, [view[got:]], start + got)
-        if n == 0:
-            raise OSError(f"the pack's temporary file ended at {start + got} of {end} bytes")
-        got += n
-    return view
+    """Bytes ``[start, end)`` of file ``fd`` (``start`` a multiple of the page size), as a
+    read-only map of the file: the kernel's cached pages, not a copy, mapped (and counted as
+    this process's) only until the last view goes. A copy into a fresh buffer per part cost a
+    read and a page fault per 4 KiB more: +1.7 s of system time at 100k files / 1.6 GB."""
+    if end <= start:
+        return memoryview(b"")
+    m = mmap.mmap(fd, end - start, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ,
+                  offset=start)
+    return memoryview(m)
+
+
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux: one call maps every page up front
 
 
 _LOOP: asyncio.AbstractEventLoop | None = None
