@@ -22,6 +22,19 @@ T = TypeVar("T")
 DEFAULT_IO = 16  # requests in flight (``--jobs``): enough to hide a bucket's latency
 META_BATCH = 64  # small objects (refs, logs, manifests) read in one concurrent batch
 PACKS_IN_FLIGHT = 4  # uploads of pack-size objects at once: keeps the link busy, bounds memory
+# To an object store that takes objects in parts (S3, Azure through obstore) packs are
+# streamed instead (``Store.open_upload``): built into a temporary file, then uploaded in
+# parts of STREAM_PART bytes (S3's smallest part), STREAM_PARTS_IN_FLIGHT per pack and
+# STREAMED_PACKS_IN_FLIGHT packs at once: 4 requests in flight, as with 4 packs sent whole,
+# but at most 2 x (2 + 1) x 5 MiB mapped instead of (4 + 1) x 16 MiB of pack buffers
+# (docs/design.md, "Bounds").
+STREAM_PART = 5 << 20
+STREAM_PARTS_IN_FLIGHT = 2
+STREAMED_PACKS_IN_FLIGHT = 2
+# Sealed packs (in their temporary files: disk, not memory) the reading thread may have
+# waiting before it waits itself: with only the two uploading, 100k files / 1.6 GB over
+# SeaweedFS took a few seconds longer (see docs/design.md).
+STREAMED_PACKS_QUEUED = 6
 # On a local store a pack "upload" is a file write with no latency to hide: the reading
 # thread writes it itself (0 in flight), so one pack buffer exists instead of five. Measured
 # at 20 x 40 MB files: 92 MB peak RSS vs 110 MB with one in flight, and no slower.

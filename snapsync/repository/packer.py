@@ -7,9 +7,10 @@ its upload starts (so a killed push can resume, see ``journal.py``), and at most
 uploads each pack itself, one buffer in all). Each pack is built in place in a buffer
 (``PackBuilder``) that is handed to the store as a view, then reused for a later pack once
 its upload returned: no join copy, and no pack-size blocks churning through the heap. On a
-store that takes objects piece by piece (a local one, ``Store.open_upload``) with
-``in_flight=0``, a pack streams into the store's temporary file as it is built (hashed on the
-way) and is linked into place when sealed: no pack buffer at all.
+store that takes objects piece by piece (``Store.open_upload``), a pack streams into a
+temporary file as it is built (hashed on the way), so no pack buffer exists at all: a local
+store (``in_flight=0``) links it into place when sealed; S3 and Azure (through obstore) upload
+it in the background in parts, at most ``STREAMED_PACKS_IN_FLIGHT`` packs at once.
 """
 
 from __future__ import annotations
@@ -21,12 +22,18 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any
 
-from snapsync.concurrency import PACKS_IN_FLIGHT, Window
+from snapsync.concurrency import (
+    PACKS_IN_FLIGHT,
+    STREAMED_PACKS_IN_FLIGHT,
+    STREAMED_PACKS_QUEUED,
+    Window,
+)
 from snapsync.core.manifest import Location
 from snapsync.core.pack import PackBuilder, new_buffer
 from snapsync.errors import AlreadyExistsError
 from snapsync.repository.journal import UploadJournal
 from snapsync.store import Layout, Store
+from snapsync.store.store import Upload
 
 
 class PackIndex(Mapping[bytes, Location]):
@@ -104,16 +111,26 @@ class PackWriter:
         # cost nothing (new_buffer), and a bigger blob moves the builder to a bigger buffer.
         self._capacity = pack_size + (8 << 20)
         self._free: list[Any] = []  # buffers whose upload is done, ready for the next pack
+        # To a store that takes objects piece by piece, each pack streams through a small
+        # staging buffer into the store's temporary file as it is built, so no pack-size
+        # buffer exists at all: a local store links it into place in this thread
+        # (``in_flight=0``, 16 MiB of push's peak at any tree size); an object store uploads
+        # it in parts in the background, fewer packs at once since each sends several parts
+        # (``STREAMED_PACKS_IN_FLIGHT``; 5k files over SeaweedFS: see docs/design.md).
+        self._stream = not dry_run and store.can_stream
+        queued = in_flight  # sealed packs waiting or uploading before add() waits
+        if self._stream and in_flight > 0:
+            # A sealed pack waits in its temporary file, not in memory: the reading thread
+            # may run ahead of the uploads by more packs than are uploading.
+            in_flight = min(in_flight, STREAMED_PACKS_IN_FLIGHT)
+            queued = max(in_flight, STREAMED_PACKS_QUEUED)
         self._sync = in_flight < 1
-        # Written by this thread to a store that takes objects piece by piece (a local one):
-        # each pack streams through a small staging buffer into the store's temporary file,
-        # so no pack-size buffer exists at all (16 MiB of push's peak at any tree size).
-        self._stream = self._sync and not dry_run and store.can_stream
         self._up: Any = None  # the open pack's upload (streamed)
+        self._pending: set[Upload] = set()  # sealed streamed packs not published yet
         self._stage = new_buffer(_STAGE) if self._stream else None
         self._builder = self._new_builder()
         self._ex = ThreadPoolExecutor(max(1, in_flight), thread_name_prefix="snapsync-up")
-        self._uploads: Window[tuple[int, Any]] = Window(self._ex, in_flight, self._uploaded)
+        self._uploads: Window[tuple[int, Any]] = Window(self._ex, queued, self._uploaded)
 
     def __enter__(self) -> PackWriter:
         return self
@@ -126,6 +143,9 @@ class PackWriter:
                 self._up.abort()
                 self._up = None
         self._ex.shutdown(wait=True)
+        for up in list(self._pending):  # sealed, never published (cancelled): dropped
+            up.abort()
+        self._pending.clear()
 
     def _new_builder(self) -> PackBuilder:
         if self._stream:  # its upload opens with the first chunk (finish may find none)
@@ -167,14 +187,15 @@ class PackWriter:
             try:
                 if self.journal is not None:  # before it is published: a resume checks it
                     self.journal.record(pid, size, builder.locations(pid))
-                up.publish(Layout.pack(pid), self._mode())
-            except AlreadyExistsError:
-                self.existed.add(pid)  # an old copy: the publisher confirms it is still there
             except BaseException:
-                up.abort()  # a failed journal write too: no temporary file stays behind
+                up.abort()  # no temporary file stays behind
                 raise
-            self._uploaded((size, None))
             self._builder = self._new_builder()
+            if self._sync:
+                self._uploaded(self._publish(pid, size, up))
+            else:
+                self._pending.add(up)
+                self._uploads.submit(self._publish, pid, size, up)
             return
         pid, data = builder.seal_bytes()
         buf = builder.buffer
@@ -194,6 +215,19 @@ class PackWriter:
         # already there is this very pack (whether gc is about to delete it is checked
         # before the ref moves, docs/format.md §8).
         return "create" if self.store.conditional else "overwrite"
+
+    def _publish(self, pid: bytes, size: int, up: Upload) -> tuple[int, Any]:
+        """Publish one streamed pack; return its size (no buffer to give back)."""
+        try:
+            up.publish(Layout.pack(pid), self._mode())
+        except AlreadyExistsError:
+            self.existed.add(pid)  # an old copy: the publisher confirms it is still there
+        except BaseException:
+            up.abort()  # no temporary file stays behind, whatever failed
+            raise
+        finally:
+            self._pending.discard(up)
+        return size, None
 
     def _upload(self, pid: bytes, data: memoryview, locs: dict[bytes, Location],
                 buf: Any) -> tuple[int, Any]:

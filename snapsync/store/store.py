@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import random
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -26,6 +27,7 @@ from snapsync.concurrency import DEFAULT_IO
 from snapsync.errors import (
     AlreadyExistsError,
     FormatError,
+    LocalFileError,
     NotFoundError,
     PreconditionError,
     RootNotFoundError,
@@ -366,21 +368,24 @@ class Store:
 
     @property
     def can_stream(self) -> bool:
-        """Whether :meth:`open_upload` gives uploads here (local stores)."""
+        """Whether :meth:`open_upload` gives uploads here (local stores, and S3 and Azure
+        through obstore)."""
         return hasattr(self.backend, "open_upload")
 
     def open_upload(self, folder: str) -> Upload | None:
         """An object written piece by piece and published under its key at the end, where
-        the backend can (local stores: a temporary file in ``folder``, then a link); ``None``
-        elsewhere (an object store takes whole objects: use :meth:`put`). A pack writer then
-        needs no pack-size buffer."""
+        the backend can (local stores: a temporary file in ``folder``, then a link; obstore:
+        an unlinked temporary file, then a multipart upload); ``None`` elsewhere (fsspec
+        stores take whole objects: use :meth:`put`). A pack writer then needs no pack-size
+        buffer."""
         opener = getattr(self.backend, "open_upload", None)
         if opener is None:
             return None
         try:
             return Upload(self, opener(folder), folder)
         except OSError as exc:
-            raise self.translate(exc, self.where(folder)) from None
+            raise _spill_error(exc) if not self.local else self.translate(
+                exc, self.where(folder)) from None
 
     def delete(self, keys: Sequence[str]) -> None:
         """Remove objects; missing ones are fine."""
@@ -458,17 +463,33 @@ class Upload:
             self._up.write(data)
         except OSError as exc:
             self._up.abort()
+            if not self._store.local:  # the local temporary file, not the store, failed
+                raise _spill_error(exc) from None
             raise self._store.translate(exc, self._store.where(self._folder)) from None
         self.size += len(data)
 
     def publish(self, key: str, mode: PutMode = "overwrite") -> None:
-        """Make the bytes written the object ``key`` (``mode`` as :meth:`Store.put`'s)."""
-        try:
-            self._up.publish(key, mode)
-        except OSError as exc:
-            self._up.abort()
-            raise self._store.translate(exc, self._store.where(key)) from None
-        self._store.stats.add("PUT", sent=self.size)
+        """Make the bytes written the object ``key`` (``mode`` as :meth:`Store.put`'s).
+        To a remote store this is an upload, retried like :meth:`Store.put`."""
+        store = self._store
+        if store.local:
+            try:
+                self._up.publish(key, mode)
+            except OSError as exc:
+                self._up.abort()
+                raise store.translate(exc, store.where(key)) from None
+        else:
+            try:
+                store._one(store.where(key), lambda: self._up.publish(key, mode), "PUT")
+            finally:
+                self._up.abort()  # uploaded or failed for good: the temporary file goes
+        store.stats.add("PUT", sent=self.size)
 
     def abort(self) -> None:
         self._up.abort()
+
+
+def _spill_error(exc: OSError) -> LocalFileError:
+    """A remote store's upload could not write its local temporary file (a full disk)."""
+    return LocalFileError(f"{tempfile.gettempdir()}: cannot write a temporary file for an "
+                          f"upload ({describe(exc)}); TMPDIR names another folder")
