@@ -23,6 +23,7 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 _S3_BODIES = {
     503: (b"Slow Down", b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown"
@@ -239,3 +240,13 @@ def _reset(conn: socket.socket) -> None:
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     finally:
         conn.close()
+
+
+def remote_under_test(request: Any, kind: str) -> tuple[Any, str]:
+    """The running server for ``kind`` (``"s3"``: SeaweedFS, else Azurite) and a fresh folder
+    URL on it, for a test that puts a :class:`FaultProxy` in front of it."""
+    if kind.startswith("s3"):
+        return (request.getfixturevalue("s3_server"),
+                request.getfixturevalue("s3_bucket") + "/proj")
+    return (request.getfixturevalue("azurite_server"),
+            request.getfixturevalue("az_container") + "/proj")

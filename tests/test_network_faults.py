@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fault_proxy import FaultProxy, HttpFault
-from servers import Azurite, SeaweedS3
+from fault_proxy import FaultProxy, HttpFault, remote_under_test
 from treeutil import describe, make_project
 
 from snapsync.cli import main
@@ -36,12 +35,7 @@ def _opts(options: dict[str, Any], old: str, new: str) -> list[str]:
 def via_proxy(request: pytest.FixtureRequest) -> Any:
     """``(url, options through the proxy, proxy)``."""
     kind = request.param
-    if kind.startswith("s3"):
-        server: SeaweedS3 | Azurite = request.getfixturevalue("s3_server")
-        url = request.getfixturevalue("s3_bucket") + "/proj"
-    else:
-        server = request.getfixturevalue("azurite_server")
-        url = request.getfixturevalue("az_container") + "/proj"
+    server, url = remote_under_test(request, kind)
     with FaultProxy(server.endpoint) as proxy:
         opts = _opts(server.storage_options, server.endpoint, proxy.endpoint)
         if kind.endswith("fsspec"):

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fault_proxy import FaultProxy, HttpFault
-from servers import Azurite, SeaweedS3
+from fault_proxy import FaultProxy, HttpFault, remote_under_test
+from servers import SeaweedS3
 from treeutil import describe, make_project
 
 import snapsync
@@ -33,12 +33,7 @@ pytestmark = pytest.mark.timeout(180)
 @pytest.fixture(params=["s3", "az"])
 def remote(request: pytest.FixtureRequest) -> Any:
     """``(server, url, storage options through the proxy, proxy)``."""
-    if request.param == "s3":
-        server: SeaweedS3 | Azurite = request.getfixturevalue("s3_server")
-        url = request.getfixturevalue("s3_bucket") + "/proj"
-    else:
-        server = request.getfixturevalue("azurite_server")
-        url = request.getfixturevalue("az_container") + "/proj"
+    server, url = remote_under_test(request, request.param)
     with FaultProxy(server.endpoint) as proxy:
         opts = {k: v.replace(server.endpoint, proxy.endpoint) if isinstance(v, str) else v
                 for k, v in server.storage_options.items()}
