@@ -18,8 +18,9 @@ from treeutil import describe
 import snapsync
 from snapsync.core.codec import Codec
 from snapsync.core.hashing import chunk_id
-from snapsync.core.manifest import FILE, MANIFEST_MAGIC, TREE_MAGIC, Entry, encode_manifest
+from snapsync.core.manifest import FILE, MANIFEST_MAGIC, TREE_MAGIC, Entry
 from snapsync.core.manifest_decode import decode_manifest, decode_tree
+from snapsync.core.manifest_encode import encode_manifest
 from snapsync.core.pack import parse_trailer
 from snapsync.errors import FormatError, IntegrityError
 from snapsync.local.listing import normal_mode

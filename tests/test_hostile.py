@@ -16,16 +16,8 @@ from treeutil import describe, make_project
 
 import snapsync
 from snapsync.core.hashing import chunk_id
-from snapsync.core.manifest import (
-    DIR,
-    FILE,
-    MANIFEST_MAGIC,
-    SYMLINK,
-    TREE_MAGIC,
-    Entry,
-    Location,
-    encode_index,
-)
+from snapsync.core.manifest import DIR, FILE, MANIFEST_MAGIC, SYMLINK, TREE_MAGIC, Entry, Location
+from snapsync.core.manifest_encode import encode_index
 from snapsync.core.pack import PackBuilder
 from snapsync.core.plan import check_paths
 from snapsync.errors import FormatError, IntegrityError, SnapsyncError, StoreError, UnsafePathError

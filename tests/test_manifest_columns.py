@@ -23,11 +23,9 @@ from snapsync.core.manifest import (
     Entry,
     Location,
     TreeColumns,
-    encode_manifest,
-    encode_tree,
-    encode_tree_columns,
 )
 from snapsync.core.manifest_decode import decode_manifest, decode_tree
+from snapsync.core.manifest_encode import encode_manifest, encode_tree, encode_tree_columns
 from snapsync.core.plan import Seen, plan_pull
 from snapsync.errors import FormatError
 
@@ -189,7 +187,7 @@ def test_streamed_encode_gives_the_bytes_of_packing_whole_lists(n):
     # and bin header size (fix/16/32) must come out as msgpack packs the whole lists.
     from array import array
 
-    from snapsync.core.manifest import encode_index_ids, encode_manifest_columns
+    from snapsync.core.manifest_encode import encode_index_ids, encode_manifest_columns
 
     rng = random.Random(n)
     paths = sorted({b"p%07d" % rng.randrange(10 * n + 10) for _ in range(n)})

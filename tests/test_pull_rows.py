@@ -20,8 +20,9 @@ import snapsync.repository.reader as reader_mod
 from snapsync.concurrency import Concurrency
 from snapsync.core.codec import RAW_TAG, ZSTD_TAG, Codec
 from snapsync.core.hashing import chunk_id
-from snapsync.core.manifest import DIR, FILE, SYMLINK, Entry, Location, TreeColumns, encode_manifest
+from snapsync.core.manifest import DIR, FILE, SYMLINK, Entry, Location, TreeColumns
 from snapsync.core.manifest_decode import decode_manifest
+from snapsync.core.manifest_encode import encode_manifest
 from snapsync.core.plan import check_paths, plan_fetch
 from snapsync.core.rowmap import RowMap
 from snapsync.errors import IntegrityError, UnsafePathError

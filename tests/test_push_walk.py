@@ -19,16 +19,8 @@ from treeutil import backdate, make_project
 
 import snapsync
 from snapsync.core.codec import Codec
-from snapsync.core.manifest import (
-    DIR,
-    FILE,
-    SYMLINK,
-    Entry,
-    Location,
-    TreeColumns,
-    encode_manifest,
-    encode_manifest_columns,
-)
+from snapsync.core.manifest import DIR, FILE, SYMLINK, Entry, Location, TreeColumns
+from snapsync.core.manifest_encode import encode_manifest, encode_manifest_columns
 
 
 def _push(src: Path, url: str, **kw):

@@ -249,7 +249,8 @@ def test_key_must_be_long_enough(monkeypatch, tmp_path):
 
 def test_signature_covers_chunk_locations():
     """Moving a chunk's location breaks the signature (the index is signed)."""
-    from snapsync.core.manifest import FILE, Location, encode_manifest
+    from snapsync.core.manifest import FILE, Location
+    from snapsync.core.manifest_encode import encode_manifest
 
     k = Keyring(KEY.encode())
     cid = b"\1" * 16

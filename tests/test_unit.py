@@ -10,16 +10,9 @@ import pytest
 from snapsync.core.chunking import Chunker, ChunkerParams
 from snapsync.core.codec import Codec
 from snapsync.core.hashing import chunk_id
-from snapsync.core.manifest import (
-    DIR,
-    FILE,
-    SYMLINK,
-    Entry,
-    Location,
-    encode_manifest,
-    encode_tree,
-)
+from snapsync.core.manifest import DIR, FILE, SYMLINK, Entry, Location
 from snapsync.core.manifest_decode import decode_manifest
+from snapsync.core.manifest_encode import encode_manifest, encode_tree
 from snapsync.core.pack import PackBuilder, parse_pack
 from snapsync.core.plan import Seen, check_paths, diff_trees, plan_pull
 from snapsync.errors import FormatError, IntegrityError, UnsafePathError

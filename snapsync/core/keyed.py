@@ -23,11 +23,10 @@ from snapsync.core.manifest import (
     Manifest,
     TreeColumns,
     as_tree,
-    encode_index_ids,
     encode_json_like,
-    encode_tree_columns,
     split_ids,
 )
+from snapsync.core.manifest_encode import encode_index_ids, encode_tree_columns
 from snapsync.errors import FormatError, IntegrityError, UsageError
 
 ENV = "SNAPSYNC_KEY"

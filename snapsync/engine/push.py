@@ -43,13 +43,8 @@ from snapsync.core.ignore import (
     resolve_rules,
 )
 from snapsync.core.keyed import Keyring
-from snapsync.core.manifest import (
-    FILE,
-    SYMLINK,
-    Location,
-    Manifest,
-    encode_manifest_columns,
-)
+from snapsync.core.manifest import FILE, SYMLINK, Location, Manifest
+from snapsync.core.manifest_encode import encode_manifest_columns
 from snapsync.engine.publish import git_facts_of, publish_snapshot
 from snapsync.engine.push_plan import rules_key, tree_columns
 from snapsync.engine.results import PushResult

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 from snapsync.core.codec import Codec
 from snapsync.core.hashing import chunk_id
-from snapsync.core.manifest import Location, Manifest, encode_manifest_columns
+from snapsync.core.manifest import Location, Manifest
+from snapsync.core.manifest_encode import encode_manifest_columns
 from snapsync.core.pack import parse_pack
 from snapsync.errors import FormatError, IntegrityError, NotFoundError
 from snapsync.repository import DEFAULT_PACK_SIZE, Repository
