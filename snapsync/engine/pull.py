@@ -264,7 +264,7 @@ def pull(url: str | Store, dest: str | os.PathLike[str] = ".", *,
             if use_cache:
                 with contextlib.suppress(Exception):  # LRU bookkeeping only
                     cache.touch(segs.fds)
-            if places_key is not None and not (saved and not writer.segs):
+            if places_key is not None and (not saved or writer.segs):  # else: as saved
                 cache.save_places(places_key, where.values_array)
         finally:
             if writer is not None:

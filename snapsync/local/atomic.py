@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -40,3 +41,18 @@ def atomic_write(path: Path, data: Data) -> None:
     except BaseException:
         unlink_quietly(tmp)
         raise
+
+
+def keep_newest(folder: Path, suffix: str, keep: int) -> None:
+    """Remove all but the ``keep`` most recently written ``*suffix`` files in ``folder``
+    (caches that only save work: failures to list or remove are ignored)."""
+    try:
+        with os.scandir(folder) as it:
+            found = [(de.stat(follow_symlinks=False).st_mtime_ns, de.path) for de in it
+                     if de.name.endswith(suffix) and de.is_file(follow_symlinks=False)]
+    except OSError:
+        return
+    found.sort(reverse=True)
+    for _mtime, path in found[keep:]:
+        with contextlib.suppress(OSError):
+            os.unlink(path)

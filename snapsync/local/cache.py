@@ -34,7 +34,7 @@ from typing import Any
 
 from snapsync.core.hashing import ID_SIZE, chunk_id
 from snapsync.errors import CacheError
-from snapsync.local.atomic import atomic_write
+from snapsync.local.atomic import atomic_write, keep_newest
 from snapsync.local.segments import (
     _SEGMENT_NAME,
     NOFOLLOW,
@@ -214,12 +214,7 @@ class ChunkCache:
         body = vals.tobytes()
         with contextlib.suppress(OSError):  # an optimisation only
             atomic_write(folder / f"{key}.bin", [body, chunk_id(body)])
-            with os.scandir(folder) as it:
-                found = sorted(((de.stat(follow_symlinks=False).st_mtime_ns, de.path)
-                                for de in it if de.name.endswith(".bin")), reverse=True)
-            for _t, path in found[PLACES_KEPT:]:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
+        keep_newest(folder, ".bin", PLACES_KEPT)
 
     def writer(self, placed: MutableMapping[bytes, int] | None = None) -> SegmentWriter:
         """A new segment (or several) for chunks this pull adds; ``placed`` (id -> packed

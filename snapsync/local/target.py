@@ -32,6 +32,7 @@ from snapsync.core.manifest import (
 )
 from snapsync.core.plan import PullPlan, Seen
 from snapsync.errors import LocalFileError, UnsafePathError
+from snapsync.local.atomic import keep_newest
 from snapsync.local.listing import normal_mode
 from snapsync.local.stage import make_dirs, staged_name
 from snapsync.local.statcache import StatCache
@@ -340,16 +341,7 @@ TARGET_CACHES = 64  # pull stat caches kept (a worker pulls into a new folder ev
 def prune_target_caches(folder: Path, keep: int = TARGET_CACHES) -> None:
     """Keep the ``keep`` most recently written pull stat caches in ``folder``: one per
     target folder, and a worker's every flow run has a new one, which would pile up."""
-    try:
-        with os.scandir(folder) as it:
-            found = [(de.stat(follow_symlinks=False).st_mtime_ns, de.path) for de in it
-                     if de.name.endswith(".msgpack") and de.is_file(follow_symlinks=False)]
-    except OSError:
-        return
-    found.sort(reverse=True)
-    for _mtime, path in found[keep:]:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+    keep_newest(folder, ".msgpack", keep)
 
 
 def scan_extras(destp: Path, rules: IgnoreRules,
