@@ -155,8 +155,13 @@ def test_a_pull_with_the_row_state_gives_the_tree_back(tmp_path: Path):
             assert r.chunks_downloaded == 0 and r.chunks_cached == r.chunks_needed
 
 
-def test_ranges_read_into_the_callers_buffers(tmp_path: Path):
+@pytest.mark.parametrize("preadv", [True, False])
+def test_ranges_read_into_the_callers_buffers(tmp_path: Path, monkeypatch, preadv: bool):
     from snapsync.errors import TruncatedObjectError
+    from snapsync.store import local_read
+
+    if not preadv:  # Windows, older macOS: read, then copied into the buffer
+        monkeypatch.setattr(local_read, "_PREADV", None)
 
     store = as_store(f"file://{tmp_path}/s")
     data = random.Random(2).randbytes(100_000)

@@ -192,7 +192,7 @@ class ChunkReader:
         # before the next batch is asked for). Reused, so ~1 GB of ranges cost no fresh
         # pages: fresh ones cost a page fault each (~300k, ~0.8 s CPU at 100k files), and
         # glibc's heap kept freed ones (docs/design.md, "Bounds").
-        slots = (_Slot(), _Slot()) if self.store.backend.local else (None, None)
+        slots = (_Slot(), _Slot()) if self.store.reads_into else (None, None)
         with ThreadPoolExecutor(1, thread_name_prefix="snapsync-fetch") as fetch_ex:
             pending = fetch_ex.submit(self._download, batches[0], conc.io, slots[0])
             try:
@@ -219,8 +219,10 @@ class ChunkReader:
                     del datas
                     depth = 2 * max(1, conc.cpu)
                     futs = []
-                    for w in work[:depth]:  # one by one: a failed reserve leaves the started ones
-                        futs.append(submit(w))  # in ``futs``, which the cleanup waits out
+                    # One by one: a failed reserve leaves the started ones in ``futs``, which
+                    # the cleanup waits out (by index: no name keeps a unit's views alive).
+                    for k in range(min(depth, len(work))):
+                        futs.append(submit(work[k]))
                     nxt = len(futs)
                     for k in range(len(work)):
                         try:

@@ -82,6 +82,9 @@ def read_whole(path: str, key: str) -> bytes:
         os.close(fd)
 
 
+_PREADV = getattr(os, "preadv", None)
+
+
 def read_range_into(path: str, key: str, start: int, end: int, out: memoryview) -> memoryview:
     """Bytes ``[start, end)`` of the object read into ``out`` (at least ``end - start``
     long); the part of ``out`` filled (shorter if the object ends first: the caller checks).
@@ -89,9 +92,13 @@ def read_range_into(path: str, key: str, start: int, end: int, out: memoryview) 
     fd, size = _open(path, key)
     try:
         n = max(0, min(end, size) - start)
+        if _PREADV is None:  # Windows, older macOS: a read and a copy
+            data = _pread(fd, n, start)
+            out[:len(data)] = data
+            return out[:len(data)]
         done = 0
         while done < n:
-            got = os.preadv(fd, [out[done:n]], start + done)
+            got = _PREADV(fd, [out[done:n]], start + done)
             if not got:
                 break
             done += got

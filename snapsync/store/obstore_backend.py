@@ -259,7 +259,9 @@ class ObstoreBackend(Backend):
         Larger: a multipart upload of ``STREAM_PART`` pieces, ``STREAM_PARTS_IN_FLIGHT`` at
         once, each a read-only map of its piece of the file, so the object is never whole in
         memory (a pack PUT whole held all of it in a buffer, in flight or not). obstore aborts the
-        upload when a part fails: a failed or retried upload leaves no object. S3 and Azure
+        upload when a part fails: a failed or retried upload leaves no object (a push killed
+        mid-upload leaves its sent parts, invisible but billed, until the bucket's lifecycle
+        rule aborts them: README, "Temporary files"). S3 and Azure
         complete multipart uploads unconditionally here, so ``"create"`` is a HEAD first:
         ``FileExistsError`` when the key is there. Only content-addressed objects (packs) go
         this way: one found there is this very object, and one written between the HEAD and
@@ -374,8 +376,8 @@ def _read_at(fd: int, start: int, end: int) -> memoryview:
     94-99 MB at 5k files against 87-89 MB (5 runs each)."""
     if end <= start:
         return memoryview(b"")
-    return memoryview(mmap.mmap(fd, end - start, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ,
-                                offset=start))
+    # ACCESS_READ: a shared read-only map on Unix, and the form Windows accepts too.
+    return memoryview(mmap.mmap(fd, end - start, access=mmap.ACCESS_READ, offset=start))
 
 
 _LOOP: asyncio.AbstractEventLoop | None = None

@@ -161,6 +161,11 @@ class Store:
         return self.backend.local
 
     @property
+    def reads_into(self) -> bool:
+        """Whether :meth:`get_ranges` fills the caller's buffers (``into=``) here."""
+        return hasattr(self.backend, "get_ranges_into")
+
+    @property
     def conditional(self) -> bool:
         """Whether writes can be create-only or compare-and-swap."""
         return self.backend.conditional
@@ -325,7 +330,7 @@ class Store:
         # A local file that ends early will not grow back: its short reads are not retried.
         short = None if self.backend.local else (
             lambda i, v: len(v) != reqs[i][2] - reqs[i][1])
-        read_into = getattr(self.backend, "get_ranges_into", None) if into else None
+        read_into = self.backend.get_ranges_into if into and self.reads_into else None  # type: ignore[attr-defined]
 
         def call(todo: list[int]) -> Sequence[Any]:
             picked = [reqs[i] for i in todo]
